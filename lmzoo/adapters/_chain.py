@@ -1,0 +1,326 @@
+"""Shared machinery for families whose mergeable part is one chain of residual blocks (ResNet,
+MobileNetV2): the configured block, the chain module, and a ChainAdapter base class.
+
+A family adapter only describes its chain (:class:`ChainLayout`); tracing, applying plans and
+merging are common.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmzoo.adapters._modules import (
+    MERGE_DTYPE,
+    check_mergeable_conv,
+    make_activation,
+    module_map,
+    plain_batchnorm,
+    to_module,
+)
+from lmzoo.adapters._registry import Adapter
+from lmzoo.adapters._tracing import run_with_hooks
+from lmzoo.core import kernels
+from lmzoo.core.candidates import Candidate
+from lmzoo.core.plan import Plan
+from lmzoo.core.spec import Position, ResidualSpan, Spec, Unit
+from lmzoo.errors import InvalidPlanError, UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class LayoutUnit:
+    """One conv of the chain: its module path, the norm after it, and the activation at its output."""
+
+    conv: str
+    norm: str | None
+    activation: str | None
+
+
+@dataclass(frozen=True)
+class ChainLayout:
+    """What a family adapter finds in a model, from module types and attribute names alone."""
+
+    #: consecutive submodules whose composition in forward() is the chain; the chain replaces them
+    containers: tuple[str, ...]
+    units: tuple[LayoutUnit, ...]
+    spans: tuple[ResidualSpan, ...] = ()
+    barriers: frozenset[int] = frozenset()
+    inserted_activation: Mapping[int, str] = field(default_factory=dict)
+
+
+class UnitStep(nn.Module):
+    """A kept unit inside a configured block: conv (unpadded when the block pads) then its norm."""
+
+    def __init__(self, conv: nn.Conv2d, norm: nn.Module | None, original_padding: int) -> None:
+        super().__init__()
+        self.conv = conv
+        self.norm = norm if norm is not None else nn.Identity()
+        self.original_padding = original_padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+    def conv_map(self) -> kernels.ConvMap:
+        m = module_map(self.conv, self.conv.in_channels, padding=self.original_padding)
+        return kernels.compose(m, module_map(self.norm, self.conv.out_channels, device=m.weight.device))
+
+
+@dataclass(frozen=True)
+class _InnerSpan:
+    source: int
+    target: int
+    crop: int  # rows/cols dropped at the top-left of the source map so the grids align
+
+
+class ConfiguredBlock(nn.Module):
+    """Block (start, end] as a trainable network computing exactly its merged conv's function.
+
+    All padding is moved onto the block input (DESIGN §5): the input is zero-padded by
+    P = sum_l p_l * prod_{m<l} s_m and every conv runs unpadded, so no intermediate map is
+    zero-padded (which would break the equivalence with one merged conv at the borders).
+    Shortcuts inside the block read their source map cropped so that it lines up with the target.
+    A lone kept conv with no shortcut keeps its own padding, which is the same thing.
+    """
+
+    def __init__(
+        self,
+        candidate: Candidate,
+        in_channels: int,
+        steps: Sequence[nn.Module],
+        spans: Sequence[ResidualSpan],
+        shortcuts: Sequence[nn.Module],
+    ) -> None:
+        super().__init__()
+        self.start, self.end = candidate.start, candidate.end
+        self.in_channels = in_channels
+        self.steps = nn.ModuleList(steps)
+        self.shortcuts = nn.ModuleList(shortcuts)
+        kept = [s for s in steps if isinstance(s, UnitStep)]
+        self.pad = 0
+        if len(kept) > 1 or spans:
+            stride = 1
+            for step in kept:
+                self.pad += step.original_padding * stride
+                stride *= step.conv.stride[0]
+                step.conv.padding = (0, 0)
+        # border width of each position's map relative to the unpadded network's map
+        border = {self.start: self.pad}
+        for pos, step in enumerate(self.steps, start=self.start + 1):
+            b = border[pos - 1]
+            if isinstance(step, UnitStep):
+                p = 0 if self.pad == 0 else step.original_padding
+                b, rem = divmod(b - p, step.conv.stride[0])
+                if rem or b < 0:
+                    raise InvalidPlanError(f"block ({self.start}, {self.end}] cannot be aligned")
+            border[pos] = b
+        self.inner_spans = [
+            _InnerSpan(s.source, s.target, border[s.source] - s.stride * border[s.target]) for s in spans
+        ]
+        self._sources = {s.source for s in spans}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad:
+            x = F.pad(x, (self.pad,) * 4)
+        saved = {self.start: x}
+        for pos, step in enumerate(self.steps, start=self.start + 1):
+            x = step(x)
+            for span, shortcut in zip(self.inner_spans, self.shortcuts):
+                if span.target == pos:
+                    h = saved[span.source][..., span.crop :, span.crop :]
+                    h = shortcut(h)
+                    x = x + h[..., : x.shape[-2], : x.shape[-1]]
+            if pos in self._sources:
+                saved[pos] = x
+        return x
+
+    def merged_map(self) -> kernels.ConvMap:
+        device = next(self.parameters()).device
+        current = kernels.identity_map(self.in_channels, dtype=MERGE_DTYPE, device=device)
+        saved = {self.start: current}
+        for pos, step in enumerate(self.steps, start=self.start + 1):
+            if isinstance(step, UnitStep):
+                current = kernels.compose(current, step.conv_map())
+            for span, shortcut in zip(self.inner_spans, self.shortcuts):
+                if span.target == pos:
+                    source = saved[span.source]
+                    shortcut_map = module_map(shortcut, source.out_channels, device=device)
+                    branch = kernels.compose(source, shortcut_map)
+                    current = kernels.add(current, branch)
+            if pos in self._sources:
+                saved[pos] = current
+        return current
+
+    def lmzoo_merged(self) -> nn.Module:
+        like = next(p for p in self.parameters())
+        return to_module(self.merged_map(), like=like)
+
+
+class Chain(nn.Module):
+    """The chain of blocks, each followed by its residual additions and its activation.
+
+    Used for configured networks (blocks are ConfiguredBlocks) and merged ones (blocks are single
+    convs); shortcuts here are the residual spans that contain a block rather than lie inside one.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[nn.Module],
+        ends: Sequence[int],
+        activations: Sequence[nn.Module],
+        spans: Sequence[ResidualSpan],
+        shortcuts: Sequence[nn.Module],
+        span_channels: Sequence[int],
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.activations = nn.ModuleList(activations)
+        self.shortcuts = nn.ModuleList(shortcuts)
+        self.ends = list(ends)
+        self.spans = list(spans)
+        self.span_channels = list(span_channels)
+        self._sources = {s.source for s in spans}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        saved = {0: x} if 0 in self._sources else {}
+        for block, end, act in zip(self.blocks, self.ends, self.activations):
+            x = block(x)
+            for span, shortcut in zip(self.spans, self.shortcuts):
+                if span.target == end:
+                    x = x + shortcut(saved[span.source])
+            x = act(x)
+            if end in self._sources:
+                saved[end] = x
+        return x
+
+    def lmzoo_merged(self) -> Chain:
+        blocks = [b.lmzoo_merged() if isinstance(b, ConfiguredBlock) else copy.deepcopy(b) for b in self.blocks]
+        like = next(p for p in self.parameters())
+        shortcuts = [
+            to_module(module_map(s, ch, device=like.device), like=like)
+            for s, ch in zip(self.shortcuts, self.span_channels)
+        ]
+        return Chain(
+            blocks, self.ends, copy.deepcopy(list(self.activations)), self.spans, shortcuts, self.span_channels
+        )
+
+
+class ChainAdapter(Adapter):
+    """Base class for families described by a ChainLayout."""
+
+    @abstractmethod
+    def layout(self, model: nn.Module) -> ChainLayout:
+        """The model's chain, from module types and attribute names (raise UnsupportedModelError)."""
+
+    def trace(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Spec:
+        layout = self.layout(model)
+        convs = {u.conv: check_mergeable_conv(model.get_submodule(u.conv), u.conv) for u in layout.units}
+        shapes, order = run_with_hooks(model, dict(convs), example_inputs)
+        if order != [u.conv for u in layout.units]:
+            raise UnsupportedModelError(
+                f"{type(model).__name__}.forward runs its convs in another order than its module "
+                "structure says; lmzoo cannot tell what it computes"
+            )
+        units = tuple(
+            _unit(i, u.conv, convs[u.conv], shapes[u.conv]) for i, u in enumerate(layout.units, start=1)
+        )
+        positions = [Position(0, None, 0 in layout.barriers, layout.inserted_activation.get(0))]
+        for i, u in enumerate(layout.units, start=1):
+            positions.append(Position(i, u.activation, i in layout.barriers, layout.inserted_activation.get(i)))
+        return Spec(
+            family=self.family,
+            units=units,
+            positions=tuple(positions),
+            spans=layout.spans,
+            input_shapes=tuple(tuple(x.shape) for x in example_inputs if isinstance(x, torch.Tensor)),
+        )
+
+    def apply_plan(self, model: nn.Module, spec: Spec, plan: Plan) -> nn.Module:
+        layout = self.layout(model)
+        _check_layout_matches(layout, model, spec)
+        configured = copy.deepcopy(model)
+        chain = _build_chain(configured, layout, spec, plan)
+        configured.set_submodule(layout.containers[0], chain)
+        for name in layout.containers[1:]:
+            configured.set_submodule(name, nn.Identity())
+        return configured
+
+
+def _unit(index: int, path: str, conv: nn.Conv2d, shape: tuple[int, ...]) -> Unit:
+    return Unit(
+        index=index,
+        path=path,
+        in_channels=conv.in_channels,
+        out_channels=conv.out_channels,
+        kernel=conv.kernel_size[0],
+        stride=conv.stride[0],
+        padding=conv.padding[0],
+        depthwise=conv.groups > 1,
+        input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
+        weight_l1=float(conv.weight.detach().abs().sum()),
+    )
+
+
+def _check_layout_matches(layout: ChainLayout, model: nn.Module, spec: Spec) -> None:
+    mismatch = len(layout.units) != spec.length
+    for lu, su in zip(layout.units, spec.units):
+        conv = model.get_submodule(lu.conv)
+        if not isinstance(conv, nn.Conv2d) or (lu.conv, conv.in_channels, conv.out_channels, conv.kernel_size[0],
+                                                conv.stride[0]) != (su.path, su.in_channels, su.out_channels,
+                                                                    su.kernel, su.stride):
+            mismatch = True
+    if mismatch:
+        raise InvalidPlanError(
+            "the spec was traced from a different network than the one given: trace this model "
+            "with lmzoo.trace and solve again"
+        )
+
+
+def _build_chain(model: nn.Module, layout: ChainLayout, spec: Spec, plan: Plan) -> Chain:
+    blocks: list[nn.Module] = []
+    activations: list[nn.Module] = []
+    for cand in plan:
+        steps: list[nn.Module] = []
+        for unit, lu in zip(spec.units_in(cand.start, cand.end), layout.units[cand.start : cand.end]):
+            if unit.index in cand.kept:
+                conv = model.get_submodule(lu.conv)
+                norm = plain_batchnorm(model.get_submodule(lu.norm), lu.norm) if lu.norm else None
+                steps.append(UnitStep(conv, norm, unit.padding))
+            else:
+                steps.append(nn.Identity())
+        inner = [s for s in spec.spans_inside(cand.start, cand.end)]
+        blocks.append(
+            ConfiguredBlock(
+                cand, spec.unit(cand.start + 1).in_channels, steps, inner, [_shortcut(model, s) for s in inner]
+            )
+        )
+        position = spec.positions[cand.end]
+        kind = position.activation
+        if kind is None and cand.length >= 2:
+            kind = position.inserted_activation
+        activations.append(make_activation(kind))
+    boundaries = set(plan.boundaries)
+    outer = [s for s in spec.spans if s.source in boundaries and s.target in boundaries
+             and not any(c.start <= s.source and s.target <= c.end for c in plan)]
+    return Chain(
+        blocks,
+        [c.end for c in plan],
+        activations,
+        outer,
+        [_shortcut(model, s) for s in outer],
+        [spec.unit(s.source + 1).in_channels for s in outer],
+    )
+
+
+def _shortcut(model: nn.Module, span: ResidualSpan) -> nn.Module:
+    if span.projection is None:
+        return nn.Identity()
+    projection = model.get_submodule(span.projection)
+    assert isinstance(projection, nn.Sequential)
+    conv, norm = projection[0], projection[1]
+    return nn.Sequential(conv, plain_batchnorm(norm, f"{span.projection}.1"))

@@ -1,0 +1,128 @@
+"""Bridges between torch modules and the pure merge maths, shared by every adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from lmzoo.core import kernels
+from lmzoo.core.kernels import ConvMap
+from lmzoo.errors import UnsupportedModelError
+
+#: merges are computed in float64 and cast back, so merging adds no visible round-off
+MERGE_DTYPE = torch.float64
+
+_ACTIVATIONS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.SiLU: "silu"}
+
+
+def activation_kind(module: nn.Module | None, where: str) -> str | None:
+    """The spec's name for an activation module (None for identity)."""
+    if module is None or isinstance(module, nn.Identity):
+        return None
+    for cls, kind in _ACTIVATIONS.items():
+        if type(module) is cls:
+            return kind
+    raise UnsupportedModelError(
+        f"{where}: activation {type(module).__name__} is not supported "
+        f"(supported: {', '.join(sorted(c.__name__ for c in _ACTIVATIONS))})"
+    )
+
+
+def make_activation(kind: str | None) -> nn.Module:
+    """A fresh, out-of-place activation module of the given kind."""
+    if kind is None:
+        return nn.Identity()
+    for cls, name in _ACTIVATIONS.items():
+        if name == kind:
+            return cls()
+    raise ValueError(f"no module for activation kind {kind!r}")
+
+
+def check_mergeable_conv(conv: nn.Module, where: str) -> nn.Conv2d:
+    """The conv, if its geometry is one lmzoo can merge exactly; else UnsupportedModelError."""
+    if type(conv) is not nn.Conv2d:
+        raise UnsupportedModelError(f"{where}: expected a plain nn.Conv2d, found {type(conv).__name__}")
+    k, kw = conv.kernel_size
+    problems = []
+    if k != kw or conv.stride[0] != conv.stride[1]:
+        problems.append("non-square kernel or stride")
+    if conv.padding != ((k - 1) // 2,) * 2 or k % 2 == 0:
+        problems.append(f"padding {conv.padding} is not 'same' padding for kernel {k}")
+    if conv.dilation != (1, 1):
+        problems.append("dilation")
+    if conv.padding_mode != "zeros":
+        problems.append(f"padding mode {conv.padding_mode!r}")
+    if conv.groups != 1 and not (conv.groups == conv.in_channels == conv.out_channels):
+        problems.append(f"grouped conv (groups={conv.groups}) that is not depthwise")
+    if problems:
+        raise UnsupportedModelError(f"{where}: conv cannot be merged exactly ({'; '.join(problems)})")
+    return conv
+
+
+def plain_batchnorm(norm: nn.Module, where: str) -> nn.BatchNorm2d:
+    """A plain nn.BatchNorm2d with the parameters and statistics of ``norm`` (activation dropped)."""
+    if not isinstance(norm, nn.BatchNorm2d) or not norm.track_running_stats:
+        raise UnsupportedModelError(f"{where}: expected BatchNorm2d with running statistics")
+    bn = nn.BatchNorm2d(norm.num_features, eps=norm.eps, momentum=norm.momentum, affine=norm.affine)
+    bn = bn.to(device=norm.running_mean.device, dtype=norm.running_mean.dtype)
+    bn.load_state_dict(norm.state_dict())
+    bn.train(norm.training)
+    return bn
+
+
+def module_map(
+    module: nn.Module, channels: int, *, padding: int | None = None, device: torch.device | None = None
+) -> ConvMap:
+    """The affine map of a linear module: Conv2d, BatchNorm2d (eval), Identity or a Sequential of those.
+
+    ``padding`` overrides a single conv's padding (configured networks run convs unpadded and keep
+    the original padding aside).
+    """
+    if isinstance(module, nn.Sequential):
+        maps = []
+        for sub in module:
+            maps.append(module_map(sub, channels, device=device))
+            channels = maps[-1].out_channels
+        return compose_all(maps, channels, device=device)
+    if isinstance(module, nn.Identity):
+        return kernels.identity_map(channels, dtype=MERGE_DTYPE, device=device or "cpu")
+    if isinstance(module, nn.Conv2d):
+        return kernels.conv_map(
+            module.weight, module.bias, stride=module.stride[0],
+            padding=module.padding[0] if padding is None else padding, groups=module.groups,
+            dtype=MERGE_DTYPE,
+        )
+    if isinstance(module, nn.BatchNorm2d):
+        scale, shift = kernels.batchnorm_scale_shift(
+            module.running_mean, module.running_var, module.weight, module.bias, module.eps
+        )
+        ident = kernels.identity_map(module.num_features, dtype=MERGE_DTYPE, device=scale.device)
+        return kernels.scale_shift(ident, scale, shift)
+    raise TypeError(f"{type(module).__name__} is not a linear module lmzoo can merge")
+
+
+def compose_all(maps: Iterable[ConvMap], channels: int, *, device: torch.device | None = None) -> ConvMap:
+    """Compose maps in order; the identity when there are none."""
+    result: ConvMap | None = None
+    for m in maps:
+        result = m if result is None else kernels.compose(result, m)
+    if result is None:
+        return kernels.identity_map(channels, dtype=MERGE_DTYPE, device=device or "cpu")
+    return result
+
+
+def to_module(m: ConvMap, *, like: torch.Tensor) -> nn.Module:
+    """One nn.Conv2d realising the map (nn.Identity when the map is exactly the identity)."""
+    if kernels.is_identity(m):
+        return nn.Identity()
+    conv = nn.Conv2d(
+        m.in_channels, m.out_channels, m.kernel, stride=m.stride, padding=m.padding,
+        groups=m.out_channels if m.depthwise else 1, bias=True,
+    )
+    conv = conv.to(device=like.device, dtype=like.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(m.weight)
+        conv.bias.copy_(m.bias)
+    return conv

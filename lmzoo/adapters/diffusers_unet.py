@@ -1,0 +1,263 @@
+"""diffusers UNet2DModel (the DDPM family).
+
+Units: conv1 and conv2 of every ResnetBlock2D, and the conv of every Upsample2D. Merges never cross
+ResNet blocks, attention, resampling or U-Net skips, so every position is a barrier except the one
+between conv1 and conv2 of a ResNet block, whose norm2+SiLU may be removed (paper §DDPM). Removing
+it adds a GroupNorm after conv2 and, in the merged network, pushes the time-embedding projection
+through conv2. An Upsample2D conv may be removed entirely (the paper's kernel-0 option).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmzoo.adapters._modules import MERGE_DTYPE, check_mergeable_conv, compose_all, module_map, to_module
+from lmzoo.adapters._registry import Adapter, register_adapter
+from lmzoo.adapters._tracing import run_with_hooks
+from lmzoo.core.plan import Plan
+from lmzoo.core.spec import Position, Spec, Unit
+from lmzoo.errors import InvalidPlanError, UnsupportedModelError
+
+MIDDLE_ACTIVATION = "groupnorm+silu"
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A ResnetBlock2D (two units) or an Upsample2D conv (one removable unit)."""
+
+    path: str
+    conv_paths: tuple[str, ...]
+
+    @property
+    def is_resnet(self) -> bool:
+        return len(self.conv_paths) == 2
+
+
+def _groups(model: nn.Module) -> list[_Group]:
+    from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.upsampling import Upsample2D
+
+    groups = []
+    for path, module in model.named_modules():
+        if isinstance(module, ResnetBlock2D):
+            _check_resnet_block(module, path)
+            groups.append(_Group(path, (f"{path}.conv1", f"{path}.conv2")))
+        elif isinstance(module, Upsample2D) and module.use_conv and not module.use_conv_transpose:
+            if module.norm is not None:
+                raise UnsupportedModelError(f"{path}: Upsample2D with a norm layer is not supported")
+            attr = "conv" if module.name == "conv" else "Conv2d_0"
+            groups.append(_Group(path, (f"{path}.{attr}",)))
+    if not groups:
+        raise UnsupportedModelError("this UNet2DModel has no ResnetBlock2D or Upsample2D convs to merge")
+    return groups
+
+
+def _check_resnet_block(block: nn.Module, path: str) -> None:
+    problems = []
+    if block.time_embedding_norm != "default":
+        problems.append(f"time_embedding_norm={block.time_embedding_norm!r} (only 'default')")
+    if block.upsample is not None or block.downsample is not None:
+        problems.append("up/down-sampling inside the block")
+    if not isinstance(block.norm2, nn.GroupNorm) or not isinstance(block.nonlinearity, nn.SiLU):
+        problems.append("norm2 must be GroupNorm and the nonlinearity SiLU")
+    shortcut = block.conv_shortcut
+    if shortcut is not None and (type(shortcut) is not nn.Conv2d or shortcut.kernel_size != (1, 1)):
+        problems.append("conv_shortcut must be a 1x1 conv")
+    if problems:
+        raise UnsupportedModelError(f"{path}: {'; '.join(problems)}")
+
+
+@register_adapter
+class DiffusersUNet2DAdapter(Adapter):
+    family = "diffusers-unet2d"
+    description = "diffusers UNet2DModel with ResnetBlock2D and Upsample2D (DDPM, e.g. google/ddpm-cifar10-32)"
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        from diffusers import UNet2DModel
+
+        return isinstance(model, UNet2DModel)
+
+    def trace(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Spec:
+        groups = _groups(model)
+        convs = {
+            p: check_mergeable_conv(model.get_submodule(p), p) for g in groups for p in g.conv_paths
+        }
+        shapes, _ = run_with_hooks(model, dict(convs), example_inputs)
+        units: list[Unit] = []
+        positions = [Position(0, None, barrier=True)]
+        for g in groups:
+            for k, path in enumerate(g.conv_paths):
+                conv = convs[path]
+                units.append(
+                    Unit(
+                        index=len(units) + 1,
+                        path=path,
+                        in_channels=conv.in_channels,
+                        out_channels=conv.out_channels,
+                        kernel=conv.kernel_size[0],
+                        stride=conv.stride[0],
+                        padding=conv.padding[0],
+                        depthwise=conv.groups > 1,
+                        input_shape=tuple(int(s) for s in shapes[path]),  # type: ignore[arg-type]
+                        weight_l1=float(conv.weight.detach().abs().sum()),
+                        removable=not g.is_resnet,
+                    )
+                )
+                middle = g.is_resnet and k == 0
+                positions.append(
+                    Position(len(units), MIDDLE_ACTIVATION if middle else None, barrier=not middle)
+                )
+        return Spec(
+            family=self.family,
+            units=tuple(units),
+            positions=tuple(positions),
+            input_shapes=tuple(tuple(x.shape) for x in example_inputs if isinstance(x, torch.Tensor)),
+        )
+
+    def apply_plan(self, model: nn.Module, spec: Spec, plan: Plan) -> nn.Module:
+        groups = _groups(model)
+        if [p for g in groups for p in g.conv_paths] != [u.path for u in spec.units]:
+            raise InvalidPlanError(
+                "the spec was traced from a different network than the one given: trace this model "
+                "with lmzoo.trace and solve again"
+            )
+        configured = copy.deepcopy(model)
+        by_end = {c.end: c for c in plan}
+        first_unit = 1
+        for g in groups:
+            last_unit = first_unit + len(g.conv_paths) - 1
+            block = by_end.get(last_unit)
+            if block is not None and block.start == first_unit - 1:
+                module = configured.get_submodule(g.path)
+                if g.is_resnet and block.length == 2:
+                    kept = (first_unit in block.kept, last_unit in block.kept)
+                    configured.set_submodule(g.path, LayerMergeResnetBlock2D.configure(module, kept))
+                elif not g.is_resnet and not block.kept:
+                    configured.set_submodule(g.conv_paths[0], nn.Identity())
+            first_unit = last_unit + 1
+        return configured
+
+
+class LayerMergeResnetBlock2D(nn.Module):
+    """A ResnetBlock2D whose middle norm2+SiLU is removed (configured), or its merged form.
+
+    Configured: the block input (after norm1+SiLU) is zero-padded by the kept convs' total padding
+    and the convs run unpadded, with the time embedding added between them; so conv2 sees a
+    constant-per-channel shift everywhere and conv2(h + t) = conv2(h) + sum_spatial(W2) t exactly.
+    Merged: one conv, and the time projection pushed through conv2 (W_t' = sum_spatial(W2) W_t).
+    A GroupNorm after the convs replaces the removed norm (paper).
+    """
+
+    def __init__(
+        self,
+        *,
+        norm1: nn.Module,
+        nonlinearity: nn.Module,
+        pad: int,
+        before: nn.Module,
+        time_emb_proj: nn.Module | None,
+        skip_time_act: bool,
+        dropout: nn.Module,
+        after: nn.Module,
+        norm_out: nn.GroupNorm,
+        conv_shortcut: nn.Module | None,
+        output_scale_factor: float,
+        original_paddings: tuple[int, int] = (0, 0),
+    ) -> None:
+        super().__init__()
+        self.norm1 = norm1
+        self.nonlinearity = nonlinearity
+        self.pad = pad
+        self.before = before
+        self.time_emb_proj = time_emb_proj
+        self.skip_time_act = skip_time_act
+        self.dropout = dropout
+        self.after = after
+        self.norm_out = norm_out
+        self.conv_shortcut = conv_shortcut
+        self.output_scale_factor = output_scale_factor
+        self.original_paddings = original_paddings
+
+    @classmethod
+    def configure(cls, block: nn.Module, kept: tuple[bool, bool]) -> LayerMergeResnetBlock2D:
+        convs = [block.conv1, block.conv2]
+        paddings = (block.conv1.padding[0], block.conv2.padding[0])
+        pad = sum(p for p, k in zip(paddings, kept) if k)
+        for conv in convs:
+            conv.padding = (0, 0)
+        norm2 = block.norm2
+        norm_out = nn.GroupNorm(norm2.num_groups, norm2.num_channels, eps=norm2.eps, affine=True)
+        norm_out = norm_out.to(device=block.conv2.weight.device, dtype=block.conv2.weight.dtype)
+        return cls(
+            norm1=block.norm1,
+            nonlinearity=block.nonlinearity,
+            pad=pad,
+            before=convs[0] if kept[0] else nn.Identity(),
+            time_emb_proj=block.time_emb_proj,
+            skip_time_act=block.skip_time_act,
+            dropout=block.dropout,
+            after=convs[1] if kept[1] else nn.Identity(),
+            norm_out=norm_out,
+            conv_shortcut=block.conv_shortcut,
+            output_scale_factor=block.output_scale_factor,
+            original_paddings=paddings,
+        )
+
+    def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor | None, *args: object, **kwargs: object):
+        h = self.nonlinearity(self.norm1(input_tensor))
+        if self.pad:
+            h = F.pad(h, (self.pad,) * 4)
+        h = self.before(h)
+        if self.time_emb_proj is not None and temb is not None:
+            t = temb if self.skip_time_act else self.nonlinearity(temb)
+            h = h + self.time_emb_proj(t)[:, :, None, None]
+        h = self.dropout(h)
+        h = self.after(h)
+        h = self.norm_out(h)
+        shortcut = input_tensor if self.conv_shortcut is None else self.conv_shortcut(input_tensor)
+        return (shortcut + h) / self.output_scale_factor
+
+    @property
+    def is_merged(self) -> bool:
+        return isinstance(self.after, nn.Identity) and self.pad == 0 and isinstance(self.dropout, nn.Identity)
+
+    def lmzoo_merged(self) -> LayerMergeResnetBlock2D:
+        if self.is_merged:
+            return copy.deepcopy(self)
+        maps = [
+            module_map(conv, conv.in_channels, padding=p)
+            for conv, p in zip((self.before, self.after), self.original_paddings)
+            if isinstance(conv, nn.Conv2d)
+        ]
+        like = next(iter(self.norm_out.parameters()))
+        merged_conv = to_module(compose_all(maps, self.norm_out.num_channels), like=like)
+        time_emb_proj = copy.deepcopy(self.time_emb_proj)
+        if isinstance(self.after, nn.Conv2d) and isinstance(time_emb_proj, nn.Linear):
+            # The time shift t enters before conv2: conv2(h + t) = conv2(h) + sum_spatial(W2) t.
+            push = self.after.weight.detach().to(MERGE_DTYPE).sum(dim=(2, 3))
+            with torch.no_grad():
+                w = push @ time_emb_proj.weight.to(MERGE_DTYPE)
+                b = push @ time_emb_proj.bias.to(MERGE_DTYPE)
+                pushed = nn.Linear(w.shape[1], w.shape[0]).to(like)
+                pushed.weight.copy_(w)
+                pushed.bias.copy_(b)
+            time_emb_proj = pushed
+        return LayerMergeResnetBlock2D(
+            norm1=copy.deepcopy(self.norm1),
+            nonlinearity=copy.deepcopy(self.nonlinearity),
+            pad=0,
+            before=merged_conv,
+            time_emb_proj=time_emb_proj,
+            skip_time_act=self.skip_time_act,
+            dropout=nn.Identity(),
+            after=nn.Identity(),
+            norm_out=copy.deepcopy(self.norm_out),
+            conv_shortcut=copy.deepcopy(self.conv_shortcut),
+            output_scale_factor=self.output_scale_factor,
+        )

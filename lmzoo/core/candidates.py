@@ -1,0 +1,235 @@
+"""Candidates: the rows of the latency and importance tables (DESIGN §4).
+
+A candidate is one way to realise block (start, end] as a single merged convolution: which of its
+convolutions are kept, and the resulting kernel, stride and depthwise-ness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from lmzoo.core.spec import Spec, Unit
+from lmzoo.errors import InvalidPlanError
+
+#: kernel size recorded for a block whose every conv is removed (identity, zero latency)
+IDENTITY_KERNEL = 0
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """Block (start, end] merged into one conv of size ``kernel`` keeping units ``kept``."""
+
+    start: int
+    end: int
+    kernel: int
+    stride: int
+    depthwise: bool
+    kept: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kept", tuple(int(k) for k in self.kept))
+        if not 0 <= self.start < self.end:
+            raise InvalidPlanError(f"candidate block ({self.start}, {self.end}] is empty or negative")
+        if list(self.kept) != sorted(set(self.kept)) or any(
+            not self.start < k <= self.end for k in self.kept
+        ):
+            raise InvalidPlanError(
+                f"candidate ({self.start}, {self.end}] keeps units {list(self.kept)}: "
+                "kept units must be increasing and inside the block"
+            )
+        if (self.kernel == IDENTITY_KERNEL) != (not self.kept):
+            raise InvalidPlanError("kernel 0 means 'no conv kept' and nothing else")
+
+    @property
+    def length(self) -> int:
+        """Number of units the block covers."""
+        return self.end - self.start
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "kernel": self.kernel,
+            "stride": self.stride,
+            "depthwise": self.depthwise,
+            "kept": list(self.kept),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Candidate:
+        expected = {"start", "end", "kernel", "stride", "depthwise", "kept"}
+        if not isinstance(data, Mapping) or set(data) != expected:
+            got = sorted(data) if isinstance(data, Mapping) else type(data).__name__
+            raise InvalidPlanError(f"a candidate needs exactly the keys {sorted(expected)}, got {got}")
+        ints = {k: data[k] for k in ("start", "end", "kernel", "stride")}
+        kept = data["kept"]
+        if (
+            any(type(v) is not int for v in ints.values())
+            or type(data["depthwise"]) is not bool
+            or not isinstance(kept, list)
+            or any(type(k) is not int for k in kept)
+        ):
+            raise InvalidPlanError(f"candidate fields have the wrong types: {dict(data)}")
+        return cls(
+            start=ints["start"],  # type: ignore[arg-type]
+            end=ints["end"],  # type: ignore[arg-type]
+            kernel=ints["kernel"],  # type: ignore[arg-type]
+            stride=ints["stride"],  # type: ignore[arg-type]
+            depthwise=data["depthwise"],  # type: ignore[arg-type]
+            kept=tuple(kept),
+        )
+
+
+@dataclass(frozen=True)
+class CandidateRules:
+    """Which merges are enumerated. The defaults are the paper's rules."""
+
+    #: inside a block only 1x1 convs may follow a strided conv (paper); False allows the general
+    #: stride composition k = k1 + s1 * (k2 - 1)
+    pointwise_after_stride: bool = True
+    #: largest merged kernel enumerated; None = no cap (paper)
+    max_kernel: int | None = None
+
+
+PAPER_RULES = CandidateRules()
+
+
+@dataclass(frozen=True)
+class BlockGeometry:
+    """What keeping ``kept`` in a block gives: the merged conv's kernel, stride and depthwise-ness."""
+
+    kernel: int
+    stride: int
+    depthwise: bool
+
+
+def block_geometry(spec: Spec, start: int, end: int, kept: Iterable[int]) -> BlockGeometry:
+    """Merged kernel size, stride and depthwise flag of block (start, end] keeping ``kept``.
+
+    Composing conv (k1, s1) then (k2, s2) gives kernel k1 + s1 (k2 - 1) and stride s1 s2; with no
+    strided conv before the last non-1x1 conv this is the paper's 1 + sum(k_l - 1).
+    """
+    kept = tuple(kept)
+    if not kept:
+        return BlockGeometry(IDENTITY_KERNEL, 1, False)
+    kernel, stride = 1, 1
+    for index in kept:
+        unit = spec.unit(index)
+        kernel += stride * (unit.kernel - 1)
+        stride *= unit.stride
+    projection_inside = any(s.projection is not None for s in spec.spans_inside(start, end))
+    depthwise = all(spec.unit(k).depthwise for k in kept) and not projection_inside
+    return BlockGeometry(kernel, stride, depthwise)
+
+
+def check_candidate(spec: Spec, candidate: Candidate) -> None:
+    """Raise InvalidPlanError unless ``candidate`` can be realised exactly on ``spec``.
+
+    This checks structure, not the enumeration rules: any candidate whose merge is exact is accepted.
+    """
+    c = candidate
+    where = f"candidate ({c.start}, {c.end}]"
+    if c.end > spec.length:
+        raise InvalidPlanError(f"{where} ends past the last position {spec.length} of this spec")
+    if not spec.block_is_valid(c.start, c.end):
+        raise InvalidPlanError(f"{where} crosses a barrier or only partly overlaps a residual span")
+    kept = set(c.kept)
+    for unit in spec.units_in(c.start, c.end):
+        if unit.index not in kept and not (unit.reducible or (not kept and unit.removable)):
+            raise InvalidPlanError(
+                f"{where} drops unit {unit.index} ({unit.path}), which changes channels or stride"
+            )
+    if not kept and not all(u.removable for u in spec.units_in(c.start, c.end)):
+        raise InvalidPlanError(f"{where} keeps no conv, but its units may not be removed")
+    geometry = block_geometry(spec, c.start, c.end, c.kept)
+    if (c.kernel, c.stride, c.depthwise) != (geometry.kernel, geometry.stride, geometry.depthwise):
+        raise InvalidPlanError(
+            f"{where} says kernel={c.kernel}, stride={c.stride}, depthwise={c.depthwise} but keeping "
+            f"units {list(c.kept)} of this spec gives kernel={geometry.kernel}, "
+            f"stride={geometry.stride}, depthwise={geometry.depthwise}: it belongs to another spec"
+        )
+
+
+def _transition_allowed(rules: CandidateRules, seen_stride: bool, unit: Unit) -> bool:
+    return not (rules.pointwise_after_stride and seen_stride and unit.kernel > 1)
+
+
+def candidates(spec: Spec, rules: CandidateRules = PAPER_RULES) -> list[Candidate]:
+    """Every candidate of ``spec`` under ``rules``, sorted by (start, end, kernel, depthwise).
+
+    For each valid block and each reachable (kernel, depthwise) pair one subset of convs is kept:
+    the one with the largest sum of weight L1 norms. Irreducible convs (channel change or stride)
+    are always kept. The subsets are searched by a dynamic programme over the block's units whose
+    state is (kernel so far, stride so far, all-depthwise, any strided conv kept).
+    """
+    found: list[Candidate] = []
+    # State key -> (l1 sum, kept units). Keys fully determine the future, so keeping the best
+    # l1 per key is exact.
+    State = tuple[int, int, bool, bool]
+    for start in range(spec.length):
+        states: dict[State, tuple[float, tuple[int, ...]]] = {(1, 1, True, False): (0.0, ())}
+        for end in range(start + 1, spec.length + 1):
+            unit = spec.unit(end)
+            nxt: dict[State, tuple[float, tuple[int, ...]]] = {}
+
+            def offer(key: State, value: tuple[float, tuple[int, ...]]) -> None:
+                old = nxt.get(key)
+                if old is None or _better(value, old):
+                    nxt[key] = value
+
+            for (kernel, stride, all_dw, seen_stride), (l1, kept) in states.items():
+                if unit.reducible or unit.removable:
+                    offer((kernel, stride, all_dw, seen_stride), (l1, kept))
+                if _transition_allowed(rules, seen_stride, unit):
+                    key = (
+                        kernel + stride * (unit.kernel - 1),
+                        stride * unit.stride,
+                        all_dw and unit.depthwise,
+                        seen_stride or unit.stride > 1,
+                    )
+                    offer(key, (l1 + unit.weight_l1, (*kept, end)))
+            states = nxt
+            if spec.block_is_valid(start, end):
+                found.extend(_emit(spec, rules, start, end, states))
+            if spec.positions[end].barrier:
+                break
+    found.sort(key=lambda c: (c.start, c.end, c.kernel, c.depthwise, c.kept))
+    return found
+
+
+def _better(a: tuple[float, tuple[int, ...]], b: tuple[float, tuple[int, ...]]) -> bool:
+    """Larger L1 sum wins; ties go to the lexicographically smaller kept tuple (deterministic)."""
+    return a[0] > b[0] or (a[0] == b[0] and a[1] < b[1])
+
+
+def _emit(
+    spec: Spec,
+    rules: CandidateRules,
+    start: int,
+    end: int,
+    states: Mapping[tuple[int, int, bool, bool], tuple[float, tuple[int, ...]]],
+) -> list[Candidate]:
+    units = spec.units_in(start, end)
+    best: dict[tuple[int, bool], tuple[float, tuple[int, ...], int]] = {}
+    projection_inside = any(s.projection is not None for s in spec.spans_inside(start, end))
+    for (kernel, stride, all_dw, _), (l1, kept) in states.items():
+        if not kept:
+            # Dropping every conv is the paper's kernel-0 option, allowed only on removable units;
+            # a dropped unit that is not removable was pruned, which needs a kept neighbour.
+            if not all(u.removable for u in units):
+                continue
+            key = (IDENTITY_KERNEL, False)
+        else:
+            if any(u.index not in kept and not u.reducible for u in units):
+                continue
+            if rules.max_kernel is not None and kernel > rules.max_kernel:
+                continue
+            key = (kernel, all_dw and not projection_inside)
+        old = best.get(key)
+        if old is None or _better((l1, kept), old[:2]):
+            best[key] = (l1, kept, stride)
+    return [
+        Candidate(start, end, kernel, stride if kernel else 1, depthwise, kept)
+        for (kernel, depthwise), (_, kept, stride) in best.items()
+    ]

@@ -1,0 +1,152 @@
+"""Merge maths on tensors: affine maps realised by one convolution, and how they compose.
+
+A :class:`ConvMap` is the affine map
+
+    out[o, b] = sum_{c, k} W[o, c, k] * in[c, S*b - P + k] + bias[o]      (zero outside the input)
+
+i.e. a convolution with kernel W, stride S and padding P. Depthwise maps store W as (C, 1, K, K).
+Everything here is pure: tensors in, tensors out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ConvMap:
+    weight: Tensor  # (out, in, K, K), or (C, 1, K, K) when depthwise
+    bias: Tensor  # (out,)
+    stride: int
+    padding: int
+    depthwise: bool
+
+    @property
+    def kernel(self) -> int:
+        return int(self.weight.shape[-1])
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def in_channels(self) -> int:
+        return self.out_channels if self.depthwise else int(self.weight.shape[1])
+
+
+def identity_map(channels: int, *, dtype: torch.dtype, device: torch.device | str = "cpu") -> ConvMap:
+    """The identity as a 1x1 depthwise map."""
+    weight = torch.ones(channels, 1, 1, 1, dtype=dtype, device=device)
+    return ConvMap(weight, torch.zeros(channels, dtype=dtype, device=device), 1, 0, True)
+
+
+def conv_map(
+    weight: Tensor, bias: Tensor | None, *, stride: int, padding: int, groups: int, dtype: torch.dtype
+) -> ConvMap:
+    """The map of a square, undilated conv with groups 1 (dense) or groups = channels (depthwise)."""
+    out_channels = weight.shape[0]
+    depthwise = groups > 1
+    if depthwise and not (groups == out_channels and weight.shape[1] == 1):
+        raise ValueError("only dense (groups=1) or depthwise (groups=in=out) convolutions can be merged")
+    b = torch.zeros(out_channels, dtype=dtype, device=weight.device) if bias is None else bias.to(dtype)
+    return ConvMap(weight.detach().to(dtype), b.detach(), stride, padding, depthwise)
+
+
+def scale_shift(m: ConvMap, scale: Tensor, shift: Tensor) -> ConvMap:
+    """Per-output-channel affine after the map: out * scale + shift (BN folding)."""
+    scale = scale.to(m.weight.dtype)
+    return ConvMap(
+        m.weight * scale[:, None, None, None], m.bias * scale + shift.to(m.weight.dtype), m.stride,
+        m.padding, m.depthwise,
+    )
+
+
+def batchnorm_scale_shift(
+    running_mean: Tensor, running_var: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor]:
+    """Eval-mode BN as y = x * scale + shift: scale = gamma / sqrt(var + eps), shift = beta - mean * scale."""
+    var = running_var.double()
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight.detach().double()
+    shift = -running_mean.double() * scale
+    if bias is not None:
+        shift = shift + bias.detach().double()
+    return scale, shift
+
+
+def densify(m: ConvMap) -> ConvMap:
+    """A depthwise map as the equivalent dense (diagonal) map."""
+    if not m.depthwise:
+        return m
+    diag = torch.diag_embed(m.weight[:, 0].permute(1, 2, 0))  # (K, K, C, C)
+    return ConvMap(diag.permute(2, 3, 0, 1).contiguous(), m.bias, m.stride, m.padding, False)
+
+
+def compose(first: ConvMap, second: ConvMap) -> ConvMap:
+    """The single map equal to ``second`` applied after ``first``.
+
+    Kernel K = k1 + s1 (k2 - 1), stride s1 s2, padding p1 + s1 p2; tap m of the result gathers the
+    products W2[j] W1[k] with m = s1 j + k (a full convolution of W1 with W2 dilated by s1, with the
+    channel dimension contracted). bias = b2 + sum_{c, j} W2[., c, j] b1[c].
+    """
+    if first.out_channels != second.in_channels:
+        raise ValueError(f"cannot compose: {first.out_channels} channels feed a map expecting {second.in_channels}")
+    s1 = first.stride
+    k1, k2 = first.kernel, second.kernel
+    kernel = k1 + s1 * (k2 - 1)
+    w1, w2 = first.weight, second.weight
+    if second.depthwise:
+        out_shape = (w1.shape[0], w1.shape[1], kernel, kernel)
+        bias = second.bias + w2.sum(dim=(1, 2, 3)) * first.bias
+    else:
+        out_shape = (w2.shape[0], w1.shape[1] if not first.depthwise else w2.shape[1], kernel, kernel)
+        bias = second.bias + w2.sum(dim=(2, 3)) @ first.bias
+    weight = w1.new_zeros(out_shape)
+    # One pass per tap j of the second kernel: the whole first kernel lands at offset s1 * j.
+    for jy in range(k2):
+        for jx in range(k2):
+            tap = w2[:, :, jy, jx]
+            if second.depthwise:  # per channel c: W[c, i] += W2[c, j] W1[c, i]
+                contrib = tap[:, 0, None, None, None] * w1
+            elif first.depthwise:  # W[o, c] += W2[o, c, j] W1[c]
+                contrib = tap[:, :, None, None] * w1[None, :, 0]
+            else:  # W[o, i] += sum_c W2[o, c, j] W1[c, i]: one matrix product
+                contrib = (tap @ w1.reshape(w1.shape[0], -1)).reshape(tap.shape[0], *w1.shape[1:])
+            weight[:, :, s1 * jy : s1 * jy + k1, s1 * jx : s1 * jx + k1] += contrib
+    return ConvMap(
+        weight, bias, s1 * second.stride, first.padding + s1 * second.padding,
+        first.depthwise and second.depthwise,
+    )
+
+
+def add(a: ConvMap, b: ConvMap) -> ConvMap:
+    """The map a(x) + b(x): both kernels placed on one grid aligned by their paddings."""
+    if a.stride != b.stride:
+        raise ValueError(f"cannot add maps of strides {a.stride} and {b.stride}")
+    if a.out_channels != b.out_channels or a.in_channels != b.in_channels:
+        raise ValueError("cannot add maps of different channel counts")
+    if a.depthwise != b.depthwise:
+        a, b = densify(a), densify(b)
+    padding = max(a.padding, b.padding)
+    kernel = padding + max(a.kernel - a.padding, b.kernel - b.padding)
+    weight = a.weight.new_zeros(*a.weight.shape[:2], kernel, kernel)
+    for m in (a, b):
+        o = padding - m.padding
+        weight[:, :, o : o + m.kernel, o : o + m.kernel] += m.weight
+    return ConvMap(weight, a.bias + b.bias, a.stride, padding, a.depthwise)
+
+
+def is_identity(m: ConvMap) -> bool:
+    """Exactly the identity (1x1, unit weights, no bias, stride 1)."""
+    return (
+        m.depthwise
+        and m.kernel == 1
+        and m.stride == 1
+        and m.padding == 0
+        and bool(torch.all(m.weight == 1))
+        and bool(torch.all(m.bias == 0))
+    )

@@ -1,0 +1,109 @@
+"""Plans: a tiling of positions 0..L by candidates (DESIGN §5). Plain data, JSON round-trip."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from lmzoo.core.candidates import Candidate, block_geometry, check_candidate
+from lmzoo.core.spec import Spec
+from lmzoo.errors import InvalidPlanError
+
+PLAN_FORMAT = "lmzoo.plan/1"
+
+
+class Plan:
+    """A sequence of candidates tiling positions 0..L.
+
+    The block boundaries are the kept activations (A); the union of the kept units is the kept
+    convolutions (C).
+    """
+
+    __slots__ = ("_blocks",)
+
+    def __init__(self, blocks: Sequence[Candidate]) -> None:
+        blocks = tuple(blocks)
+        if not blocks:
+            raise InvalidPlanError("a plan needs at least one block")
+        for b in blocks:
+            if not isinstance(b, Candidate):
+                raise InvalidPlanError(f"plan blocks must be Candidates, got {type(b).__name__}")
+        if blocks[0].start != 0:
+            raise InvalidPlanError(f"a plan must start at position 0, this one starts at {blocks[0].start}")
+        for prev, cur in zip(blocks, blocks[1:]):
+            if cur.start != prev.end:
+                raise InvalidPlanError(
+                    f"plan does not tile: block ({prev.start}, {prev.end}] is followed by "
+                    f"({cur.start}, {cur.end}]"
+                )
+        self._blocks = blocks
+
+    @property
+    def blocks(self) -> tuple[Candidate, ...]:
+        return self._blocks
+
+    @property
+    def length(self) -> int:
+        """The number of units L the plan covers."""
+        return self._blocks[-1].end
+
+    @property
+    def boundaries(self) -> tuple[int, ...]:
+        """Positions whose activations are kept (the set A), 0 and L included."""
+        return (0, *(b.end for b in self._blocks))
+
+    @property
+    def kept_units(self) -> tuple[int, ...]:
+        """Indices of the convolutions kept (the set C)."""
+        return tuple(k for b in self._blocks for k in b.kept)
+
+    def __iter__(self) -> Iterator[Candidate]:
+        return iter(self._blocks)
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Plan) and self._blocks == other._blocks
+
+    def __hash__(self) -> int:
+        return hash(self._blocks)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"({b.start},{b.end}]k{b.kernel}" for b in self._blocks)
+        return f"Plan([{inner}])"
+
+    def validate(self, spec: Spec) -> None:
+        """Raise InvalidPlanError unless every block can be realised exactly on ``spec``."""
+        if self.length != spec.length:
+            raise InvalidPlanError(
+                f"plan covers {self.length} units but the network has {spec.length}: "
+                "it was made for another network"
+            )
+        for block in self._blocks:
+            check_candidate(spec, block)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": PLAN_FORMAT, "length": self.length, "blocks": [b.to_dict() for b in self]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        if not isinstance(data, Mapping) or data.get("format") != PLAN_FORMAT:
+            raise InvalidPlanError(f"not an lmzoo plan: expected 'format': {PLAN_FORMAT!r}")
+        blocks = data.get("blocks")
+        if not isinstance(blocks, list):
+            raise InvalidPlanError("plan 'blocks' must be a list of candidates")
+        plan = cls([Candidate.from_dict(b) for b in blocks])
+        if data.get("length") != plan.length:
+            raise InvalidPlanError(f"plan says length {data.get('length')} but its blocks cover {plan.length}")
+        return plan
+
+    @classmethod
+    def identity(cls, spec: Spec) -> Plan:
+        """The plan that keeps every unit and every activation: computes what the network computes."""
+        blocks = []
+        for unit in spec.units:
+            start, end = unit.index - 1, unit.index
+            g = block_geometry(spec, start, end, (unit.index,))
+            blocks.append(Candidate(start, end, g.kernel, g.stride, g.depthwise, (unit.index,)))
+        return cls(blocks)

@@ -1,0 +1,159 @@
+"""The network spec: a traced network seen as a chain of convolution units (DESIGN §3).
+
+Units u_1..u_L are convolutions with their foldable norms. Position l is the output of unit l
+(position 0 is the input of u_1). The value at a position is
+
+    value(l) = act_l(conv_l(value(l - 1)) + shortcut)        (shortcut only where a span ends at l)
+
+so an activation at a residual target applies after the addition, as in ResNet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+from lmzoo.errors import InvalidSpecError
+
+#: Activation kinds a position can carry. "groupnorm+silu" is the DDPM norm+activation pair.
+ACTIVATION_KINDS = frozenset({"relu", "relu6", "silu", "groupnorm+silu"})
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One convolution (with its norm) of the chain; unit ``index`` spans positions (index-1, index]."""
+
+    index: int
+    path: str
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    padding: int
+    depthwise: bool
+    input_shape: tuple[int, int, int]
+    weight_l1: float
+    #: the unit may be dropped entirely (the paper's kernel-0 option, e.g. DDPM upsampling convs)
+    removable: bool = False
+
+    @property
+    def reducible(self) -> bool:
+        """Whether the conv may be pruned (replaced by identity): same channels and stride 1."""
+        return self.in_channels == self.out_channels and self.stride == 1
+
+
+@dataclass(frozen=True)
+class Position:
+    """A point between units; ``activation`` applies after any residual addition there."""
+
+    index: int
+    activation: str | None = None
+    #: no block may cross this position (pooling, attention, resampling, stage breaks ...)
+    barrier: bool = False
+    #: activation the architecture inserts when a block of >= 2 units ends here without one
+    inserted_activation: str | None = None
+
+
+@dataclass(frozen=True)
+class ResidualSpan:
+    """value(target) = branch(value(source)) + shortcut(value(source)).
+
+    ``projection`` is the module path of a 1x1 conv (+ norm) shortcut, ``None`` for identity.
+    """
+
+    source: int
+    target: int
+    projection: str | None = None
+    stride: int = 1
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The traced structure of a network, as the candidate enumeration and solver see it."""
+
+    family: str
+    units: tuple[Unit, ...]
+    positions: tuple[Position, ...]
+    spans: tuple[ResidualSpan, ...] = ()
+    #: shapes of the example inputs used to trace (batch dimension included)
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    _spans_by_target: dict[int, tuple[ResidualSpan, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        length = len(self.units)
+        if length == 0:
+            raise InvalidSpecError("a spec needs at least one unit")
+        if [u.index for u in self.units] != list(range(1, length + 1)):
+            raise InvalidSpecError("units must be numbered 1..L in order")
+        if [p.index for p in self.positions] != list(range(length + 1)):
+            raise InvalidSpecError(f"a spec with {length} units needs positions 0..{length}")
+        for p in self.positions:
+            for kind in (p.activation, p.inserted_activation):
+                if kind is not None and kind not in ACTIVATION_KINDS:
+                    raise InvalidSpecError(f"unknown activation kind {kind!r} at position {p.index}")
+        for u in self.units:
+            if u.kernel < 1 or u.stride < 1 or u.padding < 0:
+                raise InvalidSpecError(f"unit {u.index} ({u.path}) has an invalid conv geometry")
+        by_target: dict[int, list[ResidualSpan]] = {}
+        for s in self.spans:
+            if not 0 <= s.source < s.target <= length:
+                raise InvalidSpecError(f"residual span ({s.source}, {s.target}) is outside 0..{length}")
+            by_target.setdefault(s.target, []).append(s)
+        object.__setattr__(self, "_spans_by_target", {t: tuple(v) for t, v in by_target.items()})
+
+    @property
+    def length(self) -> int:
+        """L, the number of units."""
+        return len(self.units)
+
+    def unit(self, index: int) -> Unit:
+        """Unit ``index`` (1-based)."""
+        return self.units[index - 1]
+
+    def units_in(self, start: int, end: int) -> tuple[Unit, ...]:
+        """The units of block (start, end]."""
+        return self.units[start:end]
+
+    def spans_ending_at(self, target: int) -> tuple[ResidualSpan, ...]:
+        return self._spans_by_target.get(target, ())
+
+    def spans_inside(self, start: int, end: int) -> Iterator[ResidualSpan]:
+        """Residual spans lying entirely inside block (start, end]: fused into its kernel."""
+        return (s for s in self.spans if start <= s.source and s.target <= end)
+
+    def block_is_valid(self, start: int, end: int) -> bool:
+        """A block is valid when it crosses no barrier and no residual span only partly overlaps it."""
+        if not 0 <= start < end <= self.length:
+            return False
+        if any(self.positions[p].barrier for p in range(start + 1, end)):
+            return False
+        for s in self.spans:
+            outside = s.target <= start or s.source >= end
+            contains = s.source <= start and end <= s.target
+            inside = start <= s.source and s.target <= end
+            if not (outside or contains or inside):
+                return False
+        return True
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-safe structure (used for fingerprints and checkpoint configs)."""
+        return {
+            "family": self.family,
+            "units": [asdict(u) for u in self.units],
+            "positions": [asdict(p) for p in self.positions],
+            "spans": [asdict(s) for s in self.spans],
+            "input_shapes": [list(s) for s in self.input_shapes],
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the structure (weights excluded) identifying compatible specs."""
+        data = self.to_dict()
+        for u in data["units"]:  # type: ignore[union-attr]
+            u.pop("weight_l1")  # type: ignore[union-attr]
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,79 @@
+"""trace -> apply_plan -> merge: the public entry points of the LayerMerge engine."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from lmzoo.adapters._registry import adapter_for
+from lmzoo.core.plan import Plan
+from lmzoo.core.spec import Spec
+from lmzoo.errors import InvalidInputError, InvalidPlanError, NotConfiguredError
+
+#: attribute set on configured and merged models: the plan that produced them
+PLAN_ATTRIBUTE = "lmzoo_plan"
+#: attribute set on configured and merged models: the adapter family
+FAMILY_ATTRIBUTE = "lmzoo_family"
+
+
+def _as_tuple(example_inputs: torch.Tensor | Sequence[object]) -> tuple[torch.Tensor, ...]:
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (tuple, list)) and example_inputs:
+        return tuple(example_inputs)  # type: ignore[arg-type]
+    raise InvalidInputError(
+        f"example_inputs must be a tensor or a non-empty tuple of inputs, got {type(example_inputs).__name__}"
+    )
+
+
+def trace(model: nn.Module, example_inputs: torch.Tensor | Sequence[object]) -> Spec:
+    """The network spec of ``model`` (DESIGN §3), from its modules and one forward at batch 1.
+
+    ``example_inputs`` is a tensor, or a tuple of the forward's positional arguments (a UNet takes
+    ``(sample, timestep)``). The model is not modified.
+    """
+    if hasattr(model, PLAN_ATTRIBUTE):
+        raise InvalidPlanError("this model already had a plan applied; trace the original model instead")
+    return adapter_for(model).trace(model, _as_tuple(example_inputs))
+
+
+def apply_plan(model: nn.Module, spec: Spec, plan: Plan) -> nn.Module:
+    """The configured network (DESIGN §5): a trainable copy of ``model`` computing exactly the
+    function of ``merge`` of it. ``model`` is not modified."""
+    if hasattr(model, PLAN_ATTRIBUTE):
+        raise InvalidPlanError("this model already had a plan applied; apply plans to the original model")
+    if not isinstance(plan, Plan):
+        raise InvalidPlanError(f"expected an lmzoo.Plan, got {type(plan).__name__}")
+    adapter = adapter_for(model)
+    if spec.family != adapter.family:
+        raise InvalidPlanError(f"the spec is for a {spec.family} model but this is a {adapter.family} model")
+    plan.validate(spec)
+    configured = adapter.apply_plan(model, spec, plan)
+    setattr(configured, PLAN_ATTRIBUTE, plan)
+    setattr(configured, FAMILY_ATTRIBUTE, adapter.family)
+    return configured
+
+
+def merge(model: nn.Module) -> nn.Module:
+    """The deploy network: every plan block of a configured network as one nn.Conv2d (BN folded,
+    convs composed, shortcuts fused), same forward signature and output. ``model`` is not modified."""
+    if not isinstance(model, nn.Module) or not hasattr(model, PLAN_ATTRIBUTE):
+        raise NotConfiguredError(
+            "merge() takes a configured network: call lmzoo.apply_plan(model, spec, plan) first"
+        )
+    merged = copy.deepcopy(model)
+    _replace_mergeable(merged)
+    return merged
+
+
+def _replace_mergeable(module: nn.Module) -> None:
+    for name, child in list(module.named_children()):
+        merged = getattr(child, "lmzoo_merged", None)
+        if callable(merged):
+            with torch.no_grad():
+                setattr(module, name, merged())
+        else:
+            _replace_mergeable(child)

@@ -1,0 +1,27 @@
+"""Exceptions raised by lmzoo. Every message names the problem and, where there is one, the fix."""
+
+from __future__ import annotations
+
+
+class LmzooError(Exception):
+    """Base class of every error lmzoo raises on purpose."""
+
+
+class UnsupportedModelError(LmzooError, TypeError):
+    """The model belongs to no registered adapter family, or uses a layer the family cannot merge."""
+
+
+class InvalidInputError(LmzooError, ValueError):
+    """An example input does not fit the model."""
+
+
+class InvalidSpecError(LmzooError, ValueError):
+    """A network spec is internally inconsistent."""
+
+
+class InvalidPlanError(LmzooError, ValueError):
+    """A plan does not tile the network, or holds a candidate the spec does not allow."""
+
+
+class NotConfiguredError(LmzooError, TypeError):
+    """`merge` was called on a model that `apply_plan` did not produce."""
