@@ -199,14 +199,21 @@ class Chain(nn.Module):
         return x
 
     def lmzoo_merged(self) -> Chain:
-        blocks = [b.lmzoo_merged() if isinstance(b, ConfiguredBlock) else copy.deepcopy(b) for b in self.blocks]
+        blocks = [
+            b.lmzoo_merged() if isinstance(b, ConfiguredBlock) else copy.deepcopy(b) for b in self.blocks
+        ]
         like = next(p for p in self.parameters())
         shortcuts = [
             to_module(module_map(s, ch, device=like.device), like=like)
             for s, ch in zip(self.shortcuts, self.span_channels)
         ]
         return Chain(
-            blocks, self.ends, copy.deepcopy(list(self.activations)), self.spans, shortcuts, self.span_channels
+            blocks,
+            self.ends,
+            copy.deepcopy(list(self.activations)),
+            self.spans,
+            shortcuts,
+            self.span_channels,
         )
 
 
@@ -231,7 +238,9 @@ class ChainAdapter(Adapter):
         )
         positions = [Position(0, None, 0 in layout.barriers, layout.inserted_activation.get(0))]
         for i, u in enumerate(layout.units, start=1):
-            positions.append(Position(i, u.activation, i in layout.barriers, layout.inserted_activation.get(i)))
+            positions.append(
+                Position(i, u.activation, i in layout.barriers, layout.inserted_activation.get(i))
+            )
         return Spec(
             family=self.family,
             units=units,
@@ -270,9 +279,13 @@ def _check_layout_matches(layout: ChainLayout, model: nn.Module, spec: Spec) -> 
     mismatch = len(layout.units) != spec.length
     for lu, su in zip(layout.units, spec.units):
         conv = model.get_submodule(lu.conv)
-        if not isinstance(conv, nn.Conv2d) or (lu.conv, conv.in_channels, conv.out_channels, conv.kernel_size[0],
-                                                conv.stride[0]) != (su.path, su.in_channels, su.out_channels,
-                                                                    su.kernel, su.stride):
+        if not isinstance(conv, nn.Conv2d) or (
+            lu.conv,
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size[0],
+            conv.stride[0],
+        ) != (su.path, su.in_channels, su.out_channels, su.kernel, su.stride):
             mismatch = True
     if mismatch:
         raise InvalidPlanError(
@@ -296,7 +309,11 @@ def _build_chain(model: nn.Module, layout: ChainLayout, spec: Spec, plan: Plan) 
         inner = [s for s in spec.spans_inside(cand.start, cand.end)]
         blocks.append(
             ConfiguredBlock(
-                cand, spec.unit(cand.start + 1).in_channels, steps, inner, [_shortcut(model, s) for s in inner]
+                cand,
+                spec.unit(cand.start + 1).in_channels,
+                steps,
+                inner,
+                [_shortcut(model, s) for s in inner],
             )
         )
         position = spec.positions[cand.end]
@@ -305,8 +322,13 @@ def _build_chain(model: nn.Module, layout: ChainLayout, spec: Spec, plan: Plan) 
             kind = position.inserted_activation
         activations.append(make_activation(kind))
     boundaries = set(plan.boundaries)
-    outer = [s for s in spec.spans if s.source in boundaries and s.target in boundaries
-             and not any(c.start <= s.source and s.target <= c.end for c in plan)]
+    outer = [
+        s
+        for s in spec.spans
+        if s.source in boundaries
+        and s.target in boundaries
+        and not any(c.start <= s.source and s.target <= c.end for c in plan)
+    ]
     return Chain(
         blocks,
         [c.end for c in plan],

@@ -90,8 +90,11 @@ def module_map(
         return kernels.identity_map(channels, dtype=MERGE_DTYPE, device=device or "cpu")
     if isinstance(module, nn.Conv2d):
         return kernels.conv_map(
-            module.weight, module.bias, stride=module.stride[0],
-            padding=module.padding[0] if padding is None else padding, groups=module.groups,
+            module.weight,
+            module.bias,
+            stride=module.stride[0],
+            padding=module.padding[0] if padding is None else padding,
+            groups=module.groups,
             dtype=MERGE_DTYPE,
         )
     if isinstance(module, nn.BatchNorm2d):
@@ -118,8 +121,13 @@ def to_module(m: ConvMap, *, like: torch.Tensor) -> nn.Module:
     if kernels.is_identity(m):
         return nn.Identity()
     conv = nn.Conv2d(
-        m.in_channels, m.out_channels, m.kernel, stride=m.stride, padding=m.padding,
-        groups=m.out_channels if m.depthwise else 1, bias=True,
+        m.in_channels,
+        m.out_channels,
+        m.kernel,
+        stride=m.stride,
+        padding=m.padding,
+        groups=m.out_channels if m.depthwise else 1,
+        bias=True,
     )
     conv = conv.to(device=like.device, dtype=like.dtype)
     with torch.no_grad():

@@ -75,7 +75,9 @@ def _check_resnet_block(block: nn.Module, path: str) -> None:
 @register_adapter
 class DiffusersUNet2DAdapter(Adapter):
     family = "diffusers-unet2d"
-    description = "diffusers UNet2DModel with ResnetBlock2D and Upsample2D (DDPM, e.g. google/ddpm-cifar10-32)"
+    description = (
+        "diffusers UNet2DModel with ResnetBlock2D and Upsample2D (DDPM, e.g. google/ddpm-cifar10-32)"
+    )
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
@@ -85,9 +87,7 @@ class DiffusersUNet2DAdapter(Adapter):
 
     def trace(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Spec:
         groups = _groups(model)
-        convs = {
-            p: check_mergeable_conv(model.get_submodule(p), p) for g in groups for p in g.conv_paths
-        }
+        convs = {p: check_mergeable_conv(model.get_submodule(p), p) for g in groups for p in g.conv_paths}
         shapes, _ = run_with_hooks(model, dict(convs), example_inputs)
         units: list[Unit] = []
         positions = [Position(0, None, barrier=True)]

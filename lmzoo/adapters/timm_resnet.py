@@ -58,7 +58,9 @@ class TimmResNetAdapter(ChainAdapter):
                 for conv, norm, act in _BLOCK_LAYERS[type(block).__name__]:
                     units.append(
                         LayoutUnit(
-                            f"{path}.{conv}", f"{path}.{norm}", activation_kind(getattr(block, act), f"{path}.{act}")
+                            f"{path}.{conv}",
+                            f"{path}.{norm}",
+                            activation_kind(getattr(block, act), f"{path}.{act}"),
                         )
                     )
                     if getattr(block, conv).stride[0] > 1:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from lmzoo.core.spec import Spec, Unit
 from lmzoo.errors import InvalidPlanError
@@ -136,7 +137,7 @@ def check_candidate(spec: Spec, candidate: Candidate) -> None:
         raise InvalidPlanError(f"{where} crosses a barrier or only partly overlaps a residual span")
     kept = set(c.kept)
     for unit in spec.units_in(c.start, c.end):
-        if unit.index not in kept and not (unit.reducible or (not kept and unit.removable)):
+        if unit.index not in kept and not unit.reducible:
             raise InvalidPlanError(
                 f"{where} drops unit {unit.index} ({unit.path}), which changes channels or stride"
             )
@@ -172,15 +173,9 @@ def candidates(spec: Spec, rules: CandidateRules = PAPER_RULES) -> list[Candidat
         for end in range(start + 1, spec.length + 1):
             unit = spec.unit(end)
             nxt: dict[State, tuple[float, tuple[int, ...]]] = {}
-
-            def offer(key: State, value: tuple[float, tuple[int, ...]]) -> None:
-                old = nxt.get(key)
-                if old is None or _better(value, old):
-                    nxt[key] = value
-
             for (kernel, stride, all_dw, seen_stride), (l1, kept) in states.items():
-                if unit.reducible or unit.removable:
-                    offer((kernel, stride, all_dw, seen_stride), (l1, kept))
+                if unit.reducible:
+                    _offer(nxt, (kernel, stride, all_dw, seen_stride), (l1, kept))
                 if _transition_allowed(rules, seen_stride, unit):
                     key = (
                         kernel + stride * (unit.kernel - 1),
@@ -188,7 +183,7 @@ def candidates(spec: Spec, rules: CandidateRules = PAPER_RULES) -> list[Candidat
                         all_dw and unit.depthwise,
                         seen_stride or unit.stride > 1,
                     )
-                    offer(key, (l1 + unit.weight_l1, (*kept, end)))
+                    _offer(nxt, key, (l1 + unit.weight_l1, (*kept, end)))
             states = nxt
             if spec.block_is_valid(start, end):
                 found.extend(_emit(spec, rules, start, end, states))
@@ -196,6 +191,14 @@ def candidates(spec: Spec, rules: CandidateRules = PAPER_RULES) -> list[Candidat
                 break
     found.sort(key=lambda c: (c.start, c.end, c.kernel, c.depthwise, c.kept))
     return found
+
+
+def _offer(
+    states: dict[Any, tuple[float, tuple[int, ...]]], key: Any, value: tuple[float, tuple[int, ...]]
+) -> None:
+    old = states.get(key)
+    if old is None or _better(value, old):
+        states[key] = value
 
 
 def _better(a: tuple[float, tuple[int, ...]], b: tuple[float, tuple[int, ...]]) -> bool:
@@ -215,8 +218,8 @@ def _emit(
     projection_inside = any(s.projection is not None for s in spec.spans_inside(start, end))
     for (kernel, stride, all_dw, _), (l1, kept) in states.items():
         if not kept:
-            # Dropping every conv is the paper's kernel-0 option, allowed only on removable units;
-            # a dropped unit that is not removable was pruned, which needs a kept neighbour.
+            # Dropping every conv is the paper's kernel-0 option, allowed only on removable units
+            # (every dropped unit is reducible, so shapes are preserved).
             if not all(u.removable for u in units):
                 continue
             key = (IDENTITY_KERNEL, False)

@@ -59,8 +59,11 @@ def scale_shift(m: ConvMap, scale: Tensor, shift: Tensor) -> ConvMap:
     """Per-output-channel affine after the map: out * scale + shift (BN folding)."""
     scale = scale.to(m.weight.dtype)
     return ConvMap(
-        m.weight * scale[:, None, None, None], m.bias * scale + shift.to(m.weight.dtype), m.stride,
-        m.padding, m.depthwise,
+        m.weight * scale[:, None, None, None],
+        m.bias * scale + shift.to(m.weight.dtype),
+        m.stride,
+        m.padding,
+        m.depthwise,
     )
 
 
@@ -94,7 +97,9 @@ def compose(first: ConvMap, second: ConvMap) -> ConvMap:
     channel dimension contracted). bias = b2 + sum_{c, j} W2[., c, j] b1[c].
     """
     if first.out_channels != second.in_channels:
-        raise ValueError(f"cannot compose: {first.out_channels} channels feed a map expecting {second.in_channels}")
+        raise ValueError(
+            f"cannot compose: {first.out_channels} channels feed a map expecting {second.in_channels}"
+        )
     s1 = first.stride
     k1, k2 = first.kernel, second.kernel
     kernel = k1 + s1 * (k2 - 1)
@@ -118,7 +123,10 @@ def compose(first: ConvMap, second: ConvMap) -> ConvMap:
                 contrib = (tap @ w1.reshape(w1.shape[0], -1)).reshape(tap.shape[0], *w1.shape[1:])
             weight[:, :, s1 * jy : s1 * jy + k1, s1 * jx : s1 * jx + k1] += contrib
     return ConvMap(
-        weight, bias, s1 * second.stride, first.padding + s1 * second.padding,
+        weight,
+        bias,
+        s1 * second.stride,
+        first.padding + s1 * second.padding,
         first.depthwise and second.depthwise,
     )
 

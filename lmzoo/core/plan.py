@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -30,7 +32,7 @@ class Plan:
                 raise InvalidPlanError(f"plan blocks must be Candidates, got {type(b).__name__}")
         if blocks[0].start != 0:
             raise InvalidPlanError(f"a plan must start at position 0, this one starts at {blocks[0].start}")
-        for prev, cur in zip(blocks, blocks[1:]):
+        for prev, cur in itertools.pairwise(blocks):
             if cur.start != prev.end:
                 raise InvalidPlanError(
                     f"plan does not tile: block ({prev.start}, {prev.end}] is followed by "
@@ -95,7 +97,9 @@ class Plan:
             raise InvalidPlanError("plan 'blocks' must be a list of candidates")
         plan = cls([Candidate.from_dict(b) for b in blocks])
         if data.get("length") != plan.length:
-            raise InvalidPlanError(f"plan says length {data.get('length')} but its blocks cover {plan.length}")
+            raise InvalidPlanError(
+                f"plan says length {data.get('length')} but its blocks cover {plan.length}"
+            )
         return plan
 
     @classmethod
@@ -107,3 +111,22 @@ class Plan:
             g = block_geometry(spec, start, end, (unit.index,))
             blocks.append(Candidate(start, end, g.kernel, g.stride, g.depthwise, (unit.index,)))
         return cls(blocks)
+
+
+def random_plan(
+    spec: Spec, cands: Sequence[Candidate], rng: random.Random, *, long_bias: float = 2.0
+) -> Plan:
+    """A random plan: walk from position 0 choosing among the candidates that start there, weighted
+    by length**long_bias (so long, many-conv blocks are common). For exactness checks."""
+    by_start: dict[int, list[Candidate]] = {}
+    for c in cands:
+        by_start.setdefault(c.start, []).append(c)
+    blocks, position = [], 0
+    while position < spec.length:
+        options = by_start.get(position)
+        if not options:
+            raise InvalidPlanError(f"no candidate starts at position {position}")
+        choice = rng.choices(options, weights=[c.length**long_bias for c in options])[0]
+        blocks.append(choice)
+        position = choice.end
+    return Plan(blocks)

@@ -1,0 +1,102 @@
+"""Helpers for testing adapters: tiny models of every family, norm randomisation, random plans.
+
+The tiny models are real library classes at small sizes, so the exactness contract runs on a CPU in
+seconds (like timm's test models). Adapter authors add their family's tiny model here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lmzoo.core.plan import random_plan
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    family: str
+    build: Callable[[], nn.Module]
+    inputs: Callable[[int, torch.dtype], tuple[torch.Tensor, ...]]
+
+
+def _tiny_resnet_basic() -> nn.Module:
+    from timm.models.resnet import BasicBlock, ResNet
+
+    return ResNet(BasicBlock, (2, 2, 2, 1), channels=(8, 16, 24, 32), stem_width=8, num_classes=10)
+
+
+def _tiny_resnet_bottleneck() -> nn.Module:
+    from timm.models.resnet import Bottleneck, ResNet
+
+    return ResNet(Bottleneck, (2, 1, 2, 1), channels=(4, 8, 8, 16), stem_width=8, num_classes=10)
+
+
+def _tiny_mobilenetv2() -> nn.Module:
+    import timm
+
+    return timm.create_model("mobilenetv2_035", num_classes=10)
+
+
+def _tiny_unet() -> nn.Module:
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+        attention_head_dim=None,
+    )
+
+
+def _image(channels: int, height: int, width: int) -> Callable[[int, torch.dtype], tuple[torch.Tensor, ...]]:
+    def make(batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        return (torch.randn(batch, channels, height, width, dtype=dtype),)
+
+    return make
+
+
+def _unet_inputs(batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    return torch.randn(batch, 3, 16, 16, dtype=dtype), torch.randint(0, 1000, (batch,))
+
+
+#: name -> tiny model; odd, non-square inputs on purpose (border handling)
+TINY_MODELS: dict[str, TinyModel] = {
+    "resnet-basic": TinyModel("timm-resnet", _tiny_resnet_basic, _image(3, 37, 43)),
+    "resnet-bottleneck": TinyModel("timm-resnet", _tiny_resnet_bottleneck, _image(3, 33, 29)),
+    "mobilenetv2": TinyModel("timm-mobilenetv2", _tiny_mobilenetv2, _image(3, 35, 41)),
+    "ddpm-unet": TinyModel("diffusers-unet2d", _tiny_unet, _unet_inputs),
+}
+
+
+def randomize_norms(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """Give every norm random affine parameters and (for BN) running statistics, in place.
+
+    timm zero-initialises the last BN of each ResNet block, which would make equivalence tests pass
+    trivially; random statistics also exercise the BN folding.
+    """
+    g = generator or torch.Generator().manual_seed(0)
+
+    def uniform(t: torch.Tensor, low: float, high: float) -> None:
+        t.copy_(torch.empty(t.shape).uniform_(low, high, generator=g).to(t))
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                if m.weight is not None:
+                    uniform(m.weight, 0.5, 1.5)
+                    uniform(m.bias, -0.5, 0.5)
+                if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None:
+                    uniform(m.running_mean, -0.5, 0.5)
+                    uniform(m.running_var, 0.5, 2.0)
+    return model
+
+
+__all__ = ["TINY_MODELS", "TinyModel", "random_plan", "randomize_norms"]

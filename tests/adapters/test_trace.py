@@ -1,0 +1,113 @@
+"""Tracing real timm and diffusers models: structure from module types and names."""
+
+import pytest
+import torch
+from torch import nn
+
+import lmzoo
+from lmzoo.errors import InvalidInputError, UnsupportedModelError
+
+timm = pytest.importorskip("timm")
+
+
+@pytest.mark.parametrize(
+    "name, units, spans, projections",
+    [("resnet18", 16, 8, 3), ("resnet34", 32, 16, 3), ("resnet50", 48, 16, 4)],
+)
+def test_timm_resnets(name, units, spans, projections):
+    model = timm.create_model(name)
+    spec = lmzoo.trace(model, torch.randn(1, 3, 64, 64))
+    assert spec.family == "timm-resnet"
+    assert spec.length == units
+    assert len(spec.spans) == spans
+    assert sum(1 for s in spec.spans if s.projection) == projections
+    assert all(p.activation == "relu" for p in spec.positions[1:])
+    # a strided conv is always its own block: a barrier right after it
+    strided = [u.index for u in spec.units if u.stride > 1]
+    assert strided and all(spec.positions[i].barrier for i in strided)
+    assert spec.unit(1).input_shape == (64, 16, 16)
+    cands = lmzoo.candidates(spec)
+    assert {(c.start, c.end) for c in cands if c.length == 1} == {(i - 1, i) for i in range(1, units + 1)}
+
+
+@pytest.mark.parametrize(
+    "name, width", [("mobilenetv2_050", 16), ("mobilenetv2_100", 32), ("mobilenetv2_140", 48)]
+)
+def test_timm_mobilenetv2(name, width):
+    model = timm.create_model(name)
+    spec = lmzoo.trace(model, torch.randn(1, 3, 96, 96))
+    assert spec.family == "timm-mobilenetv2"
+    assert spec.length == 2 + 16 * 3  # one depthwise-separable block, sixteen inverted residuals
+    assert len(spec.spans) == 10
+    assert all(s.projection is None for s in spec.spans)
+    assert spec.unit(1).depthwise and spec.unit(1).in_channels == width
+    linear = [p.index for p in spec.positions[1:] if p.activation is None]
+    assert len(linear) == 17
+    assert all(spec.positions[i].inserted_activation == "relu6" for i in linear)
+    # barriers at the output of every strided block: four stride-2 stages after the stem
+    strided_blocks_end = [u.index + 1 for u in spec.units if u.stride > 1]
+    assert [p.index for p in spec.positions if p.barrier] == strided_blocks_end
+    assert len(strided_blocks_end) == 4
+    # the final 1x1 conv (conv_head) is outside the chain: never merged
+    assert "conv_head" not in {u.path for u in spec.units}
+
+
+def _ddpm_cifar10():
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(128, 256, 256, 256),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        norm_eps=1e-6,
+        downsample_padding=0,
+        flip_sin_to_cos=False,
+        freq_shift=1,
+        attention_head_dim=None,
+    )
+
+
+def test_ddpm_cifar10_unet():
+    model = _ddpm_cifar10()
+    spec = lmzoo.trace(model, (torch.randn(1, 3, 32, 32), torch.tensor([10])))
+    assert spec.family == "diffusers-unet2d"
+    resnet_blocks, upsamplers = 4 * 2 + 2 + 4 * 3, 3
+    assert spec.length == 2 * resnet_blocks + upsamplers
+    assert sum(u.removable for u in spec.units) == upsamplers
+    middles = [p for p in spec.positions if not p.barrier]
+    assert len(middles) == resnet_blocks and all(p.activation == "groupnorm+silu" for p in middles)
+    cands = lmzoo.candidates(spec)
+    assert sum(1 for c in cands if c.kernel == 0) == upsamplers
+    assert len(cands) == 4 * resnet_blocks + 2 * upsamplers
+
+
+class NotANetwork(nn.Module):
+    def forward(self, x):
+        return x
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (NotANetwork, "Supported families"),
+        (lambda: timm.create_model("efficientnet_b0"), "squeeze-excite"),
+        (lambda: timm.create_model("resnet50d"), "avg-pool"),
+        (lambda: timm.create_model("vit_tiny_patch16_224"), "Supported families"),
+    ],
+)
+def test_unsupported_models_raise_clear_errors(build, match):
+    with pytest.raises(UnsupportedModelError, match=match):
+        lmzoo.trace(build(), torch.randn(1, 3, 224, 224))
+
+
+def test_wrong_example_input_raises_and_leaves_the_model_alone():
+    model = timm.create_model("resnet18").train()
+    with pytest.raises(InvalidInputError, match=r"\(1, 5, 32, 32\)"):
+        lmzoo.trace(model, torch.randn(1, 5, 32, 32))
+    assert model.training and all(m.training for m in model.modules())
+    with pytest.raises(InvalidInputError):
+        lmzoo.trace(model, "not a tensor")

@@ -1,0 +1,148 @@
+"""The exactness contract, run over every registered adapter family on a tiny real model.
+
+- the identity plan computes exactly what the model computes;
+- for many random plans, merge(configured) computes what configured computes;
+- apply_plan and merge never mutate their input; merged networks have one conv per kept block;
+- merged networks export to ONNX and onnxruntime reproduces them.
+"""
+
+import copy
+import random
+
+import pytest
+import torch
+from torch import nn
+
+import lmzoo
+from lmzoo.adapters import registered_families
+from lmzoo.testing import TINY_MODELS, random_plan, randomize_norms
+
+N_RANDOM_PLANS = 12
+FLOAT32_TOLERANCE = 1e-4  # relative to max |output|, the issue's bound
+FLOAT64_TOLERANCE = 1e-10
+
+
+def _output(y):
+    return y.sample if hasattr(y, "sample") else y
+
+
+def _setup(name, dtype=torch.float32):
+    tiny = TINY_MODELS[name]
+    model = randomize_norms(tiny.build()).eval().to(dtype)
+    inputs = tiny.inputs(3, dtype)
+    spec = lmzoo.trace(model, inputs)
+    return model, inputs, spec
+
+
+def _relative_error(a, b):
+    return ((a - b).abs().max() / a.abs().max()).item()
+
+
+def test_every_registered_family_has_a_tiny_model():
+    assert set(registered_families()) <= {t.family for t in TINY_MODELS.values()}
+
+
+@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+def test_identity_plan_computes_the_original_function(name):
+    model, inputs, spec = _setup(name)
+    configured = lmzoo.apply_plan(model, spec, lmzoo.Plan.identity(spec))
+    with torch.no_grad():
+        expected, got = _output(model(*inputs)), _output(configured(*inputs))
+    assert torch.allclose(expected, got, rtol=0, atol=1e-6 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+def test_merged_equals_configured_for_random_plans(name, dtype):
+    model, inputs, spec = _setup(name, dtype)
+    cands = lmzoo.candidates(spec)
+    rng = random.Random(f"{name}-{dtype}")
+    tolerance = FLOAT32_TOLERANCE if dtype == torch.float32 else FLOAT64_TOLERANCE
+    worst = 0.0
+    multi_unit_blocks = 0
+    for _ in range(N_RANDOM_PLANS):
+        plan = random_plan(spec, cands, rng)
+        multi_unit_blocks += sum(1 for b in plan if b.length > 1)
+        configured = lmzoo.apply_plan(model, spec, plan)
+        merged = lmzoo.merge(configured)
+        with torch.no_grad():
+            a, b = _output(configured(*inputs)), _output(merged(*inputs))
+        assert a.shape == b.shape
+        worst = max(worst, _relative_error(a, b))
+    assert multi_unit_blocks > N_RANDOM_PLANS  # the random plans really merge things
+    print(f"{name} {dtype}: worst relative error {worst:.2e} over {N_RANDOM_PLANS} plans")
+    assert worst <= tolerance, f"worst relative error {worst:.2e}"
+
+
+@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+def test_apply_plan_and_merge_do_not_mutate_their_input(name):
+    model, inputs, spec = _setup(name)
+    plan = random_plan(spec, lmzoo.candidates(spec), random.Random(1))
+    before = copy.deepcopy(model.state_dict())
+    types_before = [type(m) for m in model.modules()]
+    configured = lmzoo.apply_plan(model, spec, plan)
+    configured_state = copy.deepcopy(configured.state_dict())
+    lmzoo.merge(configured)
+    assert [type(m) for m in model.modules()] == types_before
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    for key, value in configured.state_dict().items():
+        assert torch.equal(value, configured_state[key]), key
+    assert lmzoo.trace(model, inputs) == spec
+
+
+@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+def test_merged_network_has_one_conv_per_kept_block(name):
+    model, _, spec = _setup(name)
+    rng = random.Random(2)
+    plan = random_plan(spec, lmzoo.candidates(spec), rng)
+    merged = lmzoo.merge(lmzoo.apply_plan(model, spec, plan))
+    chain_paths = {u.path for u in spec.units}
+    outside = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n not in chain_paths]
+    # Shortcut projections fused into a block disappear; those around a block stay as one conv each.
+    fused = sum(
+        1 for s in spec.spans if s.projection and any(b.start <= s.source and s.target <= b.end for b in plan)
+    )
+    kept_blocks = sum(1 for b in plan if b.kept)
+    n_convs = sum(1 for m in merged.modules() if isinstance(m, nn.Conv2d))
+    assert n_convs == kept_blocks + len(outside) - fused
+
+
+@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+def test_configured_network_trains(name):
+    model, inputs, spec = _setup(name)
+    plan = random_plan(spec, lmzoo.candidates(spec), random.Random(3))
+    configured = lmzoo.apply_plan(model, spec, plan).train()
+    out = _output(configured(*inputs))
+    out.square().mean().backward()
+    conv_weights = [m.weight for m in configured.modules() if isinstance(m, nn.Conv2d)]
+    assert conv_weights
+    for weight in conv_weights:
+        assert weight.grad is not None and weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+def test_merged_network_runs_in_onnxruntime(name, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model, inputs, spec = _setup(name)
+    plan = random_plan(spec, lmzoo.candidates(spec), random.Random(4))
+    merged = lmzoo.merge(lmzoo.apply_plan(model, spec, plan)).eval()
+
+    class Plain(nn.Module):  # ONNX graphs return tensors, not output dataclasses
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            return _output(self.inner(*args))
+
+    path = tmp_path / "merged.onnx"
+    torch.onnx.export(
+        Plain(merged).eval(), inputs, str(path), dynamo=True, external_data=False, verbose=False
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs)}
+    (result,) = session.run(None, feeds)
+    with torch.no_grad():
+        expected = _output(merged(*inputs))
+    assert _relative_error(expected, torch.from_numpy(result)) <= FLOAT32_TOLERANCE
