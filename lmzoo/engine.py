@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ def _as_tuple(example_inputs: torch.Tensor | Sequence[object]) -> tuple[torch.Te
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,)
     if isinstance(example_inputs, (tuple, list)) and example_inputs:
-        return tuple(example_inputs)  # type: ignore[arg-type]
+        return tuple(cast(Sequence[torch.Tensor], example_inputs))
     raise InvalidInputError(
         f"example_inputs must be a tensor or a non-empty tuple of inputs, got {type(example_inputs).__name__}"
     )

@@ -25,13 +25,13 @@ class TinyModel:
 def _tiny_resnet_basic() -> nn.Module:
     from timm.models.resnet import BasicBlock, ResNet
 
-    return ResNet(BasicBlock, (2, 2, 2, 1), channels=(8, 16, 24, 32), stem_width=8, num_classes=10)
+    return ResNet(BasicBlock, (2, 2, 2, 1), channels=(8, 16, 24, 32), stem_width=8, num_classes=10)  # type: ignore[arg-type]
 
 
 def _tiny_resnet_bottleneck() -> nn.Module:
     from timm.models.resnet import Bottleneck, ResNet
 
-    return ResNet(Bottleneck, (2, 1, 2, 1), channels=(4, 8, 8, 16), stem_width=8, num_classes=10)
+    return ResNet(Bottleneck, (2, 1, 2, 1), channels=(4, 8, 8, 16), stem_width=8, num_classes=10)  # type: ignore[arg-type]
 
 
 def _tiny_mobilenetv2() -> nn.Module:
@@ -43,7 +43,7 @@ def _tiny_mobilenetv2() -> nn.Module:
 def _tiny_unet() -> nn.Module:
     from diffusers import UNet2DModel
 
-    return UNet2DModel(
+    return UNet2DModel(  # type: ignore[return-value]
         sample_size=16,
         in_channels=3,
         out_channels=3,
@@ -95,7 +95,7 @@ def randomize_norms(model: nn.Module, generator: torch.Generator | None = None) 
                     uniform(m.bias, -0.5, 0.5)
                 if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None:
                     uniform(m.running_mean, -0.5, 0.5)
-                    uniform(m.running_var, 0.5, 2.0)
+                    uniform(m.running_var, 0.5, 2.0)  # type: ignore[arg-type]
     return model
 
 

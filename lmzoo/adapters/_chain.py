@@ -11,6 +11,7 @@ import copy
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -105,10 +106,10 @@ class ConfiguredBlock(nn.Module):
         self.pad = 0
         if len(kept) > 1 or spans:
             stride = 1
-            for step in kept:
-                self.pad += step.original_padding * stride
-                stride *= step.conv.stride[0]
-                step.conv.padding = (0, 0)
+            for kept_step in kept:
+                self.pad += kept_step.original_padding * stride
+                stride *= kept_step.conv.stride[0]
+                kept_step.conv.padding = (0, 0)
         # border width of each position's map relative to the unpadded network's map
         border = {self.start: self.pad}
         for pos, step in enumerate(self.steps, start=self.start + 1):
@@ -268,7 +269,7 @@ def _unit(index: int, path: str, conv: nn.Conv2d, shape: tuple[int, ...]) -> Uni
         out_channels=conv.out_channels,
         kernel=conv.kernel_size[0],
         stride=conv.stride[0],
-        padding=conv.padding[0],
+        padding=int(conv.padding[0]),
         depthwise=conv.groups > 1,
         input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
         weight_l1=float(conv.weight.detach().abs().sum()),
@@ -301,7 +302,7 @@ def _build_chain(model: nn.Module, layout: ChainLayout, spec: Spec, plan: Plan) 
         steps: list[nn.Module] = []
         for unit, lu in zip(spec.units_in(cand.start, cand.end), layout.units[cand.start : cand.end]):
             if unit.index in cand.kept:
-                conv = model.get_submodule(lu.conv)
+                conv = cast(nn.Conv2d, model.get_submodule(lu.conv))
                 norm = plain_batchnorm(model.get_submodule(lu.norm), lu.norm) if lu.norm else None
                 steps.append(UnitStep(conv, norm, unit.padding))
             else:

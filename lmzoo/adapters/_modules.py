@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import torch
 from torch import nn
@@ -66,7 +67,8 @@ def plain_batchnorm(norm: nn.Module, where: str) -> nn.BatchNorm2d:
     if not isinstance(norm, nn.BatchNorm2d) or not norm.track_running_stats:
         raise UnsupportedModelError(f"{where}: expected BatchNorm2d with running statistics")
     bn = nn.BatchNorm2d(norm.num_features, eps=norm.eps, momentum=norm.momentum, affine=norm.affine)
-    bn = bn.to(device=norm.running_mean.device, dtype=norm.running_mean.dtype)
+    stats = cast(torch.Tensor, norm.running_mean)
+    bn = bn.to(device=stats.device, dtype=stats.dtype)
     bn.load_state_dict(norm.state_dict())
     bn.train(norm.training)
     return bn
@@ -93,11 +95,13 @@ def module_map(
             module.weight,
             module.bias,
             stride=module.stride[0],
-            padding=module.padding[0] if padding is None else padding,
+            padding=int(module.padding[0]) if padding is None else padding,
             groups=module.groups,
             dtype=MERGE_DTYPE,
         )
     if isinstance(module, nn.BatchNorm2d):
+        if module.running_mean is None or module.running_var is None:
+            raise TypeError("a BatchNorm without running statistics cannot be folded")
         scale, shift = kernels.batchnorm_scale_shift(
             module.running_mean, module.running_var, module.weight, module.bias, module.eps
         )
@@ -132,5 +136,5 @@ def to_module(m: ConvMap, *, like: torch.Tensor) -> nn.Module:
     conv = conv.to(device=like.device, dtype=like.dtype)
     with torch.no_grad():
         conv.weight.copy_(m.weight)
-        conv.bias.copy_(m.bias)
+        cast(torch.Tensor, conv.bias).copy_(m.bias)
     return conv

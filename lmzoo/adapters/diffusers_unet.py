@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +103,7 @@ class DiffusersUNet2DAdapter(Adapter):
                         out_channels=conv.out_channels,
                         kernel=conv.kernel_size[0],
                         stride=conv.stride[0],
-                        padding=conv.padding[0],
+                        padding=int(conv.padding[0]),
                         depthwise=conv.groups > 1,
                         input_shape=tuple(int(s) for s in shapes[path]),  # type: ignore[arg-type]
                         weight_l1=float(conv.weight.detach().abs().sum()),
@@ -185,7 +186,7 @@ class LayerMergeResnetBlock2D(nn.Module):
         self.original_paddings = original_paddings
 
     @classmethod
-    def configure(cls, block: nn.Module, kept: tuple[bool, bool]) -> LayerMergeResnetBlock2D:
+    def configure(cls, block: Any, kept: tuple[bool, bool]) -> LayerMergeResnetBlock2D:
         convs = [block.conv1, block.conv2]
         paddings = (block.conv1.padding[0], block.conv2.padding[0])
         pad = sum(p for p, k in zip(paddings, kept) if k)

@@ -10,6 +10,8 @@ projection after a stride-2 depthwise conv may still merge into it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from lmzoo.adapters._chain import ChainAdapter, ChainLayout, LayoutUnit
@@ -43,7 +45,8 @@ class TimmMobileNetV2Adapter(ChainAdapter):
         spans: list[ResidualSpan] = []
         barriers: set[int] = set()
         inserted: dict[int, str] = {}
-        for si, stage in enumerate(model.blocks):
+        stages: Any = model.blocks
+        for si, stage in enumerate(stages):
             for bi, block in enumerate(stage):
                 path = f"blocks.{si}.{bi}"
                 kind = type(block).__name__

@@ -8,6 +8,8 @@ position right after every strided conv is a barrier, so a strided conv is alway
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from lmzoo.adapters._chain import ChainAdapter, ChainLayout, LayoutUnit
@@ -51,7 +53,8 @@ class TimmResNetAdapter(ChainAdapter):
         spans: list[ResidualSpan] = []
         barriers: set[int] = set()
         for container in containers:
-            for i, block in enumerate(model.get_submodule(container)):
+            stage: Any = model.get_submodule(container)
+            for i, block in enumerate(stage):
                 path = f"{container}.{i}"
                 _check_plain_block(block, path)
                 source = len(units)

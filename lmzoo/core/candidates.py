@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from lmzoo.core.spec import Spec, Unit
 from lmzoo.errors import InvalidPlanError
@@ -73,12 +73,12 @@ class Candidate:
         ):
             raise InvalidPlanError(f"candidate fields have the wrong types: {dict(data)}")
         return cls(
-            start=ints["start"],  # type: ignore[arg-type]
-            end=ints["end"],  # type: ignore[arg-type]
-            kernel=ints["kernel"],  # type: ignore[arg-type]
-            stride=ints["stride"],  # type: ignore[arg-type]
-            depthwise=data["depthwise"],  # type: ignore[arg-type]
-            kept=tuple(kept),
+            start=cast(int, ints["start"]),
+            end=cast(int, ints["end"]),
+            kernel=cast(int, ints["kernel"]),
+            stride=cast(int, ints["stride"]),
+            depthwise=cast(bool, data["depthwise"]),
+            kept=tuple(cast(list[int], kept)),
         )
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from lmzoo.errors import InvalidSpecError
 
@@ -139,7 +140,7 @@ class Spec:
                 return False
         return True
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-safe structure (used for fingerprints and checkpoint configs)."""
         return {
             "family": self.family,
@@ -153,7 +154,7 @@ class Spec:
     def fingerprint(self) -> str:
         """A short hash of the structure (weights excluded) identifying compatible specs."""
         data = self.to_dict()
-        for u in data["units"]:  # type: ignore[union-attr]
-            u.pop("weight_l1")  # type: ignore[union-attr]
+        for u in data["units"]:
+            u.pop("weight_l1")
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
