@@ -24,13 +24,14 @@ from lmzoo.adapters._modules import (
     module_map,
     plain_batchnorm,
     to_module,
+    unit_from_conv,
 )
 from lmzoo.adapters._registry import Adapter
 from lmzoo.adapters._tracing import run_with_hooks
 from lmzoo.core import kernels
 from lmzoo.core.candidates import Candidate
 from lmzoo.core.plan import Plan
-from lmzoo.core.spec import Position, ResidualSpan, Spec, Unit
+from lmzoo.core.spec import Position, ResidualSpan, Spec
 from lmzoo.errors import InvalidPlanError, UnsupportedModelError
 
 
@@ -235,7 +236,8 @@ class ChainAdapter(Adapter):
                 "structure says; lmzoo cannot tell what it computes"
             )
         units = tuple(
-            _unit(i, u.conv, convs[u.conv], shapes[u.conv]) for i, u in enumerate(layout.units, start=1)
+            unit_from_conv(i, u.conv, convs[u.conv], shapes[u.conv])
+            for i, u in enumerate(layout.units, start=1)
         )
         positions = [Position(0, None, 0 in layout.barriers, layout.inserted_activation.get(0))]
         for i, u in enumerate(layout.units, start=1):
@@ -259,21 +261,6 @@ class ChainAdapter(Adapter):
         for name in layout.containers[1:]:
             configured.set_submodule(name, nn.Identity())
         return configured
-
-
-def _unit(index: int, path: str, conv: nn.Conv2d, shape: tuple[int, ...]) -> Unit:
-    return Unit(
-        index=index,
-        path=path,
-        in_channels=conv.in_channels,
-        out_channels=conv.out_channels,
-        kernel=conv.kernel_size[0],
-        stride=conv.stride[0],
-        padding=int(conv.padding[0]),
-        depthwise=conv.groups > 1,
-        input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
-        weight_l1=float(conv.weight.detach().abs().sum()),
-    )
 
 
 def _check_layout_matches(layout: ChainLayout, model: nn.Module, spec: Spec) -> None:

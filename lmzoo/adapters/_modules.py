@@ -10,6 +10,7 @@ from torch import nn
 
 from lmzoo.core import kernels
 from lmzoo.core.kernels import ConvMap
+from lmzoo.core.spec import Unit
 from lmzoo.errors import UnsupportedModelError
 
 #: merges are computed in float64 and cast back, so merging adds no visible round-off
@@ -138,3 +139,23 @@ def to_module(m: ConvMap, *, like: torch.Tensor) -> nn.Module:
         conv.weight.copy_(m.weight)
         cast(torch.Tensor, conv.bias).copy_(m.bias)
     return conv
+
+
+def unit_from_conv(
+    index: int, path: str, conv: nn.Conv2d, input_shape: tuple[int, ...], *, removable: bool = False
+) -> Unit:
+    """The spec unit of a (checked) conv, with its traced input shape (C, H, W)."""
+    channels, height, width = (int(s) for s in input_shape)
+    return Unit(
+        index=index,
+        path=path,
+        in_channels=conv.in_channels,
+        out_channels=conv.out_channels,
+        kernel=conv.kernel_size[0],
+        stride=conv.stride[0],
+        padding=int(conv.padding[0]),
+        depthwise=conv.groups > 1,
+        input_shape=(channels, height, width),
+        weight_l1=float(conv.weight.detach().abs().sum()),
+        removable=removable,
+    )

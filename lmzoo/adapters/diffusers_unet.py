@@ -17,7 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmzoo.adapters._modules import MERGE_DTYPE, check_mergeable_conv, compose_all, module_map, to_module
+from lmzoo.adapters._modules import (
+    MERGE_DTYPE,
+    check_mergeable_conv,
+    compose_all,
+    module_map,
+    to_module,
+    unit_from_conv,
+)
 from lmzoo.adapters._registry import Adapter, register_adapter
 from lmzoo.adapters._tracing import run_with_hooks
 from lmzoo.core.plan import Plan
@@ -94,21 +101,8 @@ class DiffusersUNet2DAdapter(Adapter):
         positions = [Position(0, None, barrier=True)]
         for g in groups:
             for k, path in enumerate(g.conv_paths):
-                conv = convs[path]
                 units.append(
-                    Unit(
-                        index=len(units) + 1,
-                        path=path,
-                        in_channels=conv.in_channels,
-                        out_channels=conv.out_channels,
-                        kernel=conv.kernel_size[0],
-                        stride=conv.stride[0],
-                        padding=int(conv.padding[0]),
-                        depthwise=conv.groups > 1,
-                        input_shape=tuple(int(s) for s in shapes[path]),  # type: ignore[arg-type]
-                        weight_l1=float(conv.weight.detach().abs().sum()),
-                        removable=not g.is_resnet,
-                    )
+                    unit_from_conv(len(units) + 1, path, convs[path], shapes[path], removable=not g.is_resnet)
                 )
                 middle = g.is_resnet and k == 0
                 positions.append(
