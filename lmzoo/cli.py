@@ -7,6 +7,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -79,23 +80,11 @@ def inspect(
         "largest_kernel": max(c.kernel for c in cands),
         "trace_and_candidates_s": round(elapsed, 3),
     }
-    checks = []
     rng = random.Random(0)
-    for _ in range(check_plans):
-        plan = random_plan(spec, cands, rng)
-        configured = lmzoo.apply_plan(model, spec, plan)
-        started = time.perf_counter()
-        merged = lmzoo.merge(configured)
-        merge_s = time.perf_counter() - started
-        with torch.no_grad():
-            a, b = configured(x), merged(x)
-        checks.append(
-            {
-                "blocks": len(plan),
-                "merge_s": round(merge_s, 3),
-                "relative_error": float((a - b).abs().max() / a.abs().max()),
-            }
-        )
+    checks = [
+        asdict(lmzoo.engine.check_merge(model, spec, random_plan(spec, cands, rng), x))
+        for _ in range(check_plans)
+    ]
     if checks:
         summary["plan_checks"] = checks
     if as_json:
@@ -106,6 +95,7 @@ def inspect(
             click.echo(f"{key:>24}: {value}")
     for i, check in enumerate(checks, 1):
         click.echo(
-            f"{'plan ' + str(i):>24}: {check['blocks']} blocks, merged in {check['merge_s']} s, "
+            f"{'plan ' + str(i):>24}: {check['blocks']} blocks (largest kernel {check['largest_kernel']}), "
+            f"merged in {check['merge_s']:.2f} s, "
             f"max relative difference {check['relative_error']:.1e}"
         )

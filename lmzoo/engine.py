@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -78,3 +80,38 @@ def _replace_mergeable(module: nn.Module) -> None:
                 setattr(module, name, merged())
         else:
             _replace_mergeable(child)
+
+
+@dataclass(frozen=True)
+class MergeCheck:
+    """How one plan merged: the merge time and the largest output difference, relative to max |output|."""
+
+    blocks: int
+    largest_kernel: int
+    merge_s: float
+    relative_error: float
+
+
+def check_merge(
+    model: nn.Module, spec: Spec, plan: Plan, example_inputs: torch.Tensor | Sequence[object]
+) -> MergeCheck:
+    """Apply ``plan``, merge, and compare the merged network with the configured one on the inputs."""
+    inputs = _as_tuple(example_inputs)
+    configured = apply_plan(model, spec, plan).eval()
+    started = time.perf_counter()
+    merged = merge(configured)
+    merge_s = time.perf_counter() - started
+    with torch.no_grad():
+        a, b = _tensor_output(configured(*inputs)), _tensor_output(merged(*inputs))
+    return MergeCheck(
+        blocks=len(plan),
+        largest_kernel=max(c.kernel for c in plan),
+        merge_s=merge_s,
+        relative_error=float((a - b).abs().max() / a.abs().max()),
+    )
+
+
+def _tensor_output(output: object) -> torch.Tensor:
+    sample = getattr(output, "sample", output)  # diffusers models return an output dataclass
+    assert isinstance(sample, torch.Tensor)
+    return sample

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from lmzoo.errors import InvalidSpecError
@@ -80,9 +80,6 @@ class Spec:
     spans: tuple[ResidualSpan, ...] = ()
     #: shapes of the example inputs used to trace (batch dimension included)
     input_shapes: tuple[tuple[int, ...], ...] = ()
-    _spans_by_target: dict[int, tuple[ResidualSpan, ...]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
 
     def __post_init__(self) -> None:
         length = len(self.units)
@@ -99,12 +96,9 @@ class Spec:
         for u in self.units:
             if u.kernel < 1 or u.stride < 1 or u.padding < 0:
                 raise InvalidSpecError(f"unit {u.index} ({u.path}) has an invalid conv geometry")
-        by_target: dict[int, list[ResidualSpan]] = {}
         for s in self.spans:
             if not 0 <= s.source < s.target <= length:
                 raise InvalidSpecError(f"residual span ({s.source}, {s.target}) is outside 0..{length}")
-            by_target.setdefault(s.target, []).append(s)
-        object.__setattr__(self, "_spans_by_target", {t: tuple(v) for t, v in by_target.items()})
 
     @property
     def length(self) -> int:
@@ -118,9 +112,6 @@ class Spec:
     def units_in(self, start: int, end: int) -> tuple[Unit, ...]:
         """The units of block (start, end]."""
         return self.units[start:end]
-
-    def spans_ending_at(self, target: int) -> tuple[ResidualSpan, ...]:
-        return self._spans_by_target.get(target, ())
 
     def spans_inside(self, start: int, end: int) -> Iterator[ResidualSpan]:
         """Residual spans lying entirely inside block (start, end]: fused into its kernel."""

@@ -111,3 +111,13 @@ def test_wrong_example_input_raises_and_leaves_the_model_alone():
     assert model.training and all(m.training for m in model.modules())
     with pytest.raises(InvalidInputError):
         lmzoo.trace(model, "not a tensor")
+
+
+def test_fingerprint_identifies_the_structure_not_the_weights():
+    x = torch.randn(1, 3, 64, 64)
+    a = lmzoo.trace(timm.create_model("resnet18"), x)
+    b = lmzoo.trace(timm.create_model("resnet18"), x)
+    assert a.fingerprint == b.fingerprint
+    assert a.unit(1).weight_l1 != b.unit(1).weight_l1
+    assert a.fingerprint != lmzoo.trace(timm.create_model("resnet34"), x).fingerprint
+    assert a.fingerprint != lmzoo.trace(timm.create_model("resnet18"), torch.randn(1, 3, 96, 96)).fingerprint

@@ -36,17 +36,10 @@ def main() -> None:
         )
         rng = random.Random(0)
         for i in range(3):
-            plan = random_plan(spec, cands, rng)
-            configured = lmzoo.apply_plan(model, spec, plan)
-            start = time.perf_counter()
-            merged = lmzoo.merge(configured)
-            elapsed = time.perf_counter() - start
-            with torch.no_grad():
-                a, b = configured(x), merged(x)
-            err = ((a - b).abs().max() / a.abs().max()).item()
+            check = lmzoo.engine.check_merge(model, spec, random_plan(spec, cands, rng), x)
             print(
-                f"  plan {i}: {len(plan)} blocks (largest kernel {max(c.kernel for c in plan)}), "
-                f"merge {elapsed:.2f} s, max relative difference {err:.1e}"
+                f"  plan {i}: {check.blocks} blocks (largest kernel {check.largest_kernel}), "
+                f"merge {check.merge_s:.2f} s, max relative difference {check.relative_error:.1e}"
             )
 
 
