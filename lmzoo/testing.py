@@ -56,6 +56,26 @@ def _tiny_unet() -> nn.Module:
     )
 
 
+def ddpm_cifar10_unet() -> nn.Module:
+    """The DDPM CIFAR-10 UNet architecture of the paper (google/ddpm-cifar10-32), randomly initialised."""
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(  # type: ignore[return-value]
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(128, 256, 256, 256),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        norm_eps=1e-6,
+        downsample_padding=0,
+        flip_sin_to_cos=False,
+        freq_shift=1,
+        attention_head_dim=None,  # one attention head, as in the original checkpoint
+    )
+
+
 def _image(channels: int, height: int, width: int) -> Callable[[int, torch.dtype], tuple[torch.Tensor, ...]]:
     def make(batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         return (torch.randn(batch, channels, height, width, dtype=dtype),)
@@ -99,4 +119,4 @@ def randomize_norms(model: nn.Module, generator: torch.Generator | None = None) 
     return model
 
 
-__all__ = ["TINY_MODELS", "TinyModel", "random_plan", "randomize_norms"]
+__all__ = ["TINY_MODELS", "TinyModel", "ddpm_cifar10_unet", "random_plan", "randomize_norms"]

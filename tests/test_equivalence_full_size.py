@@ -7,28 +7,9 @@ import torch
 
 import lmzoo
 from lmzoo.core.plan import random_plan
-from lmzoo.testing import randomize_norms
+from lmzoo.testing import ddpm_cifar10_unet, randomize_norms
 
 pytestmark = pytest.mark.slow
-
-
-def _ddpm_cifar10():
-    from diffusers import UNet2DModel
-
-    return UNet2DModel(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(128, 256, 256, 256),
-        layers_per_block=2,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-        norm_eps=1e-6,
-        downsample_padding=0,
-        flip_sin_to_cos=False,
-        freq_shift=1,
-        attention_head_dim=None,
-    )
 
 
 def _timm(name):
@@ -43,7 +24,7 @@ def _timm(name):
         (_timm("resnet34"), (torch.randn(2, 3, 97, 111),)),
         (_timm("mobilenetv2_100"), (torch.randn(2, 3, 97, 111),)),
         (_timm("mobilenetv2_140"), (torch.randn(2, 3, 64, 80),)),
-        (_ddpm_cifar10, (torch.randn(2, 3, 32, 32), torch.tensor([3, 700]))),
+        (ddpm_cifar10_unet, (torch.randn(2, 3, 32, 32), torch.tensor([3, 700]))),
     ],
 )
 def test_full_size_random_plans_merge_exactly(build, inputs):

@@ -6,6 +6,7 @@ from torch import nn
 
 import lmzoo
 from lmzoo.errors import InvalidInputError, UnsupportedModelError
+from lmzoo.testing import ddpm_cifar10_unet
 
 timm = pytest.importorskip("timm")
 
@@ -52,27 +53,8 @@ def test_timm_mobilenetv2(name, width):
     assert "conv_head" not in {u.path for u in spec.units}
 
 
-def _ddpm_cifar10():
-    from diffusers import UNet2DModel
-
-    return UNet2DModel(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(128, 256, 256, 256),
-        layers_per_block=2,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-        norm_eps=1e-6,
-        downsample_padding=0,
-        flip_sin_to_cos=False,
-        freq_shift=1,
-        attention_head_dim=None,
-    )
-
-
 def test_ddpm_cifar10_unet():
-    model = _ddpm_cifar10()
+    model = ddpm_cifar10_unet()
     spec = lmzoo.trace(model, (torch.randn(1, 3, 32, 32), torch.tensor([10])))
     assert spec.family == "diffusers-unet2d"
     resnet_blocks, upsamplers = 4 * 2 + 2 + 4 * 3, 3
