@@ -7,15 +7,36 @@ The engine::
     plan = lmzoo.Plan(blocks)                      # or lmzoo.Plan.identity(spec)
     configured = lmzoo.apply_plan(model, spec, plan)  # fine-tune this
     deployed = lmzoo.merge(configured)              # same function, fewer convs
+
+The solver::
+
+    plan = lmzoo.solve(latency_table, importance_table, speedup=1.6)
+    points = lmzoo.frontier(latency_table, importance_table)   # every budget at once
 """
 
 from lmzoo.adapters import registered_families
-from lmzoo.core import PAPER_RULES, Candidate, CandidateRules, Plan, Spec, candidates
+from lmzoo.core import (
+    METHODS,
+    PAPER_RULES,
+    Candidate,
+    CandidateRules,
+    FrontierPoint,
+    ImportanceTable,
+    LatencyTable,
+    Plan,
+    Spec,
+    candidates,
+    frontier,
+    solve,
+)
 from lmzoo.engine import apply_plan, merge, trace
 from lmzoo.errors import (
+    InfeasibleBudgetError,
+    InvalidArgumentError,
     InvalidInputError,
     InvalidPlanError,
     InvalidSpecError,
+    InvalidTableError,
     LmzooError,
     NotConfiguredError,
     UnsupportedModelError,
@@ -24,12 +45,19 @@ from lmzoo.errors import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "METHODS",
     "PAPER_RULES",
     "Candidate",
     "CandidateRules",
+    "FrontierPoint",
+    "ImportanceTable",
+    "InfeasibleBudgetError",
+    "InvalidArgumentError",
     "InvalidInputError",
     "InvalidPlanError",
     "InvalidSpecError",
+    "InvalidTableError",
+    "LatencyTable",
     "LmzooError",
     "NotConfiguredError",
     "Plan",
@@ -38,7 +66,9 @@ __all__ = [
     "__version__",
     "apply_plan",
     "candidates",
+    "frontier",
     "merge",
     "registered_families",
+    "solve",
     "trace",
 ]

@@ -13,6 +13,9 @@ from typing import Any, TypeVar
 
 import click
 
+from lmzoo.core.candidates import DEFAULT_METHOD, METHODS
+from lmzoo.core.solver import DEFAULT_LEVELS
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -99,3 +102,126 @@ def inspect(
             f"merged in {check['merge_s']:.2f} s, "
             f"max relative difference {check['relative_error']:.1e}"
         )
+
+
+@main.command()
+@click.argument("latency_table", type=click.Path(dir_okay=False))
+@click.argument("importance_table", type=click.Path(dir_okay=False))
+@click.option(
+    "--budget-ms", "budgets", multiple=True, type=float, help="Chain latency budget in ms (repeatable)."
+)
+@click.option(
+    "--speedup",
+    "speedups",
+    multiple=True,
+    type=float,
+    help="Target speed-up over the base by the table, fixed cost included (repeatable).",
+)
+@click.option(
+    "--frontier", "whole_frontier", is_flag=True, help="Output the whole accuracy-latency frontier."
+)
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default=DEFAULT_METHOD,
+    show_default=True,
+    help="Selection method.",
+)
+@click.option(
+    "--levels", type=int, default=DEFAULT_LEVELS, show_default=True, help="Grid steps over the budget."
+)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False), help="Write the JSON here instead of stdout."
+)
+@_user_errors
+def solve(
+    latency_table: str,
+    importance_table: str,
+    budgets: tuple[float, ...],
+    speedups: tuple[float, ...],
+    whole_frontier: bool,
+    method: str,
+    levels: int,
+    output: str | None,
+) -> None:
+    """Choose plans from a latency and an importance table (JSON files written by lmzoo).
+
+    Plans go to stdout (or --output) as JSON; a one-line summary per plan goes to stderr.
+    """
+    from lmzoo.core import solver
+    from lmzoo.core.tables import ImportanceTable, LatencyTable
+    from lmzoo.errors import InvalidArgumentError
+
+    if whole_frontier == bool(budgets or speedups):
+        raise InvalidArgumentError("give --budget-ms / --speedup (repeatable), or --frontier, but not both")
+    latency = LatencyTable.load(latency_table)
+    importance = ImportanceTable.load(importance_table)
+    m = solver.check_method(method)
+    results: list[dict[str, Any]] = []
+    if whole_frontier:
+        for point in solver.frontier(latency, importance, levels=levels, method=m):
+            results.append(_plan_record(latency, point.plan, importance=point.importance))
+    targets = [{"budget_ms": b} for b in budgets] + [{"speedup": s} for s in speedups]
+    for target in targets:
+        plan = solver.solve(
+            latency,
+            importance,
+            budget_ms=target.get("budget_ms"),
+            speedup=target.get("speedup"),
+            levels=levels,
+            method=m,
+        )
+        value = solver.plan_importance(importance, plan)
+        results.append(_plan_record(latency, plan, importance=value, target=target))
+    for record in results:
+        click.echo(_plan_summary(record), err=True)
+    text = json.dumps({"method": m, "plans": results}, indent=1)
+    if output:
+        from pathlib import Path
+
+        Path(output).write_text(text + "\n")
+    else:
+        click.echo(text)
+
+
+def _plan_record(latency: Any, plan: Any, *, importance: float, target: Any = None) -> dict[str, Any]:
+    from lmzoo.core.solver import identity_latency
+
+    base_ms = identity_latency(latency) + latency.fixed_ms
+    predicted = latency.predict(plan)
+    kernels: dict[str, int] = {}
+    for block in plan:
+        if block.length > 1:
+            kernels[str(block.kernel)] = kernels.get(str(block.kernel), 0) + 1
+    record: dict[str, Any] = {
+        **(target or {}),
+        "predicted_ms": predicted,
+        "fixed_ms": latency.fixed_ms,
+        "predicted_speedup": base_ms / predicted if predicted else None,
+        "importance": importance,
+        "units": plan.length,
+        "boundaries_kept": len(plan.boundaries) - 1,
+        "convs_kept": len(plan.kept_units),
+        "depth": sum(1 for b in plan if b.kept),
+        "merged_kernels": dict(sorted(kernels.items(), key=lambda kv: int(kv[0]))),
+        "plan": plan.to_dict(),
+    }
+    return record
+
+
+def _plan_summary(record: dict[str, Any]) -> str:
+    if "budget_ms" in record:
+        target = f"budget {record['budget_ms']:.4g} ms: "
+    elif "speedup" in record:
+        target = f"target {record['speedup']:.3g}x: "
+    else:
+        target = ""
+    importance = f", importance {record['importance']:.4f}"
+    kernels = ", ".join(f"{k}x{k}:{n}" for k, n in record["merged_kernels"].items()) or "none"
+    speed = record["predicted_speedup"]
+    return (
+        f"{target}{record['predicted_ms']:.4g} ms predicted ({speed:.3f}x){importance}; "
+        f"activations kept {record['boundaries_kept']}/{record['units']}, "
+        f"convs kept {record['convs_kept']}/{record['units']}, merged kernels {kernels}, "
+        f"depth {record['units']} -> {record['depth']}"
+    )

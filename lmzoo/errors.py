@@ -25,3 +25,20 @@ class InvalidPlanError(LmzooError, ValueError):
 
 class NotConfiguredError(LmzooError, TypeError):
     """`merge` was called on a model that `apply_plan` did not produce."""
+
+
+class InvalidArgumentError(LmzooError, ValueError):
+    """A function was called with arguments that do not make sense together (or an unknown name)."""
+
+
+class InvalidTableError(LmzooError, ValueError):
+    """A latency or importance table is malformed, incomplete, or belongs to another network."""
+
+
+class InfeasibleBudgetError(LmzooError, ValueError):
+    """No plan meets the latency budget. ``min_budget_ms`` and ``max_speedup`` say what is feasible."""
+
+    def __init__(self, message: str, *, min_budget_ms: float, max_speedup: float) -> None:
+        super().__init__(message)
+        self.min_budget_ms = min_budget_ms
+        self.max_speedup = max_speedup

@@ -30,3 +30,77 @@ def test_inspect_unsupported_family_is_one_clean_line():
     assert result.exit_code == 2
     assert "squeeze-excite" in result.output
     assert "Traceback" not in result.output
+
+
+def _tables(tmp_path, method="layermerge"):
+    import random
+
+    import timm
+    import torch
+
+    import lmzoo
+    from lmzoo.core.tables import ImportanceTable, LatencyTable
+
+    spec = lmzoo.trace(timm.create_model("mobilenetv2_035").eval(), torch.randn(1, 3, 64, 64))
+    cands = set(lmzoo.candidates(spec)) | set(lmzoo.candidates(spec, method=method))
+    rng = random.Random(0)
+    LatencyTable(
+        {c: rng.uniform(0.01, 0.1) * c.kernel for c in cands}, fixed_ms=0.5, spec_fingerprint=spec.fingerprint
+    ).save(tmp_path / "lat.json")
+    ImportanceTable({c: rng.uniform(0.95, 1.0) for c in cands}, spec_fingerprint=spec.fingerprint).save(
+        tmp_path / "imp.json"
+    )
+    return str(tmp_path / "lat.json"), str(tmp_path / "imp.json")
+
+
+def test_solve_writes_plans_and_summarises_them(tmp_path):
+    import lmzoo
+
+    lat, imp = _tables(tmp_path)
+    result = CliRunner().invoke(
+        main, ["solve", lat, imp, "--speedup", "1.5", "--speedup", "2", "--budget-ms", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["method"] == "layermerge" and len(out["plans"]) == 3
+    for record in out["plans"]:
+        plan = lmzoo.Plan.from_dict(record["plan"])
+        assert record["depth"] == sum(1 for b in plan if b.kept) < 50
+    # budgets first, then speed-ups, each in the order given
+    assert out["plans"][0]["predicted_ms"] - out["plans"][0]["fixed_ms"] <= 3
+    assert out["plans"][1]["predicted_speedup"] >= 1.5 and out["plans"][2]["predicted_speedup"] >= 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("budget 3 ms: ")
+    assert (
+        lines[1].startswith("target 1.5x: ") and "activations kept" in lines[1] and "depth 50 -> " in lines[1]
+    )
+
+
+def test_solve_frontier_for_a_baseline_to_a_file(tmp_path):
+    lat, imp = _tables(tmp_path, method="depth")
+    out_path = tmp_path / "frontier.json"
+    result = CliRunner().invoke(
+        main, ["solve", lat, imp, "--frontier", "--method", "depth", "--levels", "500", "-o", str(out_path)]
+    )
+    assert result.exit_code == 0, result.output
+    plans = json.loads(out_path.read_text())["plans"]
+    assert len(plans) > 3
+    speedups = [p["predicted_speedup"] for p in plans]
+    assert speedups == sorted(speedups, reverse=True)
+
+
+def test_solve_bad_input_is_one_clean_line(tmp_path):
+    lat, imp = _tables(tmp_path)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"format": "lmzoo.importance-table/1", "entries": [}')
+    cases = [
+        (["solve", lat, str(broken), "--speedup", "1.5"], "is not a valid JSON importance table"),
+        (["solve", lat, imp], "give --budget-ms / --speedup (repeatable), or --frontier"),
+        (["solve", imp, lat, "--speedup", "1.5"], "not an lmzoo latency table"),
+        (["solve", lat, imp, "--speedup", "50"], "ask for at least"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        assert message in result.stderr and "Traceback" not in result.output
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -74,6 +74,55 @@ def test_merged_equals_configured_for_random_plans(name, dtype):
     assert worst <= tolerance, f"worst relative error {worst:.2e}"
 
 
+def _baseline_plan(spec, method, rng):
+    """A random plan of a baseline method; depth plans also run random segments as several convs."""
+    plan = random_plan(spec, lmzoo.candidates(spec, method=method), rng)
+    if method == "depth":
+        plan = lmzoo.Plan(plan.blocks, [b.end for b in plan.blocks[:-1] if rng.random() < 0.5])
+    return plan
+
+
+@pytest.mark.parametrize("method", ["depth", "layer"])
+@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+def test_merged_equals_configured_for_baseline_plans(name, method):
+    model, inputs, spec = _setup(name)
+    rng = random.Random(f"{name}-{method}")
+    worst, pruned, linear = 0.0, 0, 0
+    for _ in range(6):
+        plan = _baseline_plan(spec, method, rng)
+        pruned += sum(1 for b in plan if not b.kept)
+        linear += len(plan.linear)
+        configured = lmzoo.apply_plan(model, spec, plan)
+        merged = lmzoo.merge(configured)
+        with torch.no_grad():
+            a, b = _output(configured(*inputs)), _output(merged(*inputs))
+        worst = max(worst, _relative_error(a, b))
+    assert (pruned if method == "layer" else linear) > 0
+    assert worst <= FLOAT32_TOLERANCE, f"worst relative error {worst:.2e}"
+
+
+def test_linear_block_ends_remove_their_activation():
+    """A depth plan of single convs with every inner activation removed equals the ResNet with
+    those ReLUs replaced by the identity (activations after residual adds included)."""
+    model, inputs, spec = _setup("resnet-basic", torch.float64)
+    blocks = lmzoo.Plan.identity(spec).blocks
+    plan = lmzoo.Plan(blocks, [b.end for b in blocks[:-1]])
+    reference = copy.deepcopy(model)
+    stages = [reference.layer1, reference.layer2, reference.layer3, reference.layer4]
+    residual_blocks = [block for stage in stages for block in stage]
+    for block in residual_blocks:
+        block.act1 = nn.Identity()
+        if block is not residual_blocks[-1]:
+            block.act2 = nn.Identity()
+    with torch.no_grad():
+        expected = reference(*inputs)
+        configured = lmzoo.apply_plan(model, spec, plan)(*inputs)
+        merged = lmzoo.merge(lmzoo.apply_plan(model, spec, plan))(*inputs)
+    assert _relative_error(expected, configured) <= FLOAT64_TOLERANCE
+    assert _relative_error(expected, merged) <= FLOAT64_TOLERANCE
+    assert _relative_error(expected, model(*inputs)) > 1e-3  # the activations mattered
+
+
 @pytest.mark.parametrize("name", sorted(TINY_MODELS))
 def test_apply_plan_and_merge_do_not_mutate_their_input(name):
     model, inputs, spec = _setup(name)

@@ -141,8 +141,12 @@ class ConfiguredBlock(nn.Module):
                 saved[pos] = x
         return x
 
+    def _like(self) -> torch.Tensor:
+        """A tensor with the block's device and dtype (a block keeping no conv has no parameters)."""
+        return next(self.parameters(), torch.empty(0))
+
     def merged_map(self) -> kernels.ConvMap:
-        device = next(self.parameters()).device
+        device = self._like().device
         current = kernels.identity_map(self.in_channels, dtype=MERGE_DTYPE, device=device)
         saved = {self.start: current}
         for pos, step in enumerate(self.steps, start=self.start + 1):
@@ -159,8 +163,7 @@ class ConfiguredBlock(nn.Module):
         return current
 
     def lmzoo_merged(self) -> nn.Module:
-        like = next(p for p in self.parameters())
-        return to_module(self.merged_map(), like=like)
+        return to_module(self.merged_map(), like=self._like())
 
 
 class Chain(nn.Module):
@@ -308,8 +311,10 @@ def _build_chain(model: nn.Module, layout: ChainLayout, spec: Spec, plan: Plan) 
         kind = position.activation
         if kind is None and cand.length >= 2:
             kind = position.inserted_activation
+        if cand.end in plan.linear:
+            kind = None
         activations.append(make_activation(kind))
-    boundaries = set(plan.boundaries)
+    boundaries = set(plan.block_ends)
     outer = [
         s
         for s in spec.spans

@@ -127,14 +127,20 @@ class DiffusersUNet2DAdapter(Adapter):
         first_unit = 1
         for g in groups:
             last_unit = first_unit + len(g.conv_paths) - 1
-            block = by_end.get(last_unit)
-            if block is not None and block.start == first_unit - 1:
+            last_block = by_end[last_unit]  # every group ends at a barrier, hence at a block end
+            middle_removed = last_block.start == first_unit - 1 or first_unit in plan.linear
+            if g.is_resnet and middle_removed:
+                first_block = by_end.get(first_unit, last_block)
+                kept = (first_unit in first_block.kept, last_unit in last_block.kept)
+                split = first_unit in plan.linear
                 module = configured.get_submodule(g.path)
-                if g.is_resnet and block.length == 2:
-                    kept = (first_unit in block.kept, last_unit in block.kept)
-                    configured.set_submodule(g.path, LayerMergeResnetBlock2D.configure(module, kept))
-                elif not g.is_resnet and not block.kept:
-                    configured.set_submodule(g.conv_paths[0], nn.Identity())
+                configured.set_submodule(g.path, LayerMergeResnetBlock2D.configure(module, kept, split=split))
+            else:
+                # single-conv blocks: a conv kept nowhere is replaced by the identity (layer pruning,
+                # or the paper's kernel-0 option on an upsampling conv)
+                for unit, path in enumerate(g.conv_paths, start=first_unit):
+                    if not by_end[unit].kept:
+                        configured.set_submodule(path, nn.Identity())
             first_unit = last_unit + 1
         return configured
 
@@ -147,6 +153,8 @@ class LayerMergeResnetBlock2D(nn.Module):
     constant-per-channel shift everywhere and conv2(h + t) = conv2(h) + sum_spatial(W2) t exactly.
     Merged: one conv, and the time projection pushed through conv2 (W_t' = sum_spatial(W2) W_t).
     A GroupNorm after the convs replaces the removed norm (paper).
+    ``split`` (the depth-compression baseline running the segment as two convs): each conv keeps
+    its own padding and nothing is composed; merging only drops dropout.
     """
 
     def __init__(
@@ -164,8 +172,10 @@ class LayerMergeResnetBlock2D(nn.Module):
         conv_shortcut: nn.Module | None,
         output_scale_factor: float,
         original_paddings: tuple[int, int] = (0, 0),
+        split: bool = False,
     ) -> None:
         super().__init__()
+        self.split = split
         self.norm1 = norm1
         self.nonlinearity = nonlinearity
         self.pad = pad
@@ -180,12 +190,15 @@ class LayerMergeResnetBlock2D(nn.Module):
         self.original_paddings = original_paddings
 
     @classmethod
-    def configure(cls, block: Any, kept: tuple[bool, bool]) -> LayerMergeResnetBlock2D:
+    def configure(
+        cls, block: Any, kept: tuple[bool, bool], *, split: bool = False
+    ) -> LayerMergeResnetBlock2D:
         convs = [block.conv1, block.conv2]
         paddings = (block.conv1.padding[0], block.conv2.padding[0])
-        pad = sum(p for p, k in zip(paddings, kept) if k)
-        for conv in convs:
-            conv.padding = (0, 0)
+        pad = 0 if split else sum(p for p, k in zip(paddings, kept) if k)
+        if not split:
+            for conv in convs:
+                conv.padding = (0, 0)
         norm2 = block.norm2
         norm_out = nn.GroupNorm(norm2.num_groups, norm2.num_channels, eps=norm2.eps, affine=True)
         norm_out = norm_out.to(device=block.conv2.weight.device, dtype=block.conv2.weight.dtype)
@@ -202,6 +215,7 @@ class LayerMergeResnetBlock2D(nn.Module):
             conv_shortcut=block.conv_shortcut,
             output_scale_factor=block.output_scale_factor,
             original_paddings=paddings,
+            split=split,
         )
 
     def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor | None, *args: object, **kwargs: object):
@@ -225,6 +239,10 @@ class LayerMergeResnetBlock2D(nn.Module):
     def lmzoo_merged(self) -> LayerMergeResnetBlock2D:
         if self.is_merged:
             return copy.deepcopy(self)
+        if self.split:
+            merged = copy.deepcopy(self)
+            merged.dropout = nn.Identity()
+            return merged
         maps = [
             module_map(conv, conv.in_channels, padding=p)
             for conv, p in zip((self.before, self.after), self.original_paddings)

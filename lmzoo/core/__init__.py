@@ -1,13 +1,30 @@
-"""The pure core: spec, candidates, plans and merge maths. No I/O, no timm/diffusers imports."""
+"""The pure core: spec, candidates, plans, tables, the solver and merge maths. No timm/diffusers
+imports; the only I/O is the tables' own save/load."""
 
-from lmzoo.core.candidates import PAPER_RULES, Candidate, CandidateRules, candidates, check_candidate
+from lmzoo.core.candidates import (
+    METHODS,
+    PAPER_RULES,
+    Candidate,
+    CandidateRules,
+    Method,
+    candidates,
+    check_candidate,
+)
 from lmzoo.core.plan import Plan
+from lmzoo.core.solver import DEFAULT_LEVELS, FrontierPoint, frontier, solve
 from lmzoo.core.spec import Position, ResidualSpan, Spec, Unit
+from lmzoo.core.tables import ImportanceTable, LatencyTable
 
 __all__ = [
+    "DEFAULT_LEVELS",
+    "METHODS",
     "PAPER_RULES",
     "Candidate",
     "CandidateRules",
+    "FrontierPoint",
+    "ImportanceTable",
+    "LatencyTable",
+    "Method",
     "Plan",
     "Position",
     "ResidualSpan",
@@ -15,4 +32,6 @@ __all__ = [
     "Unit",
     "candidates",
     "check_candidate",
+    "frontier",
+    "solve",
 ]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from lmzoo.core.spec import Spec, Unit
-from lmzoo.errors import InvalidPlanError
+from lmzoo.errors import InvalidArgumentError, InvalidPlanError
 
 #: kernel size recorded for a block whose every conv is removed (identity, zero latency)
 IDENTITY_KERNEL = 0
@@ -41,6 +41,13 @@ class Candidate:
             )
         if (self.kernel == IDENTITY_KERNEL) != (not self.kept):
             raise InvalidPlanError("kernel 0 means 'no conv kept' and nothing else")
+        # candidates key dicts in hot loops (tables, solver): hash the fields once
+        object.__setattr__(
+            self, "_hash", hash((self.start, self.end, self.kernel, self.stride, self.depthwise, self.kept))
+        )
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined]
 
     @property
     def length(self) -> int:
@@ -141,8 +148,6 @@ def check_candidate(spec: Spec, candidate: Candidate) -> None:
             raise InvalidPlanError(
                 f"{where} drops unit {unit.index} ({unit.path}), which changes channels or stride"
             )
-    if not kept and not all(u.removable for u in spec.units_in(c.start, c.end)):
-        raise InvalidPlanError(f"{where} keeps no conv, but its units may not be removed")
     geometry = block_geometry(spec, c.start, c.end, c.kept)
     if (c.kernel, c.stride, c.depthwise) != (geometry.kernel, geometry.stride, geometry.depthwise):
         raise InvalidPlanError(
@@ -156,14 +161,39 @@ def _transition_allowed(rules: CandidateRules, seen_stride: bool, unit: Unit) ->
     return not (rules.pointwise_after_stride and seen_stride and unit.kernel > 1)
 
 
-def candidates(spec: Spec, rules: CandidateRules = PAPER_RULES) -> list[Candidate]:
-    """Every candidate of ``spec`` under ``rules``, sorted by (start, end, kernel, depthwise).
+#: the selection methods: LayerMerge, and the paper's two baselines as restrictions of it
+Method = Literal["layermerge", "depth", "layer"]
+METHODS: tuple[Method, ...] = ("layermerge", "depth", "layer")
+DEFAULT_METHOD: Method = "layermerge"
+
+
+def check_method(method: object) -> Method:
+    if method not in METHODS:
+        raise InvalidArgumentError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return cast(Method, method)
+
+
+def candidates(
+    spec: Spec, rules: CandidateRules = PAPER_RULES, *, method: Method = DEFAULT_METHOD
+) -> list[Candidate]:
+    """The candidates ``method`` chooses from, sorted by (start, end, kernel, depthwise, kept).
+
+    - ``"layermerge"`` (default): LayerMerge's set, described below;
+    - ``"depth"`` (Kim et al. 2023, depth compression): every valid block with all its convs kept
+      (activations removed and convs merged, nothing pruned);
+    - ``"layer"`` (layer pruning): single-unit blocks only, each conv kept or, when it preserves the
+      shape, replaced by the identity (kernel 0); every activation stays.
 
     For each valid block and each reachable (kernel, depthwise) pair one subset of convs is kept:
     the one with the largest sum of weight L1 norms. Irreducible convs (channel change or stride)
     are always kept. The subsets are searched by a dynamic programme over the block's units whose
     state is (kernel so far, stride so far, all-depthwise, any strided conv kept).
     """
+    method = check_method(method)
+    if method == "depth":
+        return _depth_candidates(spec, rules)
+    if method == "layer":
+        return _layer_candidates(spec)
     found: list[Candidate] = []
     # State key -> (l1 sum, kept units). Keys fully determine the future, so keeping the best
     # l1 per key is exact.
@@ -236,3 +266,32 @@ def _emit(
         Candidate(start, end, kernel, stride if kernel else 1, depthwise, kept)
         for (kernel, depthwise), (_, kept, stride) in best.items()
     ]
+
+
+def _depth_candidates(spec: Spec, rules: CandidateRules) -> list[Candidate]:
+    found = []
+    for start in range(spec.length):
+        seen_stride = False
+        for end in range(start + 1, spec.length + 1):
+            unit = spec.unit(end)
+            if not _transition_allowed(rules, seen_stride, unit):
+                break
+            seen_stride = seen_stride or unit.stride > 1
+            kept = tuple(range(start + 1, end + 1))
+            g = block_geometry(spec, start, end, kept)
+            if spec.block_is_valid(start, end) and (rules.max_kernel is None or g.kernel <= rules.max_kernel):
+                found.append(Candidate(start, end, g.kernel, g.stride, g.depthwise, kept))
+            if spec.positions[end].barrier:
+                break
+    return found
+
+
+def _layer_candidates(spec: Spec) -> list[Candidate]:
+    found = []
+    for unit in spec.units:
+        start, end = unit.index - 1, unit.index
+        if unit.reducible:
+            found.append(Candidate(start, end, IDENTITY_KERNEL, 1, False, ()))
+        g = block_geometry(spec, start, end, (unit.index,))
+        found.append(Candidate(start, end, g.kernel, g.stride, g.depthwise, (unit.index,)))
+    return found

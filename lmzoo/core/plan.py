@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from lmzoo.core.candidates import Candidate, block_geometry, check_candidate
@@ -18,12 +18,14 @@ class Plan:
     """A sequence of candidates tiling positions 0..L.
 
     The block boundaries are the kept activations (A); the union of the kept units is the kept
-    convolutions (C).
+    convolutions (C). ``linear`` lists block ends whose activation is removed all the same: the
+    depth-compression baseline runs one activation-free segment as several merged convs when that
+    is faster. LayerMerge plans have none.
     """
 
-    __slots__ = ("_blocks",)
+    __slots__ = ("_blocks", "_linear")
 
-    def __init__(self, blocks: Sequence[Candidate]) -> None:
+    def __init__(self, blocks: Sequence[Candidate], linear: Iterable[int] = ()) -> None:
         blocks = tuple(blocks)
         if not blocks:
             raise InvalidPlanError("a plan needs at least one block")
@@ -39,6 +41,13 @@ class Plan:
                     f"({cur.start}, {cur.end}]"
                 )
         self._blocks = blocks
+        self._linear = tuple(sorted(set(linear)))
+        interior = {b.end for b in blocks[:-1]}
+        for position in self._linear:
+            if type(position) is not int or position not in interior:
+                raise InvalidPlanError(
+                    f"linear position {position!r} is not the end of a block other than the last"
+                )
 
     @property
     def blocks(self) -> tuple[Candidate, ...]:
@@ -52,7 +61,17 @@ class Plan:
     @property
     def boundaries(self) -> tuple[int, ...]:
         """Positions whose activations are kept (the set A), 0 and L included."""
+        return tuple(p for p in self.block_ends if p not in self._linear)
+
+    @property
+    def block_ends(self) -> tuple[int, ...]:
+        """Positions where one merged conv ends and the next begins, 0 and L included."""
         return (0, *(b.end for b in self._blocks))
+
+    @property
+    def linear(self) -> tuple[int, ...]:
+        """Block ends whose activation is removed (depth-compression plans only)."""
+        return self._linear
 
     @property
     def kept_units(self) -> tuple[int, ...]:
@@ -66,14 +85,15 @@ class Plan:
         return len(self._blocks)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Plan) and self._blocks == other._blocks
+        return isinstance(other, Plan) and (self._blocks, self._linear) == (other._blocks, other._linear)
 
     def __hash__(self) -> int:
-        return hash(self._blocks)
+        return hash((self._blocks, self._linear))
 
     def __repr__(self) -> str:
         inner = ", ".join(f"({b.start},{b.end}]k{b.kernel}" for b in self._blocks)
-        return f"Plan([{inner}])"
+        linear = f", linear={list(self._linear)}" if self._linear else ""
+        return f"Plan([{inner}]{linear})"
 
     def validate(self, spec: Spec) -> None:
         """Raise InvalidPlanError unless every block can be realised exactly on ``spec``."""
@@ -86,7 +106,12 @@ class Plan:
             check_candidate(spec, block)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": PLAN_FORMAT, "length": self.length, "blocks": [b.to_dict() for b in self]}
+        return {
+            "format": PLAN_FORMAT,
+            "length": self.length,
+            "blocks": [b.to_dict() for b in self],
+            "linear": list(self._linear),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
@@ -95,7 +120,10 @@ class Plan:
         blocks = data.get("blocks")
         if not isinstance(blocks, list):
             raise InvalidPlanError("plan 'blocks' must be a list of candidates")
-        plan = cls([Candidate.from_dict(b) for b in blocks])
+        linear = data.get("linear", [])
+        if not isinstance(linear, list) or any(type(p) is not int for p in linear):
+            raise InvalidPlanError("plan 'linear' must be a list of positions")
+        plan = cls([Candidate.from_dict(b) for b in blocks], linear)
         if data.get("length") != plan.length:
             raise InvalidPlanError(
                 f"plan says length {data.get('length')} but its blocks cover {plan.length}"

@@ -155,3 +155,58 @@ def test_check_candidate_rejects_foreign_candidates():
         check_candidate(spec, Candidate(0, 2, 3, 1, False, (1, 2)))
     with pytest.raises(InvalidPlanError, match="past the last position"):
         check_candidate(spec, Candidate(0, 3, 7, 1, False, (1, 2, 3)))
+
+
+def _brute_force_method(spec: Spec, method: str) -> set[Candidate]:
+    """The baselines' sets from their definitions, over every block and every subset."""
+    found = set()
+    for start in range(spec.length):
+        for end in range(start + 1, spec.length + 1):
+            if not spec.block_is_valid(start, end):
+                continue
+            all_units = tuple(range(start + 1, end + 1))
+            for r in range(end - start + 1):
+                for kept in itertools.combinations(all_units, r):
+                    cand_ok = method == "depth" and kept == all_units
+                    cand_ok |= method == "layer" and end - start == 1
+                    if not cand_ok:
+                        continue
+                    g = block_geometry(spec, start, end, kept)
+                    cand = Candidate(start, end, g.kernel, g.stride, g.depthwise, kept)
+                    try:
+                        check_candidate(spec, cand)
+                    except InvalidPlanError:
+                        continue
+                    strided = [spec.unit(k).stride > 1 for k in kept]
+                    after_stride = [spec.unit(k).kernel > 1 for i, k in enumerate(kept) if any(strided[:i])]
+                    if not any(after_stride):
+                        found.add(cand)
+    return found
+
+
+@pytest.mark.parametrize("method", ["depth", "layer"])
+def test_baseline_candidate_sets_match_their_definitions(method):
+    rng = random.Random(f"methods-{method}")
+    for _ in range(300):
+        spec = random_spec(rng)
+        got = candidates(spec, method=method)
+        assert len(got) == len(set(got)) and got == sorted(got)
+        assert set(got) == _brute_force_method(spec, method)
+        identity = {(c.start, c.kept) for c in got if c.length == 1 and c.kept}
+        assert len(identity) == spec.length  # the identity plan is always available
+
+
+def test_layer_method_adds_identity_options_for_reducible_convs():
+    spec = _chain(3, 3)
+    layer = candidates(spec, method="layer")
+    assert [(c.start, c.kernel) for c in layer] == [(0, 0), (0, 3), (1, 0), (1, 3)]
+    assert not any(c.kernel == IDENTITY_KERNEL for c in candidates(spec))
+    for c in layer:
+        check_candidate(spec, c)  # apply_plan accepts them
+
+
+def test_unknown_method():
+    from lmzoo.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="unknown method 'magic'"):
+        candidates(_chain(3), method="magic")  # type: ignore[arg-type]

@@ -1,0 +1,506 @@
+"""The exact selection DP (DESIGN §7): maximise the summed importance of a tiling plan under a
+latency budget, on a time grid, vectorised over the grid with numpy.
+
+    M[j, t] = max over options o = (i, j] of  M[i, t - w_o] + I_o,     M[0, t] = 0 for t >= 0
+
+where w_o = ceil(T_o / δ) is the option's latency rounded *up* to the grid δ = budget / levels, so
+sum(T) <= sum(w) δ <= budget: a returned plan never exceeds the budget by its own table. M[j, t]
+is "best importance of a plan of positions 0..j taking at most t grid steps", so M[L, ·] is the
+whole accuracy-latency frontier from one pass.
+
+Methods (DESIGN §7) are the same DP over different options:
+
+- ``layermerge``: every candidate is an option;
+- ``layer``: single-unit candidates only (keep the conv or replace it by the identity);
+- ``depth``: Kim et al. 2023's two-stage DP. Stage 1 finds, for every activation-free segment
+  (i, j] that has an all-convs-kept candidate, the fastest way to run it as one or several merged
+  convs (a shortest path over the all-kept candidates inside it); stage 2 is the DP above over
+  segments, with the segment's importance and its stage-1 latency.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from lmzoo.core.candidates import DEFAULT_METHOD, Candidate, Method, candidates, check_method
+from lmzoo.core.plan import Plan
+from lmzoo.core.spec import Spec
+from lmzoo.core.tables import ImportanceTable, LatencyTable, _describe
+from lmzoo.errors import InfeasibleBudgetError, InvalidArgumentError, InvalidTableError
+
+#: Default number of grid steps over the budget (or over the frontier's range). A plan loses at
+#: most one step per block to rounding, so with ~50 blocks the grid costs < 0.5 % of the budget;
+#: the DP still takes only milliseconds at this size (tests/benchmarks/bench_solver.py).
+DEFAULT_LEVELS = 10_000
+
+
+@dataclass(frozen=True)
+class _Option:
+    """One DP transition (start, end]: the blocks it stands for, its latency and importance."""
+
+    start: int
+    end: int
+    latency_ms: float
+    importance: float
+    blocks: tuple[Candidate, ...]
+
+    @property
+    def linear(self) -> tuple[int, ...]:
+        return tuple(b.end for b in self.blocks[:-1])
+
+
+class _Problem:
+    """The DP's input: options with their blocks, latencies and importances, grouped by end."""
+
+    def __init__(
+        self,
+        *,
+        length: int,
+        options: Sequence[_Option],
+        latency_of: Mapping[Candidate, float],
+        identity_ms: float,
+        fixed_ms: float,
+        method: Method,
+        spec: Spec | None,
+    ) -> None:
+        self.length = length
+        self.options = tuple(options)
+        self.latency_of = latency_of
+        self.identity_ms = identity_ms
+        self.fixed_ms = fixed_ms
+        self.method = method
+        self.spec = spec
+        self.starts = np.array([o.start for o in self.options], dtype=np.int64)
+        self.latencies = np.array([o.latency_ms for o in self.options])
+        self.importances = np.array([o.importance for o in self.options])
+        by_end: list[list[int]] = [[] for _ in range(length + 1)]
+        for index, option in enumerate(self.options):
+            by_end[option.end].append(index)
+        self.by_end = [np.array(group, dtype=np.int64) for group in by_end]
+
+    def speedup(self, chain_ms: float) -> float:
+        """Speed-up of a plan with this chain latency over the identity plan, fixed cost included."""
+        total = chain_ms + self.fixed_ms
+        return math.inf if total == 0 else (self.identity_ms + self.fixed_ms) / total
+
+    def budget_for(self, speedup: float) -> float:
+        """The chain budget giving ``speedup``: (identity + fixed) / speedup - fixed."""
+        return (self.identity_ms + self.fixed_ms) / speedup - self.fixed_ms
+
+    def plan(self, chosen: Sequence[int] | np.ndarray) -> Plan:
+        options = [self.options[int(o)] for o in chosen]
+        plan = Plan([b for o in options for b in o.blocks], [p for o in options for p in o.linear])
+        if self.spec is not None:
+            plan.validate(self.spec)
+        return plan
+
+    def chain_ms(self, chosen: Sequence[int] | np.ndarray) -> float:
+        return math.fsum(self.latency_of[b] for o in chosen for b in self.options[int(o)].blocks)
+
+
+class FrontierPoint:
+    """One point of the accuracy-latency frontier: the best plan for budgets from ``latency_ms`` up
+    to the next point's. ``latency_ms`` is the plan's chain latency by the table (fixed cost
+    excluded, as budgets are); ``speedup`` includes the fixed cost. The plan is built on access."""
+
+    __slots__ = ("_chosen", "_plan", "_problem", "importance", "latency_ms", "speedup")
+
+    def __init__(self, problem: _Problem, chosen: np.ndarray, importance: float) -> None:
+        self._problem = problem
+        self._chosen = chosen
+        self._plan: Plan | None = None
+        self.latency_ms = problem.chain_ms(chosen)
+        self.importance = importance
+        self.speedup = problem.speedup(self.latency_ms)
+
+    @property
+    def plan(self) -> Plan:
+        if self._plan is None:
+            self._plan = self._problem.plan(self._chosen)
+        return self._plan
+
+    def __repr__(self) -> str:
+        return (
+            f"FrontierPoint(latency_ms={self.latency_ms:.4g}, importance={self.importance:.6g}, "
+            f"speedup={self.speedup:.3f}, blocks={len(self.plan)})"
+        )
+
+
+# -- public entry points ---------------------------------------------------------------------
+
+
+def solve(
+    latency: LatencyTable,
+    importance: ImportanceTable,
+    *,
+    budget_ms: float | None = None,
+    speedup: float | None = None,
+    levels: int | None = None,
+    method: Method = DEFAULT_METHOD,
+    spec: Spec | None = None,
+) -> Plan:
+    """The plan of largest summed importance whose table latency fits the budget.
+
+    Give exactly one of ``budget_ms`` (chain latency, fixed cost excluded) or ``speedup``; a
+    speed-up s means budget = (identity-plan latency + fixed) / s - fixed, i.e. the whole network
+    is predicted to run s times faster than the base by the table. The problem is solved exactly
+    on a grid of ``levels`` steps over the budget with latencies rounded up, so the plan's table
+    latency never exceeds the budget. Among equally important plans the one with the fewest grid
+    steps wins; the result is deterministic. ``spec``, when given, restricts the options to exactly
+    ``candidates(spec, method=method)`` (the tables must cover them) and validates the plan.
+
+    Raises InfeasibleBudgetError (naming the smallest feasible budget) when no plan fits.
+    """
+    problem = _problem(latency, importance, method, spec)
+    levels = _check_levels(levels)
+    budget = _budget(problem, budget_ms, speedup)
+    if budget <= 0:
+        raise _infeasible(problem, budget, levels)
+    table = _dp(problem, _grid_weights(problem, levels / Fraction(budget)), levels)
+    best = table.best(problem.length)
+    if not math.isfinite(best[levels]):
+        raise _infeasible(problem, budget, levels)
+    # fewest grid steps among the optimal plans: the first t reaching the optimum (M[L] is sorted)
+    t_star = int(np.searchsorted(best, best[levels], side="left"))
+    (chosen,) = _backtrack(problem, table, np.array([t_star]))
+    return problem.plan(chosen)
+
+
+def frontier(
+    latency: LatencyTable,
+    importance: ImportanceTable,
+    *,
+    levels: int | None = None,
+    method: Method = DEFAULT_METHOD,
+    spec: Spec | None = None,
+) -> list[FrontierPoint]:
+    """The accuracy-latency frontier from one DP pass, sorted by latency; importance strictly
+    increases along it (dominated plans are dropped).
+
+    The grid has ``levels`` steps between 0 and the latency of the most important plan (beyond it
+    nothing improves). For any budget, the last point whose ``latency_ms`` fits it is the plan
+    ``solve`` would return on this grid.
+    """
+    problem = _problem(latency, importance, method, spec)
+    levels = _check_levels(levels)
+    top = _extreme_plan(problem, most_important=True)
+    top_ms = problem.chain_ms(top)
+    if top_ms == 0:
+        return [FrontierPoint(problem, np.array(top), math.fsum(problem.importances[top]))]
+    # each block may lose one step to rounding up: leave room so the top plan stays on the grid
+    table = _dp(problem, _grid_weights(problem, levels / Fraction(top_ms)), levels + problem.length)
+    best = table.best(problem.length)
+    rising = np.flatnonzero(np.isfinite(best) & (best > np.concatenate(([-np.inf], best[:-1]))))
+    plans = _backtrack(problem, table, rising)
+    # drop plans that the real (off-grid) latencies show to be dominated
+    plan_ms = np.array([problem.latencies[c].sum() for c in plans])
+    plan_importance = best[rising]
+    order = np.lexsort((-plan_importance, plan_ms))
+    record = np.maximum.accumulate(plan_importance[order])
+    keep = order[np.concatenate(([True], plan_importance[order][1:] > record[:-1]))]
+    return [FrontierPoint(problem, plans[k], float(plan_importance[k])) for k in keep]
+
+
+def plan_importance(importance: ImportanceTable, plan: Plan) -> float:
+    """Summed importance of ``plan``: one term per activation-free segment (a depth-compression
+    segment run as several convs counts once, with its all-convs-kept candidate's entry)."""
+    total = []
+    blocks = list(plan)
+    first = 0
+    for k, block in enumerate(blocks):
+        if block.end in plan.linear:
+            continue
+        segment = blocks[first : k + 1]
+        if len(segment) == 1:
+            total.append(importance[block])
+        else:
+            start = segment[0].start
+            kept = tuple(range(start + 1, block.end + 1))
+            matches = [c for c in importance if (c.start, c.end, c.kept) == (start, block.end, kept)]
+            if not matches:
+                raise InvalidTableError(
+                    f"the importance table has no all-kept entry for segment ({start}, {block.end}]"
+                )
+            total.append(importance[matches[0]])
+        first = k + 1
+    return math.fsum(total)
+
+
+def identity_latency(latency: LatencyTable) -> float:
+    """Chain latency of the identity plan (every unit its own block) by the table, in ms."""
+    return math.fsum(latency[c] for c in _identity_candidates(latency.entries.keys(), "latency"))
+
+
+# -- building the problem --------------------------------------------------------------------
+
+
+def _order(c: Candidate) -> tuple[int, int, int, bool, tuple[int, ...]]:
+    """Candidates' natural order, as a key (much faster than the dataclass comparisons)."""
+    return (c.start, c.end, c.kernel, c.depthwise, c.kept)
+
+
+_IN_METHOD: dict[Method, Callable[[Candidate], bool]] = {
+    "layermerge": lambda c: True,
+    "depth": lambda c: c.kept == tuple(range(c.start + 1, c.end + 1)),
+    "layer": lambda c: c.length == 1,
+}
+
+
+def _problem(latency: object, importance: object, method: object, spec: Spec | None) -> _Problem:
+    if not isinstance(latency, LatencyTable) or not isinstance(importance, ImportanceTable):
+        raise InvalidArgumentError(
+            "solve/frontier take a LatencyTable and an ImportanceTable (in that order), got "
+            f"{type(latency).__name__} and {type(importance).__name__}"
+        )
+    method = check_method(method)
+    _check_same_network(latency, importance, spec)
+    if spec is not None:
+        universe = set(candidates(spec, method=method))
+        for table in (latency, importance):
+            missing = sorted(universe - table.entries.keys())
+            if missing:
+                raise InvalidTableError(
+                    f"the {table.KIND} table lacks {len(missing)} of the {len(universe)} {method} "
+                    f"candidates of this network, e.g. {_describe(missing[0])}: build it over "
+                    f"lmzoo.candidates(spec, method={method!r})"
+                )
+    else:
+        keep = _IN_METHOD[method]
+        universe = {c for c in latency.entries if keep(c)}
+        others = {c for c in importance.entries if keep(c)}
+        if universe != others:
+            only_lat, only_imp = sorted(universe - others), sorted(others - universe)
+            example = only_lat[0] if only_lat else only_imp[0]
+            raise InvalidTableError(
+                f"the tables cover different candidates ({len(only_lat)} only in the latency table, "
+                f"{len(only_imp)} only in the importance table, e.g. {_describe(example)}): build "
+                "both over the same candidates, or pass spec= to use exactly the method's set"
+            )
+    identity = _identity_candidates(universe, "")
+    length = len(identity)
+    if any(c.end > length for c in universe):
+        raise InvalidTableError("the tables hold candidates past the last unit of their identity plan")
+    if method == "depth":
+        options = _depth_options(universe, latency, importance)
+    else:
+        lat, imp = latency.entries, importance.entries
+        options = [_Option(c.start, c.end, lat[c], imp[c], (c,)) for c in sorted(universe, key=_order)]
+    return _Problem(
+        length=length,
+        options=options,
+        latency_of=latency.entries,
+        identity_ms=math.fsum(latency.entries[c] for c in identity),
+        fixed_ms=latency.fixed_ms,
+        method=method,
+        spec=spec,
+    )
+
+
+def _check_same_network(latency: LatencyTable, importance: ImportanceTable, spec: Spec | None) -> None:
+    prints = {
+        "latency table": latency.spec_fingerprint,
+        "importance table": importance.spec_fingerprint,
+        "spec": spec.fingerprint if spec is not None else None,
+    }
+    known = {k: v for k, v in prints.items() if v is not None}
+    if len(set(known.values())) > 1:
+        detail = ", ".join(f"{k} {v}" for k, v in known.items())
+        raise InvalidTableError(f"the tables come from different networks (spec fingerprints: {detail})")
+
+
+def _identity_candidates(universe: object, kind: str) -> list[Candidate]:
+    keys: set[Candidate] = set(universe)  # type: ignore[call-overload]
+    length = max(c.end for c in keys)
+    singles = {c.end: c for c in keys if c.length == 1 and c.kept == (c.end,)}
+    missing = [unit for unit in range(1, length + 1) if unit not in singles]
+    if missing:
+        where = f"the {kind} table" if kind else "the tables"
+        raise InvalidTableError(
+            f"{where} do not cover the identity plan: no entry keeping unit {missing[0]} alone "
+            f"(block ({missing[0] - 1}, {missing[0]}]); tables must include every single-unit candidate"
+        )
+    return [singles[unit] for unit in range(1, length + 1)]
+
+
+def _depth_options(
+    universe: set[Candidate], latency: LatencyTable, importance: ImportanceTable
+) -> list[_Option]:
+    """Stage 1 of Kim et al.: the fastest merge pattern of every activation-free segment."""
+    by_start: dict[int, list[Candidate]] = {}
+    for c in sorted(universe, key=_order):
+        by_start.setdefault(c.start, []).append(c)
+    options = []
+    for start in sorted(by_start):
+        segments = by_start[start]
+        last = max(c.end for c in segments)
+        # shortest path from `start` over all-kept candidates lying in [start, last]
+        fastest: dict[int, tuple[float, tuple[Candidate, ...]]] = {start: (0.0, ())}
+        for position in range(start, last):
+            if position not in fastest:
+                continue
+            so_far, path = fastest[position]
+            for c in sorted(by_start.get(position, ()), key=lambda c: -c.end):
+                if c.end > last:
+                    continue
+                total = math.fsum((so_far, latency.entries[c]))
+                old = fastest.get(c.end)
+                # strict: on ties the pattern found first (fewer, longer blocks) stays
+                if old is None or total < old[0]:
+                    fastest[c.end] = (total, (*path, c))
+        for seg in segments:
+            total, path = fastest[seg.end]
+            options.append(
+                _Option(start, seg.end, math.fsum(latency.entries[b] for b in path), importance[seg], path)
+            )
+    return options
+
+
+# -- the DP ----------------------------------------------------------------------------------
+
+
+def _check_levels(levels: object) -> int:
+    if levels is None:
+        return DEFAULT_LEVELS
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise InvalidArgumentError(f"levels must be a positive integer, got {levels!r}")
+    return levels
+
+
+def _budget(problem: _Problem, budget_ms: float | None, speedup: float | None) -> float:
+    if (budget_ms is None) == (speedup is None):
+        raise InvalidArgumentError("give exactly one of budget_ms or speedup")
+    if speedup is not None:
+        if not _finite_positive(speedup):
+            raise InvalidArgumentError(f"speedup must be a finite number > 0, got {speedup!r}")
+        return problem.budget_for(float(speedup))
+    if not _finite_positive(budget_ms):
+        raise InvalidArgumentError(f"budget_ms must be a finite number > 0, got {budget_ms!r}")
+    return float(budget_ms)  # type: ignore[arg-type]
+
+
+def _finite_positive(value: object) -> bool:
+    return (
+        not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    )
+
+
+def _grid_weights(problem: _Problem, steps_per_ms: Fraction) -> np.ndarray:
+    """Grid steps of every option: the sum over its blocks of ceil(T * steps_per_ms), computed
+    exactly even when T lies on the grid (so sum(T) <= steps / steps_per_ms holds exactly)."""
+    blocks = [b for o in problem.options for b in o.blocks]
+    latencies = np.array([problem.latency_of[b] for b in blocks])
+    scaled = latencies * float(steps_per_ms)
+    weights = np.ceil(scaled)
+    # float rounding can push an on-grid value just above or below an integer: redo those exactly
+    for k in np.flatnonzero(np.abs(scaled - np.rint(scaled)) < 1e-6):
+        weights[k] = math.ceil(Fraction(float(latencies[k])) * steps_per_ms)
+    owner = np.repeat(np.arange(len(problem.options)), [len(o.blocks) for o in problem.options])
+    return np.bincount(owner, weights=weights, minlength=len(problem.options)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _Table:
+    """The filled DP: M[j, t] for t = 0..steps, stored after ``steps + 1`` columns of -inf so that
+    M[i, t - w] reads -inf for t < w without a branch."""
+
+    padded: np.ndarray
+    steps: int
+    weights: np.ndarray  # grid steps per option, clipped to steps + 1
+
+    def best(self, position: int) -> np.ndarray:
+        return self.padded[position, self.steps + 1 :]
+
+
+def _dp(problem: _Problem, weights: np.ndarray, steps: int) -> _Table:
+    """Fill M over t = 0..steps. Only the maxima are kept; the arg-max is recovered on backtracking."""
+    width = steps + 1
+    padded = np.full((problem.length + 1, 2 * width), -np.inf)
+    padded[0, width:] = 0.0
+    shift = np.minimum(weights, width)
+    for end, group in enumerate(problem.by_end):
+        if group.size == 0:
+            continue
+        rows = np.stack(
+            [padded[problem.options[o].start, width - shift[o] : 2 * width - shift[o]] for o in group]
+        )
+        rows += problem.importances[group][:, None]
+        rows.max(axis=0, out=padded[end, width:])
+    return _Table(padded, steps, shift)
+
+
+def _backtrack(problem: _Problem, table: _Table, targets: np.ndarray) -> list[np.ndarray]:
+    """The option sequences of the optimal plans ending at (L, t) for every t in ``targets``.
+
+    Walks positions from L down; all targets standing at position j are handled together: the
+    option taken is the first one (cheapest in grid steps, then by index) whose value reproduces
+    M[j, t] exactly, which is the one the max in ``_dp`` came from.
+    """
+    width = table.steps + 1
+    count = len(targets)
+    position = np.full(count, problem.length)
+    t = np.asarray(targets, dtype=np.int64).copy()
+    picked = np.full((count, problem.length), -1, dtype=np.int64)
+    depth = np.zeros(count, dtype=np.int64)
+    for end in range(problem.length, 0, -1):
+        here = np.flatnonzero(position == end)
+        if here.size == 0:
+            continue
+        group = problem.by_end[end]
+        group = group[np.lexsort((group, table.weights[group]))]  # cheapest first on ties
+        source = width + t[here][None, :] - table.weights[group][:, None]
+        values = table.padded[problem.starts[group][:, None], source] + problem.importances[group][:, None]
+        first = (values == table.padded[end, width + t[here]][None, :]).argmax(axis=0)
+        option = group[first]
+        picked[here, depth[here]] = option
+        depth[here] += 1
+        t[here] -= table.weights[option]
+        position[here] = problem.starts[option]
+    return [row[:n][::-1] for row, n in zip(picked, depth)]
+
+
+def _extreme_plan(problem: _Problem, *, most_important: bool) -> list[int]:
+    """Without a budget: the most important plan (ties: fastest), or the fastest (ties: most
+    important). A shortest-path DP over positions."""
+
+    def key(importance: float, latency_ms: float) -> tuple[float, float]:
+        return (-importance, latency_ms) if most_important else (latency_ms, -importance)
+
+    best: dict[int, tuple[tuple[float, float], float, float, int]] = {0: ((0.0, 0.0), 0.0, 0.0, -1)}
+    order = sorted(range(len(problem.options)), key=lambda o: (problem.options[o].end, o))
+    for o in order:
+        opt = problem.options[o]
+        if opt.start not in best:
+            continue
+        _, imp, lat, _ = best[opt.start]
+        imp, lat = imp + opt.importance, lat + opt.latency_ms
+        k = key(imp, lat)
+        if opt.end not in best or k < best[opt.end][0]:
+            best[opt.end] = (k, imp, lat, o)
+    chosen = []
+    position = problem.length
+    while position > 0:
+        o = best[position][3]
+        chosen.append(o)
+        position = problem.options[o].start
+    return chosen[::-1]
+
+
+def _infeasible(problem: _Problem, budget: float, levels: int) -> InfeasibleBudgetError:
+    fastest = _extreme_plan(problem, most_important=False)
+    fastest_ms = math.fsum(problem.options[o].latency_ms for o in fastest)
+    # Rounding up costs each block at most one grid step, so this budget always admits the plan.
+    blocks = len(fastest)
+    safe = fastest_ms * levels / (levels - blocks) * (1 + 1e-12) if levels > blocks else fastest_ms
+    asked = f"{budget:.4g} ms (speed-up {problem.speedup(budget):.3f}x)" if budget > 0 else "this speed-up"
+    return InfeasibleBudgetError(
+        f"no {problem.method} plan fits a budget of {asked}: the fastest plan takes {fastest_ms:.4g} ms "
+        f"by the latency table (speed-up {problem.speedup(fastest_ms):.3f}x); ask for at least "
+        f"{safe:.4g} ms (speed-up {problem.speedup(safe):.3f}x) at levels={levels}",
+        min_budget_ms=safe,
+        max_speedup=problem.speedup(safe),
+    )

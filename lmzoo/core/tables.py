@@ -1,0 +1,246 @@
+"""Latency and importance tables: one number per candidate (DESIGN §6), as plain typed data.
+
+Keys are :class:`Candidate` objects, stored in JSON as candidate dicts (never as strings to be
+parsed back). ``save``/``load`` are the only I/O here: one JSON file, written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar, TypeVar
+
+from lmzoo.core.candidates import Candidate
+from lmzoo.core.plan import Plan
+from lmzoo.errors import InvalidPlanError, InvalidTableError
+
+T = TypeVar("T", bound="_CandidateTable")
+
+
+class _CandidateTable:
+    """Shared plumbing: validated entries, the spec fingerprint they belong to, free-form metadata."""
+
+    FORMAT: ClassVar[str]
+    KIND: ClassVar[str]  # "latency" / "importance", for messages
+    VALUE_KEY: ClassVar[str]  # the JSON key holding each entry's number
+
+    __slots__ = ("_entries", "metadata", "spec_fingerprint")
+
+    def __init__(
+        self,
+        entries: Mapping[Candidate, float],
+        *,
+        spec_fingerprint: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(entries, Mapping):
+            raise InvalidTableError(f"{self.KIND} entries must be a mapping Candidate -> number")
+        checked: dict[Candidate, float] = {}
+        for cand, value in entries.items():
+            if not isinstance(cand, Candidate):
+                raise InvalidTableError(
+                    f"{self.KIND} table keys must be lmzoo Candidates, got {type(cand).__name__}"
+                )
+            checked[cand] = _non_negative(value, f"{self.KIND} of {_describe(cand)}")
+        if not checked:
+            raise InvalidTableError(f"the {self.KIND} table is empty")
+        self._entries = MappingProxyType(checked)
+        self.spec_fingerprint = spec_fingerprint
+        self.metadata = dict(metadata or {})
+        try:
+            json.dumps(self.metadata, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise InvalidTableError(f"{self.KIND} table metadata must be plain JSON data: {err}") from None
+
+    @property
+    def entries(self) -> Mapping[Candidate, float]:
+        """Candidate -> value (read-only)."""
+        return self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[Candidate]:
+        return iter(self._entries)
+
+    def __getitem__(self, cand: Candidate) -> float:
+        try:
+            return self._entries[cand]
+        except KeyError:
+            raise InvalidTableError(f"the {self.KIND} table has no entry for {_describe(cand)}") from None
+
+    def __contains__(self, cand: object) -> bool:
+        return cand in self._entries
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _CandidateTable)
+            and type(other) is type(self)
+            and self.to_dict() == other.to_dict()
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), len(self._entries), self.spec_fingerprint))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} entries, spec {self.spec_fingerprint})"
+
+    # -- serialisation --------------------------------------------------------------------------
+    def _extra_fields(self) -> dict[str, Any]:
+        return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.FORMAT,
+            "spec_fingerprint": self.spec_fingerprint,
+            **self._extra_fields(),
+            "metadata": self.metadata,
+            "entries": [
+                {"candidate": c.to_dict(), self.VALUE_KEY: v} for c, v in sorted(self._entries.items())
+            ],
+        }
+
+    @classmethod
+    def _from_parts(cls: type[T], entries: dict[Candidate, float], data: Mapping[str, Any]) -> T:
+        return cls(entries, spec_fingerprint=data["spec_fingerprint"], metadata=data["metadata"])
+
+    @classmethod
+    def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+        if not isinstance(data, Mapping) or data.get("format") != cls.FORMAT:
+            raise InvalidTableError(f"not an lmzoo {cls.KIND} table: expected 'format': {cls.FORMAT!r}")
+        fingerprint = data.get("spec_fingerprint")
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise InvalidTableError("'spec_fingerprint' must be a string or null")
+        if not isinstance(data.get("metadata"), dict):
+            raise InvalidTableError("'metadata' must be an object")
+        rows = data.get("entries")
+        if not isinstance(rows, list):
+            raise InvalidTableError("'entries' must be a list of {candidate, value} objects")
+        entries: dict[Candidate, float] = {}
+        for row in rows:
+            if not isinstance(row, Mapping) or set(row) != {"candidate", cls.VALUE_KEY}:
+                raise InvalidTableError(
+                    f"each {cls.KIND} entry needs exactly the keys 'candidate' and {cls.VALUE_KEY!r}"
+                )
+            try:
+                cand = Candidate.from_dict(row["candidate"])
+            except InvalidPlanError as err:
+                raise InvalidTableError(f"bad candidate in the {cls.KIND} table: {err}") from None
+            if cand in entries:
+                raise InvalidTableError(f"the {cls.KIND} table lists {_describe(cand)} twice")
+            entries[cand] = row[cls.VALUE_KEY]
+        return cls._from_parts(entries, data)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the table as JSON; atomic (a reader never sees a half-written file)."""
+        _write_atomic(Path(path), json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+
+    @classmethod
+    def load(cls: type[T], path: str | os.PathLike[str]) -> T:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise InvalidTableError(f"cannot read the {cls.KIND} table {path}: {err.strerror}") from None
+        try:
+            data = json.loads(text, parse_constant=_reject_constant)
+        except ValueError as err:
+            raise InvalidTableError(f"{path} is not a valid JSON {cls.KIND} table: {err}") from None
+        try:
+            return cls.from_dict(data)
+        except InvalidTableError as err:
+            raise InvalidTableError(f"{path}: {err}") from None
+
+
+class LatencyTable(_CandidateTable):
+    """Milliseconds per candidate: the merged conv plus the block's activation at its input shape.
+
+    ``fixed_ms`` is the measured latency of everything outside the chain (stem, head, adds, norms,
+    attention). ``metadata`` records how the numbers were measured (backend, device, batch, ...).
+    """
+
+    FORMAT = "lmzoo.latency-table/1"
+    KIND = "latency"
+    VALUE_KEY = "ms"
+
+    __slots__ = ("fixed_ms",)
+
+    def __init__(
+        self,
+        entries: Mapping[Candidate, float],
+        *,
+        fixed_ms: float = 0.0,
+        spec_fingerprint: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(entries, spec_fingerprint=spec_fingerprint, metadata=metadata)
+        self.fixed_ms = _non_negative(fixed_ms, "the fixed cost 'fixed_ms'")
+
+    def _extra_fields(self) -> dict[str, Any]:
+        return {"fixed_ms": self.fixed_ms}
+
+    @classmethod
+    def _from_parts(cls, entries: dict[Candidate, float], data: Mapping[str, Any]) -> LatencyTable:
+        if "fixed_ms" not in data:
+            raise InvalidTableError("a latency table needs 'fixed_ms'")
+        return cls(
+            entries,
+            fixed_ms=data["fixed_ms"],
+            spec_fingerprint=data["spec_fingerprint"],
+            metadata=data["metadata"],
+        )
+
+    def chain_ms(self, plan: Plan) -> float:
+        """The plan's latency by the table: the sum of its blocks' entries (fixed cost excluded)."""
+        return math.fsum(self[block] for block in plan)
+
+    def predict(self, plan: Plan) -> float:
+        """Predicted network latency of ``plan`` in ms: its blocks' entries plus the fixed cost."""
+        return self.chain_ms(plan) + self.fixed_ms
+
+
+class ImportanceTable(_CandidateTable):
+    """Importance per candidate: the network's performance with only that block compressed, after a
+    short recovery, relative to the base (exp(Δtop-1 / 100), or exp(−ΔL / L_base) for diffusion)."""
+
+    FORMAT = "lmzoo.importance-table/1"
+    KIND = "importance"
+    VALUE_KEY = "value"
+
+    __slots__ = ()
+
+
+def _non_negative(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidTableError(f"{what} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise InvalidTableError(f"{what} is {number}: values must be finite and >= 0")
+    return number
+
+
+def _describe(cand: Candidate) -> str:
+    return f"block ({cand.start}, {cand.end}] kernel {cand.kernel} keeping {list(cand.kept)}"
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not allowed in a table")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,313 @@
+"""The solver against independent exact solvers, on problems cut from real traced specs.
+
+- brute force over every tiling (and, for the depth baseline, every activation-free segmentation)
+  on hundreds of small windows of real specs: with latencies on the grid the optimum, and the
+  tie-break toward lower latency, must match exactly;
+- a Pareto-set DP without a grid on whole tiny specs: the frontier must be exactly that set;
+- on full-size specs with arbitrary float tables: feasibility, monotonicity and a provable lower
+  bound relating ``solve`` to ``frontier``.
+"""
+
+import itertools
+import math
+import random
+
+import pytest
+
+import lmzoo
+from lmzoo.core.candidates import IDENTITY_KERNEL, Candidate
+from lmzoo.core.solver import identity_latency, plan_importance
+from lmzoo.core.tables import ImportanceTable, LatencyTable
+from lmzoo.errors import InfeasibleBudgetError, InvalidArgumentError, InvalidTableError
+from lmzoo.testing import TINY_MODELS
+
+N_WINDOW_CASES = 300
+
+
+@pytest.fixture(scope="module")
+def specs():
+    import timm
+    import torch
+
+    found = {}
+    for name, tiny in TINY_MODELS.items():
+        model = tiny.build().eval()
+        found[name] = lmzoo.trace(model, tiny.inputs(1, torch.float32))
+    for name in ("mobilenetv2_100", "resnet34"):
+        found[name] = lmzoo.trace(timm.create_model(name).eval(), torch.randn(1, 3, 64, 64))
+    return found
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _window(cands, first, last):
+    """The candidates inside positions [first, last], renumbered so that `first` becomes 0."""
+    return [
+        Candidate(
+            c.start - first, c.end - first, c.kernel, c.stride, c.depthwise, [k - first for k in c.kept]
+        )
+        for c in cands
+        if first <= c.start and c.end <= last
+    ]
+
+
+def _integer_tables(cands, rng, *, importance_steps=64):
+    """Integer latencies (ms) and dyadic importances: every sum is exact in floating point.
+    Few importance steps make many plans equally important (exercising the tie-break)."""
+    lat = {c: 0 if c.kernel == IDENTITY_KERNEL else rng.randint(1, 9) for c in cands}
+    imp = {c: rng.randint(importance_steps // 2, 3 * importance_steps // 2) / importance_steps for c in cands}
+    return LatencyTable(lat), ImportanceTable(imp)
+
+
+def _all_plans(cands, length, method):
+    """Every plan as (latency, importance, blocks, linear): tilings, and for the depth baseline
+    also every way to join consecutive blocks into an activation-free segment."""
+    by_start = {}
+    for c in cands:
+        by_start.setdefault(c.start, []).append(c)
+    all_kept = {(c.start, c.end): c for c in cands if c.kept == tuple(range(c.start + 1, c.end + 1))}
+
+    def walk(position, segment_start, blocks, linear):
+        if position == length:
+            yield blocks, linear
+            return
+        for c in by_start.get(position, []):
+            closing = (segment_start, c.end)
+            if method != "depth" or closing in all_kept:
+                yield from walk(c.end, c.end, [*blocks, c], linear)
+            if method == "depth" and c.end < length:
+                yield from walk(c.end, segment_start, [*blocks, c], [*linear, c.end])
+
+    return list(walk(0, 0, [], []))
+
+
+def _score(plan_blocks, linear, lat, imp):
+    latency = sum(lat.entries[b] for b in plan_blocks)
+    plan = lmzoo.Plan(plan_blocks, linear)
+    return latency, plan_importance(imp, plan)
+
+
+# -- brute force on windows of real specs ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["layermerge", "depth", "layer"])
+def test_solve_matches_brute_force_on_windows_of_real_specs(specs, method):
+    rng = random.Random(f"windows-{method}")
+    names = sorted(specs)
+    checked = infeasible = 0
+    for _ in range(N_WINDOW_CASES // 3):
+        spec = specs[rng.choice(names)]
+        first = rng.randrange(0, spec.length - 1)
+        last = min(spec.length, first + rng.randint(2, 7))
+        cands = _window(lmzoo.candidates(spec, method=method), first, last)
+        length = last - first
+        lat, imp = _integer_tables(cands, rng, importance_steps=rng.choice([4, 64]))
+        plans = [(*_score(b, lin, lat, imp), b, lin) for b, lin in _all_plans(cands, length, method)]
+        fastest = int(min(p[0] for p in plans))
+        slowest = int(max(p[0] for p in plans))
+        budget = rng.randint(max(1, fastest - 2), slowest + 1)
+        feasible = [p for p in plans if p[0] <= budget]
+        if not feasible:
+            with pytest.raises(InfeasibleBudgetError) as err:
+                lmzoo.solve(lat, imp, budget_ms=budget, levels=budget, method=method)
+            assert err.value.min_budget_ms >= fastest
+            infeasible += 1
+            continue
+        best_value = max(p[1] for p in feasible)
+        best_latency = min(p[0] for p in feasible if p[1] == best_value)
+        plan = lmzoo.solve(lat, imp, budget_ms=budget, levels=budget, method=method)
+        latency, value = _score(list(plan), plan.linear, lat, imp)
+        assert value == best_value
+        assert latency == best_latency <= budget
+        checked += 1
+    assert checked > 0.7 * (N_WINDOW_CASES // 3) and infeasible > 0
+
+
+# -- the frontier against an exact Pareto-set DP ---------------------------------------------------
+
+
+def _pareto(cands, length, lat, imp):
+    """Exact frontier without a grid: for each position, best importance per exact latency."""
+    best = {0: {0: 0.0}}
+    for end in range(1, length + 1):
+        here = {}
+        for c in cands:
+            if c.end != end:
+                continue
+            for t, v in best[c.start].items():
+                key, value = t + lat.entries[c], v + imp.entries[c]
+                if value > here.get(key, -math.inf):
+                    here[key] = value
+        best[end] = here
+    points, record = [], -math.inf
+    for t in sorted(best[length]):
+        if best[length][t] > record:
+            record = best[length][t]
+            points.append((t, record))
+    return points
+
+
+@pytest.mark.parametrize("method", ["layermerge", "layer"])
+@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+def test_frontier_is_the_exact_pareto_set(specs, name, method):
+    spec = specs[name]
+    cands = lmzoo.candidates(spec, method=method)
+    for seed in range(3):
+        lat, imp = _integer_tables(cands, random.Random(f"{name}-{method}-{seed}"))
+        exact = _pareto(cands, spec.length, lat, imp)
+        top_ms = exact[-1][0]  # the most important plan, fastest among equals: grid step 1 ms
+        points = lmzoo.frontier(lat, imp, levels=int(top_ms), method=method, spec=spec)
+        assert [(p.latency_ms, p.importance) for p in points] == exact
+        for p in points[:: max(1, len(points) // 10)]:
+            assert lat.chain_ms(p.plan) == p.latency_ms
+            assert plan_importance(imp, p.plan) == p.importance
+
+
+# -- arbitrary float tables on full-size specs ----------------------------------------------------
+
+
+def _float_tables(spec, rng, *, method="layermerge", fixed_ms=2.5):
+    cands = set(lmzoo.candidates(spec, method=method)) | set(lmzoo.candidates(spec))
+    lat = {c: 0.0 if c.kernel == 0 else rng.uniform(0.05, 1.0) * c.kernel for c in cands}
+    imp = {c: math.exp(rng.uniform(-5, 0.5) / 100) for c in cands}
+    fp = spec.fingerprint
+    return (
+        LatencyTable(lat, fixed_ms=fixed_ms, spec_fingerprint=fp),
+        ImportanceTable(imp, spec_fingerprint=fp),
+    )
+
+
+@pytest.mark.parametrize("method", ["layermerge", "depth", "layer"])
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "resnet34", "ddpm-unet"])
+def test_frontier_and_solve_on_full_size_specs(specs, name, method):
+    spec = specs[name]
+    rng = random.Random(f"full-{name}-{method}")
+    lat, imp = _float_tables(spec, rng, method=method)
+    levels = 3000
+    points = lmzoo.frontier(lat, imp, levels=levels, method=method, spec=spec)
+    assert len(points) > 3
+    for a, b in itertools.pairwise(points):
+        assert a.latency_ms < b.latency_ms and a.importance < b.importance
+    for p in points:
+        p.plan.validate(spec)
+        assert math.isclose(lat.chain_ms(p.plan), p.latency_ms, rel_tol=1e-12)
+        assert math.isclose(plan_importance(imp, p.plan), p.importance, rel_tol=1e-12)
+    if method == "layer":
+        assert all(b.length == 1 for p in points for b in p.plan)
+    if method == "depth":
+        assert all(b.kept == tuple(range(b.start + 1, b.end + 1)) for p in points for b in p.plan)
+    identity_ms = identity_latency(lat)
+    for _ in range(8):
+        budget = rng.uniform(points[0].latency_ms * 1.05, identity_ms)
+        plan = lmzoo.solve(lat, imp, budget_ms=budget, levels=levels, method=method, spec=spec)
+        assert lat.chain_ms(plan) <= budget
+        value = plan_importance(imp, plan)
+        # any frontier plan this much under the budget survives solve's rounding, so cannot beat it
+        for p in points:
+            if p.latency_ms <= budget * (1 - len(p.plan) / levels):
+                assert value >= p.importance * (1 - 1e-12)
+
+
+def test_speedup_is_a_budget_including_the_fixed_cost(specs):
+    spec = specs["mobilenetv2_100"]
+    lat, imp = _float_tables(spec, random.Random(1), fixed_ms=4.0)
+    base = identity_latency(lat) + lat.fixed_ms
+    for s in (1.2, 1.6, 2.0):
+        by_speedup = lmzoo.solve(lat, imp, speedup=s)
+        by_budget = lmzoo.solve(lat, imp, budget_ms=base / s - lat.fixed_ms)
+        assert by_speedup == by_budget
+        assert base / lat.predict(by_speedup) >= s
+
+
+def test_solve_is_deterministic_and_prefers_the_faster_of_equal_plans():
+    # two units; merging them is as important as keeping both apart but faster, or slower
+    keep1, keep2 = Candidate(0, 1, 3, 1, False, (1,)), Candidate(1, 2, 3, 1, False, (2,))
+    merged = Candidate(0, 2, 5, 1, False, (1, 2))
+    imp = ImportanceTable({keep1: 0.5, keep2: 0.5, merged: 1.0})
+    for merged_ms, expected in ((1.5, [merged]), (2.5, [keep1, keep2])):
+        lat = LatencyTable({keep1: 1.0, keep2: 1.0, merged: merged_ms})
+        plans = {lmzoo.solve(lat, imp, budget_ms=10.0) for _ in range(3)}
+        assert plans == {lmzoo.Plan(expected)}
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+def _two_unit_tables():
+    keep1, keep2 = Candidate(0, 1, 3, 1, False, (1,)), Candidate(1, 2, 3, 1, False, (2,))
+    merged = Candidate(0, 2, 5, 1, False, (1, 2))
+    return (
+        LatencyTable({keep1: 1.0, keep2: 1.0, merged: 1.5}, fixed_ms=1.0),
+        ImportanceTable({keep1: 0.5, keep2: 0.5, merged: 0.9}),
+    )
+
+
+def test_infeasible_budget_names_the_smallest_feasible_one():
+    lat, imp = _two_unit_tables()
+    with pytest.raises(InfeasibleBudgetError, match=r"fastest plan takes 1\.5 ms") as err:
+        lmzoo.solve(lat, imp, budget_ms=1.0)
+    assert err.value.min_budget_ms >= 1.5
+    assert err.value.max_speedup == pytest.approx(3.0 / (1.0 + err.value.min_budget_ms))
+    plan = lmzoo.solve(lat, imp, budget_ms=err.value.min_budget_ms)
+    assert lat.chain_ms(plan) == 1.5
+    with pytest.raises(InfeasibleBudgetError, match="speed-up"):
+        lmzoo.solve(lat, imp, speedup=5.0)  # the budget would be negative
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "exactly one of budget_ms or speedup"),
+        ({"budget_ms": 2.0, "speedup": 1.5}, "exactly one of budget_ms or speedup"),
+        ({"budget_ms": float("nan")}, "budget_ms must be a finite number"),
+        ({"speedup": -1.0}, "speedup must be a finite number"),
+        ({"budget_ms": 2.0, "levels": 0}, "levels must be a positive integer"),
+        ({"budget_ms": 2.0, "method": "prune"}, "unknown method 'prune'"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    lat, imp = _two_unit_tables()
+    with pytest.raises(InvalidArgumentError, match=message):
+        lmzoo.solve(lat, imp, **kwargs)
+
+
+def test_tables_must_cover_the_identity_plan_and_each_other():
+    lat, imp = _two_unit_tables()
+    keep1, merged, _ = sorted(lat.entries)
+    partial = ImportanceTable({keep1: 0.5, merged: 0.9})
+    with pytest.raises(InvalidTableError, match="different candidates"):
+        lmzoo.solve(lat, partial, budget_ms=3.0)
+    no_identity = LatencyTable({keep1: 1.0, merged: 1.5})
+    with pytest.raises(InvalidTableError, match="identity plan: no entry keeping unit 2 alone"):
+        lmzoo.solve(no_identity, partial, budget_ms=3.0)
+    with pytest.raises(InvalidArgumentError, match="LatencyTable and an ImportanceTable"):
+        lmzoo.solve(imp, lat, budget_ms=3.0)
+
+
+def test_tables_from_different_networks_are_rejected(specs):
+    a, b = specs["mobilenetv2"], specs["resnet-basic"]
+    lat, _ = _float_tables(a, random.Random(0))
+    _, imp = _float_tables(b, random.Random(0))
+    with pytest.raises(InvalidTableError, match="different networks"):
+        lmzoo.solve(lat, imp, speedup=1.2)
+    lat, imp = _float_tables(a, random.Random(0))
+    with pytest.raises(InvalidTableError, match="different networks"):
+        lmzoo.solve(lat, imp, speedup=1.2, spec=b)
+
+
+def test_spec_restricts_layermerge_to_the_papers_candidates(specs):
+    spec = specs["resnet-basic"]
+    lat, imp = _float_tables(spec, random.Random(0), method="layer")  # tables hold both sets
+    paper = set(lmzoo.candidates(spec))
+    extra = set(lat.entries) - paper
+    assert extra and all(c.kernel == 0 for c in extra)
+    cheap_pruning = {c: 0.0 for c in extra}
+    lat = LatencyTable({**lat.entries, **cheap_pruning}, spec_fingerprint=spec.fingerprint)
+    restricted = lmzoo.frontier(lat, imp, spec=spec)
+    assert all(b in paper for p in restricted for b in p.plan)
+    unrestricted = lmzoo.frontier(lat, imp)
+    assert any(b in extra for p in unrestricted for b in p.plan)
+    lacking = LatencyTable({c: v for c, v in lat.entries.items() if c.length == 1}, spec_fingerprint=None)
+    with pytest.raises(InvalidTableError, match=r"lacks .* layermerge candidates"):
+        lmzoo.solve(lacking, imp, speedup=1.2, spec=spec)
