@@ -119,6 +119,11 @@ class FrontierPoint:
         self.speedup = problem.speedup(self.latency_ms)
 
     @property
+    def predicted_ms(self) -> float:
+        """Predicted network latency: the chain latency plus the table's fixed cost."""
+        return self.latency_ms + self._problem.fixed_ms
+
+    @property
     def plan(self) -> Plan:
         if self._plan is None:
             self._plan = self._problem.plan(self._chosen)
@@ -183,8 +188,8 @@ def frontier(
     increases along it (dominated plans are dropped).
 
     The grid has ``levels`` steps between 0 and the latency of the most important plan (beyond it
-    nothing improves). For any budget, the last point whose ``latency_ms`` fits it is the plan
-    ``solve`` would return on this grid.
+    nothing improves). For any budget, the last point whose ``latency_ms`` fits it is the optimal
+    plan for that budget on this grid, so one call serves every target speed-up of a model.
     """
     problem = _problem(latency, importance, method, spec)
     levels = _check_levels(levels)
@@ -446,10 +451,8 @@ def _backtrack(problem: _Problem, table: _Table, targets: np.ndarray) -> list[np
     t = np.asarray(targets, dtype=np.int64).copy()
     picked = np.full((count, problem.length), -1, dtype=np.int64)
     depth = np.zeros(count, dtype=np.int64)
-    for end in range(problem.length, 0, -1):
+    while (end := int(position.max())) > 0:
         here = np.flatnonzero(position == end)
-        if here.size == 0:
-            continue
         group = problem.by_end[end]
         group = group[np.lexsort((group, table.weights[group]))]  # cheapest first on ties
         source = width + t[here][None, :] - table.weights[group][:, None]
