@@ -320,6 +320,8 @@ def _check_same_network(latency: LatencyTable, importance: ImportanceTable, spec
 
 def _identity_candidates(universe: object, kind: str) -> list[Candidate]:
     keys: set[Candidate] = set(universe)  # type: ignore[call-overload]
+    if not keys:
+        raise InvalidTableError("the tables hold no candidate of this method (not even the identity plan)")
     length = max(c.end for c in keys)
     singles = {c.end: c for c in keys if c.length == 1 and c.kept == (c.end,)}
     missing = [unit for unit in range(1, length + 1) if unit not in singles]
