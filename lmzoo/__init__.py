@@ -37,10 +37,12 @@ from lmzoo.errors import (
     InvalidPlanError,
     InvalidSpecError,
     InvalidTableError,
+    LatencyBackendUnavailable,
     LmzooError,
     NotConfiguredError,
     UnsupportedModelError,
 )
+from lmzoo.latency import LatencyStats, benchmark, latency_table
 
 __version__ = "0.1.0.dev0"
 
@@ -57,6 +59,8 @@ __all__ = [
     "InvalidPlanError",
     "InvalidSpecError",
     "InvalidTableError",
+    "LatencyBackendUnavailable",
+    "LatencyStats",
     "LatencyTable",
     "LmzooError",
     "NotConfiguredError",
@@ -65,8 +69,10 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "apply_plan",
+    "benchmark",
     "candidates",
     "frontier",
+    "latency_table",
     "merge",
     "registered_families",
     "solve",

@@ -42,3 +42,7 @@ class InfeasibleBudgetError(LmzooError, ValueError):
         super().__init__(message)
         self.min_budget_ms = min_budget_ms
         self.max_speedup = max_speedup
+
+
+class LatencyBackendUnavailable(LmzooError, RuntimeError):
+    """A latency backend (or the device it needs) cannot run here; the message says what to install."""
