@@ -15,6 +15,7 @@ import click
 
 from lmzoo.core.candidates import DEFAULT_METHOD, METHODS
 from lmzoo.core.solver import DEFAULT_LEVELS
+from lmzoo.latency.backends import BACKENDS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,20 +56,12 @@ def inspect(
     model_name: str, input_size: int, in_chans: int, num_classes: int | None, check_plans: int, as_json: bool
 ) -> None:
     """Trace a timm model (random weights) and summarise its LayerMerge spec and candidates."""
-    import timm
-    import torch
 
     import lmzoo
     from lmzoo.core.plan import random_plan
-    from lmzoo.errors import UnsupportedModelError
 
-    if not timm.is_model(model_name):
-        raise UnsupportedModelError(f"{model_name!r} is not a timm model name (see timm.list_models())")
-    kwargs: dict[str, Any] = {"in_chans": in_chans}
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    model = timm.create_model(model_name, **kwargs).eval()
-    x = torch.randn(1, in_chans, input_size, input_size)
+    model = _timm_model(model_name, in_chans=in_chans, num_classes=num_classes)
+    x = _image_input(in_chans, input_size)
     started = time.perf_counter()
     spec = lmzoo.trace(model, x)
     cands = lmzoo.candidates(spec)
@@ -225,3 +218,157 @@ def _plan_summary(record: dict[str, Any]) -> str:
         f"convs kept {record['convs_kept']}/{record['units']}, merged kernels {kernels}, "
         f"depth {record['units']} -> {record['depth']}"
     )
+
+
+@main.command()
+@click.argument("model_name")
+@click.option(
+    "--plan", "plan_file", type=click.Path(dir_okay=False), help="Plan JSON (as written by `lmzoo solve`)."
+)
+@click.option(
+    "--latency-table", type=click.Path(dir_okay=False), help="Latency table JSON, for the prediction."
+)
+@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--batch-size", default=1, show_default=True)
+@click.option("--dtype", default="float32", show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads [default: torch's current setting].")
+@click.option("--input-size", default=224, show_default=True, help="Square input resolution.")
+@click.option("--in-chans", default=3, show_default=True)
+@click.option("--num-classes", default=None, type=int, help="Classifier size (timm default if omitted).")
+@click.option("--runs", type=int, default=None, help="Timed runs per network [default: by device].")
+@click.option(
+    "--rounds", default=10, show_default=True, help="Alternating rounds (base and merged interleaved)."
+)
+@click.option(
+    "--card", "card_file", type=click.Path(dir_okay=False), help="Write the latency card JSON here (+ .png)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
+@_user_errors
+def bench(
+    model_name: str,
+    plan_file: str | None,
+    latency_table: str | None,
+    backend: str,
+    device: str,
+    batch_size: int,
+    dtype: str,
+    threads: int | None,
+    input_size: int,
+    in_chans: int,
+    num_classes: int | None,
+    runs: int | None,
+    rounds: int,
+    card_file: str | None,
+    as_json: bool,
+) -> None:
+    """Measure a timm model's base vs merged latency (random weights: latency does not depend on them).
+
+    Base and merged are timed interleaved; the base is in deploy form (norms folded), so the
+    speed-up counts what the plan removes. Without --plan the identity plan is used.
+    """
+    from pathlib import Path
+
+    import lmzoo
+    from lmzoo.core.tables import LatencyTable
+    from lmzoo.errors import InvalidTableError
+    from lmzoo.latency.card import latency_card, plot_block_latency, write_card
+    from lmzoo.latency.table import compare, deploy_form, measurement_record
+
+    model = _timm_model(model_name, in_chans=in_chans, num_classes=num_classes)
+    x = _image_input(in_chans, input_size)
+    spec = lmzoo.trace(model, x)
+    plan = lmzoo.Plan.identity(spec) if plan_file is None else _read_plan(plan_file)
+    plan.validate(spec)
+    table = LatencyTable.load(latency_table) if latency_table else None
+    if table is not None and table.spec_fingerprint not in (None, spec.fingerprint):
+        raise InvalidTableError(
+            f"{latency_table} was measured for another network than {model_name} at {input_size}"
+        )
+    merged = lmzoo.merge(lmzoo.apply_plan(model, spec, plan))
+    timed = compare(
+        {"base": deploy_form(model, spec), "merged": merged, "unfused": model},
+        x,
+        backend=backend,
+        device=device,
+        batch_size=batch_size,
+        dtype=dtype,
+        threads=threads,
+        runs=runs,
+        rounds=rounds,
+    )
+    measurement = {
+        **measurement_record(backend, device, batch_size, dtype, threads),
+        "rounds": rounds,
+        "input": [batch_size, in_chans, input_size, input_size],
+    }
+    if runs is not None:
+        measurement["runs"] = runs
+    card = latency_card(
+        model=model_name,
+        plan=plan,
+        measurement=measurement,
+        base=timed["base"],
+        merged=timed["merged"],
+        base_unfused=timed["unfused"],
+        table=table,
+        spec=spec,
+    )
+    if card_file:
+        write_card(card, card_file)
+        if table is not None:
+            plot_block_latency(table, spec, plan, Path(card_file).with_suffix(".png"), title=model_name)
+    if as_json:
+        click.echo(json.dumps(card, indent=1))
+        return
+    m = card["measurement"]
+    click.echo(f"{model_name} on {m['backend']}, {m['device_name']}, batch {batch_size}, {m['dtype']}")
+    click.echo(f"  base (norms folded): {timed['base']}")
+    click.echo(f"  base as built:       {timed['unfused']}")
+    click.echo(f"  merged:              {timed['merged']}")
+    click.echo(f"  speed-up:            {card['speedup']:.3f}x")
+    if card["predicted"]:
+        p = card["predicted"]
+        click.echo(
+            f"  predicted:           {p['merged_ms']:.4g} ms ({p['speedup']:.3f}x); "
+            f"error {p['merged_error'] * 100:+.1f}% of the prediction"
+        )
+
+
+def _timm_model(name: str, *, in_chans: int, num_classes: int | None) -> Any:
+    import timm
+
+    from lmzoo.errors import UnsupportedModelError
+
+    if not timm.is_model(name):
+        raise UnsupportedModelError(f"{name!r} is not a timm model name (see timm.list_models())")
+    kwargs: dict[str, Any] = {"in_chans": in_chans}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    return timm.create_model(name, **kwargs).eval()
+
+
+def _image_input(in_chans: int, size: int) -> Any:
+    import torch
+
+    return torch.randn(1, in_chans, size, size)
+
+
+def _read_plan(path: str) -> Any:
+    from pathlib import Path
+
+    import lmzoo
+    from lmzoo.errors import InvalidPlanError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise InvalidPlanError(f"cannot read the plan {path}: {err.strerror}") from None
+    except ValueError as err:
+        raise InvalidPlanError(f"{path} is not JSON: {err}") from None
+    if isinstance(data, dict) and "plans" in data:  # the output of `lmzoo solve`: take its first plan
+        plans = data["plans"]
+        if not plans:
+            raise InvalidPlanError(f"{path} holds no plan")
+        data = plans[0]["plan"]
+    return lmzoo.Plan.from_dict(data)

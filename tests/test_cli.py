@@ -104,3 +104,62 @@ def test_solve_bad_input_is_one_clean_line(tmp_path):
         assert result.exit_code == 2, result.output
         assert message in result.stderr and "Traceback" not in result.output
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bench_compares_base_and_merged_and_writes_a_latency_card(tmp_path):
+    import timm
+    import torch
+
+    import lmzoo
+
+    model = timm.create_model("mobilenetv2_035").eval()
+    spec = lmzoo.trace(model, torch.randn(1, 3, 64, 64))
+    table = lmzoo.latency_table(spec, warmup=0, runs=2, passes=1, progress=False)
+    table.save(tmp_path / "lat.json")
+    importance = lmzoo.ImportanceTable({c: 1.0 for c in table.entries}, spec=spec)
+    importance.save(tmp_path / "imp.json")
+    plan_file = tmp_path / "plans.json"
+    args = [
+        "solve",
+        str(tmp_path / "lat.json"),
+        str(tmp_path / "imp.json"),
+        "--speedup",
+        "1.3",
+        "-o",
+        str(plan_file),
+    ]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    card_file = tmp_path / "card" / "latency.json"
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            "mobilenetv2_035",
+            "--plan",
+            str(plan_file),
+            "--latency-table",
+            str(tmp_path / "lat.json"),
+            "--input-size",
+            "64",
+            "--runs",
+            "4",
+            "--rounds",
+            "2",
+            "--card",
+            str(card_file),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "speed-up:" in result.stdout and "predicted:" in result.stdout
+    card = json.loads(card_file.read_text())
+    assert card["format"] == "lmzoo.latency-card/1"
+    for key in ("backend", "versions", "device_name", "batch_size", "dtype", "threads", "date", "runs"):
+        assert key in card["measurement"]
+    assert card["speedup"] == card["base"]["median_ms"] / card["merged"]["median_ms"]
+    assert card["predicted"]["speedup"] > 1.29
+    assert card_file.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+    other = CliRunner().invoke(
+        main, ["bench", "resnet18", "--latency-table", str(tmp_path / "lat.json"), "--input-size", "64"]
+    )
+    assert other.exit_code == 2 and "measured for another network" in other.stderr

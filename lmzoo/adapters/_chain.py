@@ -285,9 +285,15 @@ def _check_layout_matches(layout: ChainLayout, model: nn.Module, spec: Spec) -> 
         )
 
 
+#: activations with act(act(x)) == act(x): re-applying one after an identity block is skipped
+_IDEMPOTENT = frozenset({"relu", "relu6"})
+
+
 def _build_chain(model: nn.Module, layout: ChainLayout, spec: Spec, plan: Plan) -> Chain:
     blocks: list[nn.Module] = []
     activations: list[nn.Module] = []
+    span_targets = {s.target for s in spec.spans}
+    previous_kind: str | None = None  # the activation applied at the current block's start
     for cand in plan:
         steps: list[nn.Module] = []
         for unit, lu in zip(spec.units_in(cand.start, cand.end), layout.units[cand.start : cand.end]):
@@ -313,7 +319,11 @@ def _build_chain(model: nn.Module, layout: ChainLayout, spec: Spec, plan: Plan) 
             kind = position.inserted_activation
         if cand.end in plan.linear:
             kind = None
+        applied = kind
+        if not cand.kept and kind in _IDEMPOTENT and kind == previous_kind and cand.end not in span_targets:
+            kind = None  # an identity block between two equal idempotent activations: act(act(x)) = act(x)
         activations.append(make_activation(kind))
+        previous_kind = applied
     boundaries = set(plan.block_ends)
     outer = [
         s

@@ -157,7 +157,8 @@ def solve(
     on a grid of ``levels`` steps over the budget with latencies rounded up, so the plan's table
     latency never exceeds the budget. Among equally important plans the one with the fewest grid
     steps wins; the result is deterministic. ``spec``, when given, restricts the options to exactly
-    ``candidates(spec, method=method)`` (the tables must cover them) and validates the plan.
+    ``candidates(spec, method=method)`` (the tables must cover them) and validates the plan; by
+    default the spec a table carries is used.
 
     Raises InfeasibleBudgetError (naming the smallest feasible budget) when no plan fits.
     """
@@ -263,6 +264,7 @@ def _problem(latency: object, importance: object, method: object, spec: Spec | N
             f"{type(latency).__name__} and {type(importance).__name__}"
         )
     method = check_method(method)
+    spec = spec or latency.spec or importance.spec
     _check_same_network(latency, importance, spec)
     if spec is not None:
         universe = set(candidates(spec, method=method))

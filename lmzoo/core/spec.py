@@ -141,6 +141,21 @@ class Spec:
             "input_shapes": [list(s) for s in self.input_shapes],
         }
 
+    @classmethod
+    def from_dict(cls, data: Any) -> Spec:
+        """Inverse of ``to_dict``; malformed data raises InvalidSpecError."""
+        try:
+            units = tuple(Unit(**{**u, "input_shape": tuple(u["input_shape"])}) for u in data["units"])
+            return cls(
+                family=str(data["family"]),
+                units=units,
+                positions=tuple(Position(**p) for p in data["positions"]),
+                spans=tuple(ResidualSpan(**s) for s in data["spans"]),
+                input_shapes=tuple(tuple(int(d) for d in s) for s in data["input_shapes"]),
+            )
+        except (KeyError, TypeError) as err:
+            raise InvalidSpecError(f"not a valid lmzoo spec: {err}") from None
+
     @property
     def fingerprint(self) -> str:
         """A short hash of the structure (weights excluded) identifying compatible specs."""

@@ -17,7 +17,8 @@ from typing import Any, ClassVar, TypeVar
 
 from lmzoo.core.candidates import Candidate
 from lmzoo.core.plan import Plan
-from lmzoo.errors import InvalidPlanError, InvalidTableError
+from lmzoo.core.spec import Spec
+from lmzoo.errors import InvalidPlanError, InvalidSpecError, InvalidTableError
 
 T = TypeVar("T", bound="_CandidateTable")
 
@@ -29,7 +30,7 @@ class _CandidateTable:
     KIND: ClassVar[str]  # "latency" / "importance", for messages
     VALUE_KEY: ClassVar[str]  # the JSON key holding each entry's number
 
-    __slots__ = ("_entries", "metadata", "spec_fingerprint")
+    __slots__ = ("_entries", "metadata", "spec", "spec_fingerprint")
 
     def __init__(
         self,
@@ -37,6 +38,7 @@ class _CandidateTable:
         *,
         spec_fingerprint: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        spec: Spec | None = None,
     ) -> None:
         if not isinstance(entries, Mapping):
             raise InvalidTableError(f"{self.KIND} entries must be a mapping Candidate -> number")
@@ -50,6 +52,12 @@ class _CandidateTable:
         if not checked:
             raise InvalidTableError(f"the {self.KIND} table is empty")
         self._entries = MappingProxyType(checked)
+        if spec is not None:
+            if spec_fingerprint not in (None, spec.fingerprint):
+                raise InvalidTableError("spec_fingerprint does not match the spec given with the table")
+            spec_fingerprint = spec.fingerprint
+        #: the network the table was made for, when known (lets the solver use each method's exact set)
+        self.spec = spec
         self.spec_fingerprint = spec_fingerprint
         self.metadata = dict(metadata or {})
         try:
@@ -98,6 +106,7 @@ class _CandidateTable:
         return {
             "format": self.FORMAT,
             "spec_fingerprint": self.spec_fingerprint,
+            "spec": self.spec.to_dict() if self.spec is not None else None,
             **self._extra_fields(),
             "metadata": self.metadata,
             "entries": [
@@ -107,7 +116,9 @@ class _CandidateTable:
 
     @classmethod
     def _from_parts(cls: type[T], entries: dict[Candidate, float], data: Mapping[str, Any]) -> T:
-        return cls(entries, spec_fingerprint=data["spec_fingerprint"], metadata=data["metadata"])
+        return cls(
+            entries, spec_fingerprint=data["spec_fingerprint"], metadata=data["metadata"], spec=_spec(data)
+        )
 
     @classmethod
     def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
@@ -177,8 +188,9 @@ class LatencyTable(_CandidateTable):
         fixed_ms: float = 0.0,
         spec_fingerprint: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        spec: Spec | None = None,
     ) -> None:
-        super().__init__(entries, spec_fingerprint=spec_fingerprint, metadata=metadata)
+        super().__init__(entries, spec_fingerprint=spec_fingerprint, metadata=metadata, spec=spec)
         self.fixed_ms = _non_negative(fixed_ms, "the fixed cost 'fixed_ms'")
 
     def _extra_fields(self) -> dict[str, Any]:
@@ -193,6 +205,7 @@ class LatencyTable(_CandidateTable):
             fixed_ms=data["fixed_ms"],
             spec_fingerprint=data["spec_fingerprint"],
             metadata=data["metadata"],
+            spec=_spec(data),
         )
 
     def chain_ms(self, plan: Plan) -> float:
@@ -213,6 +226,16 @@ class ImportanceTable(_CandidateTable):
     VALUE_KEY = "value"
 
     __slots__ = ()
+
+
+def _spec(data: Mapping[str, Any]) -> Spec | None:
+    raw = data.get("spec")
+    if raw is None:
+        return None
+    try:
+        return Spec.from_dict(raw)
+    except InvalidSpecError as err:
+        raise InvalidTableError(f"the table's 'spec' is malformed: {err}") from None
 
 
 def _non_negative(value: object, what: str) -> float:

@@ -231,7 +231,7 @@ def latency_table(
             )
     else:
         metadata["calibration"] = {"method": "none (no model given): isolated entries, fixed cost 0"}
-    return LatencyTable(entries, fixed_ms=fixed_ms, spec_fingerprint=spec.fingerprint, metadata=metadata)
+    return LatencyTable(entries, fixed_ms=fixed_ms, spec=spec, metadata=metadata)
 
 
 def benchmark(

@@ -1,0 +1,153 @@
+import json
+import random
+
+import pytest
+import torch
+from torch import nn
+
+import lmzoo
+from lmzoo.adapters._chain import Chain
+from lmzoo.core.candidates import METHODS
+from lmzoo.core.tables import LatencyTable
+from lmzoo.latency import table as table_module
+from lmzoo.latency.table import conv_config, deploy_form
+from lmzoo.testing import TINY_MODELS, random_plan, randomize_norms
+
+FAST = {"warmup": 0, "runs": 2, "passes": 2, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    t = TINY_MODELS["mobilenetv2"]
+    model = randomize_norms(t.build()).eval()
+    x = t.inputs(1, torch.float32)[0]
+    return model, x, lmzoo.trace(model, x)
+
+
+@pytest.mark.parametrize("name", ["resnet-basic", "resnet-bottleneck", "mobilenetv2"])
+def test_entries_measure_exactly_the_conv_each_block_deploys_to(name):
+    t = TINY_MODELS[name]
+    model = randomize_norms(t.build()).eval()
+    spec = lmzoo.trace(model, t.inputs(1, torch.float32))
+    rng = random.Random(name)
+    checked = 0
+    for method in METHODS:
+        cands = lmzoo.candidates(spec, method=method)
+        for _ in range(4):
+            plan = random_plan(spec, cands, rng)
+            merged = lmzoo.merge(lmzoo.apply_plan(model, spec, plan))
+            (chain,) = [m for m in merged.modules() if isinstance(m, Chain)]
+            for block, deployed in zip(plan, chain.blocks):
+                cfg = conv_config(spec, block)
+                if cfg is None:
+                    assert isinstance(deployed, nn.Identity)
+                    continue
+                assert isinstance(deployed, nn.Conv2d)
+                geometry = (
+                    deployed.in_channels,
+                    deployed.out_channels,
+                    deployed.kernel_size[0],
+                    deployed.stride[0],
+                    deployed.padding[0],
+                    deployed.groups,
+                )
+                assert geometry == (
+                    cfg.in_channels,
+                    cfg.out_channels,
+                    cfg.kernel,
+                    cfg.stride,
+                    cfg.padding,
+                    cfg.groups,
+                ), block
+                checked += 1
+    assert checked > 50
+
+
+def test_table_covers_every_method_and_shares_identical_convs(tiny):
+    _, _, spec = tiny
+    table = lmzoo.latency_table(spec, **FAST)
+    union = {c for m in METHODS for c in lmzoo.candidates(spec, method=m)}
+    assert set(table.entries) == union
+    assert all((v == 0.0) == (c.kernel == 0) for c, v in table.entries.items())
+    configs = {conv_config(spec, c).key() for c in union if c.kernel}
+    meta = table.metadata
+    assert meta["unique_measurements"] == len(configs) < len(union)
+    for key in ("backend", "versions", "device_name", "batch_size", "dtype", "threads", "date", "passes"):
+        assert key in meta
+    assert meta["versions"]["lmzoo"] == lmzoo.__version__ and meta["backend"] == "torch"
+    assert table.spec == spec and table.fixed_ms == 0.0
+    assert "no model given" in meta["calibration"]["method"]
+
+
+def test_calibration_against_the_base_network(tiny):
+    model, x, spec = tiny
+    table = lmzoo.latency_table(spec, model=model, example_inputs=x, **FAST)
+    cal = table.metadata["calibration"]
+    assert cal["context_scale"] > 0 and table.fixed_ms >= 0
+    # by construction the identity plan predicts the base network timed during calibration
+    predicted = table.predict(lmzoo.Plan.identity(spec))
+    expected = max(cal["base_deploy"]["median_ms"], cal["identity_chain"]["median_ms"])
+    assert predicted == pytest.approx(expected, rel=1e-9)
+
+
+def test_interrupted_table_resumes_from_its_cache(tiny, tmp_path, monkeypatch):
+    _, _, spec = tiny
+    cache = tmp_path / "latency.jsonl"
+    real = table_module.measure_times
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(table_module, "measure_times", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # a partial table is never returned
+        lmzoo.latency_table(spec, cache=cache, **FAST)
+    assert len(cache.read_text().splitlines()) == 5
+    with open(cache, "a") as handle:
+        handle.write('{"format": "lmzoo.latency-cache/1", "setting": "tor')  # a torn last line
+
+    counted = []
+
+    def counting(*args, **kwargs):
+        counted.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(table_module, "measure_times", counting)
+    table = lmzoo.latency_table(spec, cache=cache, **FAST)
+    total = 2 * table.metadata["unique_measurements"]
+    assert len(counted) == total - 5 and table.metadata["reused_from_cache"] == 5
+    lines = cache.read_text().splitlines()
+    assert len(lines) == total and all(json.loads(line) for line in lines)
+
+    counted.clear()
+    again = lmzoo.latency_table(spec, cache=cache, **FAST)
+    assert not counted and again.entries == table.entries  # everything reused, same numbers
+    changed = lmzoo.latency_table(spec, cache=cache, **{**FAST, "runs": 4})
+    assert len(counted) == total and changed.metadata["reused_from_cache"] == 0  # other settings
+
+
+def test_table_round_trips_with_its_spec_and_drives_the_solver(tiny, tmp_path):
+    _, _, spec = tiny
+    table = lmzoo.latency_table(spec, **FAST)
+    table.save(tmp_path / "lat.json")
+    again = LatencyTable.load(tmp_path / "lat.json")
+    assert again == table and again.spec == spec
+    importance = lmzoo.ImportanceTable({c: 1.0 for c in table.entries})
+    plan = lmzoo.solve(again, importance, speedup=1.1)
+    plan.validate(spec)
+    assert all(
+        b.kernel > 0
+        for b in plan
+        if b.length == 1 and b.end not in (u.index for u in spec.units if u.removable)
+    )
+
+
+def test_deploy_form_is_the_base_network_with_norms_folded(tiny):
+    model, x, spec = tiny
+    deploy = deploy_form(model, spec)
+    with torch.no_grad():
+        assert torch.allclose(deploy(x), model(x), atol=1e-4 * model(x).abs().max().item())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in deploy.blocks.modules())
