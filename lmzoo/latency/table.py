@@ -43,7 +43,6 @@ from lmzoo.latency.backends import (
     backend_versions,
     get_backend,
     make_target,
-    measure,
     measure_interleaved,
     measure_times,
 )
@@ -251,18 +250,18 @@ def benchmark(
     ``batch_size`` repeats the example inputs along the batch dimension. The model is not modified
     (it is copied before being moved or compiled).
     """
-    import copy
-
-    inputs = _batched(_as_list(example_inputs), batch_size)
-    target = make_target(device, dtype, threads)
-    return measure(
-        _Plain(copy.deepcopy(model)),
-        inputs,
-        backend=get_backend(backend),
-        target=target,
+    return compare(
+        {"model": model},
+        example_inputs,
+        backend=backend,
+        device=device,
+        batch_size=batch_size,
+        dtype=dtype,
+        threads=threads,
         warmup=warmup,
         runs=runs,
-    )
+        rounds=1,
+    )["model"]
 
 
 def compare(
