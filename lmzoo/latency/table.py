@@ -352,15 +352,15 @@ class _IdentityChain(nn.Module):
     """The convs (+ activations) of the identity plan alone, as the table measures them.
 
     Where every unit's input is the previous unit's output (ResNet, MobileNetV2) they run as a
-    chain; otherwise (a U-Net) each runs on its own stored input of the traced shape.
+    chain on one input; otherwise (a U-Net) each runs on its own input and every output is
+    returned, so that no runtime can drop or constant-fold any of them.
     """
 
-    def __init__(self, spec: Spec, batch_size: int) -> None:
+    def __init__(self, spec: Spec) -> None:
         super().__init__()
-        plan = Plan.identity(spec)
-        configs = [conv_config(spec, c) for c in plan]
-        self.convs = nn.ModuleList([cfg.module() for cfg in configs if cfg is not None])
-        self.shapes = [cfg.input_shape for cfg in configs if cfg is not None]
+        configs = [cfg for cfg in (conv_config(spec, c) for c in Plan.identity(spec)) if cfg is not None]
+        self.convs = nn.ModuleList([cfg.module() for cfg in configs])
+        self.shapes = [cfg.input_shape for cfg in configs]
         x = torch.zeros(1, *self.shapes[0])
         chained = True
         with torch.no_grad():
@@ -370,19 +370,18 @@ class _IdentityChain(nn.Module):
                     break
                 x = conv(x)
         self.chained = chained
-        if not chained:
-            for i, shape in enumerate(self.shapes):
-                self.register_buffer(f"input{i}", torch.randn(batch_size, *shape))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def example_inputs(self, batch_size: int) -> list[torch.Tensor]:
+        shapes = self.shapes[:1] if self.chained else self.shapes
+        return [torch.randn(batch_size, *shape) for shape in shapes]
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if self.chained:
+            (x,) = inputs
             for conv in self.convs:
                 x = conv(x)
             return x
-        out = x
-        for i, conv in enumerate(self.convs):
-            out = conv(getattr(self, f"input{i}"))
-        return out
+        return tuple(conv(x) for conv, x in zip(self.convs, inputs))
 
 
 def deploy_form(model: nn.Module, spec: Spec) -> nn.Module:
@@ -414,11 +413,11 @@ def _calibrate(
         if example_inputs is not None
         else _inputs_from_spec(spec, batch_size)
     )
-    chain = _IdentityChain(spec, batch_size)
+    chain = _IdentityChain(spec)
     timed = measure_interleaved(
         {
             "base": (_Plain(deploy_form(model, spec)), inputs),
-            "chain": (chain, [torch.randn(batch_size, *chain.shapes[0])]),
+            "chain": (chain, chain.example_inputs(batch_size)),
         },
         backend=backend,
         target=target,
