@@ -153,16 +153,40 @@ def test_deploy_form_is_the_base_network_with_norms_folded(tiny):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in deploy.blocks.modules())
 
 
-@pytest.mark.parametrize("name, backend", [("ddpm-unet", "torch"), ("mobilenetv2", "onnxruntime")])
-def test_calibration_is_sane_for_unets_and_other_backends(name, backend):
+@pytest.mark.parametrize("name", ["ddpm-unet", "mobilenetv2"])
+def test_calibration_chain_runs_every_conv_even_in_optimising_runtimes(name, tmp_path):
+    """The identity-plan probe must run each conv: onnxruntime once constant-folded a probe whose
+    inputs were buffers (its calibration ratio collapsed to 0.02). Checked on the graph that
+    onnxruntime actually executes, so the test does not depend on timings."""
+    import onnx
+    import onnxruntime as ort
+
+    from lmzoo.latency.backends import onnx_bytes
+    from lmzoo.latency.table import _IdentityChain
+
     t = TINY_MODELS[name]
+    model = t.build().eval()
+    spec = lmzoo.trace(model, t.inputs(1, torch.float32))
+    chain = _IdentityChain(spec).eval()
+    assert chain.chained == (name != "ddpm-unet")
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(
+        onnx_bytes(chain, chain.example_inputs(1)), options, providers=["CPUExecutionProvider"]
+    )
+    ops = [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
+    assert sum(op in ("Conv", "FusedConv") for op in ops) == len(chain.convs) == spec.length
+
+
+def test_table_on_a_unet_with_calibration():
+    t = TINY_MODELS["ddpm-unet"]
     model = t.build().eval()
     inputs = t.inputs(1, torch.float32)
     spec = lmzoo.trace(model, inputs)
-    settings = {**FAST, "warmup": 2}  # a session's first runs are slow (arena allocation)
-    table = lmzoo.latency_table(spec, backend=backend, model=model, example_inputs=inputs, **settings)
-    # the chain of identity convs must really run every conv: a runtime that constant-folds or
-    # drops them makes this ratio collapse (it was 0.02 before the chain took real inputs). On
-    # these tiny convs onnxruntime's per-call overhead alone puts isolated entries ~5x too high.
-    assert 0.1 < table.metadata["calibration"]["context_scale"] < 3
-    assert table.metadata["backend"] == backend
+    table = lmzoo.latency_table(spec, model=model, example_inputs=inputs, **FAST)
+    assert table.metadata["calibration"]["context_scale"] > 0 and table.fixed_ms >= 0
+    assert any(
+        cfg.activation == "groupnorm+silu"
+        for cfg in map(lambda c: conv_config(spec, c), table.entries)
+        if cfg
+    )
