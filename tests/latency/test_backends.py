@@ -39,7 +39,8 @@ def test_benchmark_does_not_touch_the_model_and_accepts_a_batch_size():
 
 
 def test_compare_interleaves_models_and_pools_their_runs():
-    small, big = _net(), nn.Sequential(*[nn.Conv2d(4, 4, 7, padding=3) for _ in range(6)]).eval()
+    small = nn.Conv2d(4, 4, 1).eval()
+    big = nn.Sequential(nn.Conv2d(4, 16, 7, padding=3), *[nn.Conv2d(16, 16, 7, padding=3) for _ in range(6)])
     timed = compare({"small": small, "big": big}, torch.randn(1, 4, 32, 32), warmup=1, runs=12, rounds=4)
     assert timed["small"].runs == timed["big"].runs == 12
     assert timed["big"].median_ms > timed["small"].median_ms
