@@ -46,3 +46,7 @@ class InfeasibleBudgetError(LmzooError, ValueError):
 
 class LatencyBackendUnavailable(LmzooError, RuntimeError):
     """A latency backend (or the device it needs) cannot run here; the message says what to install."""
+
+
+class DataNotFoundError(LmzooError, FileNotFoundError):
+    """A data set is not where lmzoo looked; the message lists the places and how to get it."""
