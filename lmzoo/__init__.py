@@ -31,6 +31,7 @@ from lmzoo.core import (
 )
 from lmzoo.engine import apply_plan, merge, trace
 from lmzoo.errors import (
+    DataNotFoundError,
     InfeasibleBudgetError,
     InvalidArgumentError,
     InvalidInputError,
@@ -42,6 +43,7 @@ from lmzoo.errors import (
     NotConfiguredError,
     UnsupportedModelError,
 )
+from lmzoo.importance import importance_table
 from lmzoo.latency import LatencyStats, benchmark, latency_table
 
 __version__ = "0.1.0.dev0"
@@ -51,6 +53,7 @@ __all__ = [
     "PAPER_RULES",
     "Candidate",
     "CandidateRules",
+    "DataNotFoundError",
     "FrontierPoint",
     "ImportanceTable",
     "InfeasibleBudgetError",
@@ -72,6 +75,7 @@ __all__ = [
     "benchmark",
     "candidates",
     "frontier",
+    "importance_table",
     "latency_table",
     "merge",
     "registered_families",
