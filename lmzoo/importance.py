@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from lmzoo.core.candidates import Candidate, candidates
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
-from lmzoo.core.tables import ImportanceTable
+from lmzoo.core.tables import ImportanceTable, write_atomic
 from lmzoo.errors import InvalidArgumentError, InvalidTableError, LmzooError
 
 RECORD_FORMAT = "lmzoo.importance-entry/1"
@@ -244,7 +244,7 @@ class _Store:
         return self._path(cand).is_file()
 
     def write(self, record: EntryRecord) -> None:
-        _write_atomic(self._path(record.candidate), json.dumps(record.to_dict(), allow_nan=False))
+        write_atomic(self._path(record.candidate), json.dumps(record.to_dict(), allow_nan=False))
 
     def records(self) -> dict[Candidate, EntryRecord]:
         found = {}
@@ -263,17 +263,8 @@ class _Store:
         if path.is_file():
             return dict(json.loads(path.read_text()))
         metrics = compute()
-        _write_atomic(path, json.dumps(metrics))
+        write_atomic(path, json.dumps(metrics))
         return metrics
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 # -- estimators -----------------------------------------------------------------------------------

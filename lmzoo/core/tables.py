@@ -149,7 +149,7 @@ class _CandidateTable:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the table as JSON; atomic (a reader never sees a half-written file)."""
-        _write_atomic(Path(path), json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        write_atomic(Path(path), json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
     @classmethod
     def load(cls: type[T], path: str | os.PathLike[str]) -> T:
@@ -255,7 +255,8 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not allowed in a table")
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers never see half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
