@@ -313,12 +313,7 @@ def _build_chain(model: nn.Module, layout: ChainLayout, spec: Spec, plan: Plan) 
                 [_shortcut(model, s) for s in inner],
             )
         )
-        position = spec.positions[cand.end]
-        kind = position.activation
-        if kind is None and cand.length >= 2:
-            kind = position.inserted_activation
-        if cand.end in plan.linear:
-            kind = None
+        kind = None if cand.end in plan.linear else spec.block_activation(cand.start, cand.end)
         applied = kind
         if not cand.kept and kind in _IDEMPOTENT and kind == previous_kind and cand.end not in span_targets:
             kind = None  # an identity block between two equal idempotent activations: act(act(x)) = act(x)

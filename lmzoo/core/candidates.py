@@ -105,11 +105,13 @@ PAPER_RULES = CandidateRules()
 
 @dataclass(frozen=True)
 class BlockGeometry:
-    """What keeping ``kept`` in a block gives: the merged conv's kernel, stride and depthwise-ness."""
+    """What keeping ``kept`` in a block gives: the merged conv's kernel, stride, depthwise-ness and
+    padding (all of the block's padding on its input: P = sum_l p_l * prod_{m<l} s_m)."""
 
     kernel: int
     stride: int
     depthwise: bool
+    padding: int = 0
 
 
 def block_geometry(spec: Spec, start: int, end: int, kept: Iterable[int]) -> BlockGeometry:
@@ -121,14 +123,15 @@ def block_geometry(spec: Spec, start: int, end: int, kept: Iterable[int]) -> Blo
     kept = tuple(kept)
     if not kept:
         return BlockGeometry(IDENTITY_KERNEL, 1, False)
-    kernel, stride = 1, 1
+    kernel, stride, padding = 1, 1, 0
     for index in kept:
         unit = spec.unit(index)
         kernel += stride * (unit.kernel - 1)
+        padding += stride * unit.padding
         stride *= unit.stride
     projection_inside = any(s.projection is not None for s in spec.spans_inside(start, end))
     depthwise = all(spec.unit(k).depthwise for k in kept) and not projection_inside
-    return BlockGeometry(kernel, stride, depthwise)
+    return BlockGeometry(kernel, stride, depthwise, padding)
 
 
 def check_candidate(spec: Spec, candidate: Candidate) -> None:

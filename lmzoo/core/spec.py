@@ -117,6 +117,14 @@ class Spec:
         """Residual spans lying entirely inside block (start, end]: fused into its kernel."""
         return (s for s in self.spans if start <= s.source and s.target <= end)
 
+    def block_activation(self, start: int, end: int) -> str | None:
+        """The activation after block (start, end]: the position's own, or the one the architecture
+        inserts where a block of >= 2 units ends on a linear position (MobileNetV2)."""
+        position = self.positions[end]
+        if position.activation is None and end - start >= 2:
+            return position.inserted_activation
+        return position.activation
+
     def block_is_valid(self, start: int, end: int) -> bool:
         """A block is valid when it crosses no barrier and no residual span only partly overlaps it."""
         if not 0 <= start < end <= self.length:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmzoo.core.candidates import IDENTITY_KERNEL, METHODS, Candidate, candidates
+from lmzoo.core.candidates import IDENTITY_KERNEL, METHODS, Candidate, block_geometry, candidates
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
 from lmzoo.core.tables import LatencyTable
@@ -94,25 +94,16 @@ def conv_config(spec: Spec, cand: Candidate) -> ConvConfig | None:
     if cand.kernel == IDENTITY_KERNEL:
         return None
     first, last = spec.unit(cand.start + 1), spec.unit(cand.end)
-    # all padding moves onto the block input: P = sum_l p_l * prod_{m<l} s_m over kept convs
-    padding, stride = 0, 1
-    for index in cand.kept:
-        unit = spec.unit(index)
-        padding += unit.padding * stride
-        stride *= unit.stride
-    position = spec.positions[cand.end]
-    activation = position.activation
-    if activation is None and cand.length >= 2:
-        activation = position.inserted_activation
+    geometry = block_geometry(spec, cand.start, cand.end, cand.kept)
     return ConvConfig(
         in_channels=first.in_channels,
         out_channels=last.out_channels,
         kernel=cand.kernel,
         stride=cand.stride,
-        padding=padding,
+        padding=geometry.padding,
         groups=first.in_channels if cand.depthwise else 1,
         input_shape=first.input_shape,
-        activation=activation,
+        activation=spec.block_activation(cand.start, cand.end),
     )
 
 
