@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lmzoo.core.candidates import Candidate, candidates
+from lmzoo.core.candidates import METHODS, Candidate, candidates
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
 from lmzoo.core.tables import ImportanceTable, write_atomic
@@ -128,7 +128,7 @@ def importance_table(
     if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
         raise InvalidArgumentError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
     if cands is None:
-        cands = {c for m in ("layermerge", "depth", "layer") for c in candidates(spec, method=m)}
+        cands = {c for m in METHODS for c in candidates(spec, method=m)}
     ordered = sorted(set(cands), key=lambda c: (c.start, c.end, c.kernel, c.depthwise, c.kept))
     with tempfile.TemporaryDirectory() as scratch:
         store = _Store(Path(workdir) if workdir is not None else Path(scratch), estimator, settings, seed)
@@ -197,7 +197,8 @@ def _assemble(
             f"{len(missing)} of {len(ordered)} importance entries are not measured yet (other shards?); "
             "run the remaining shards, then call again: finished entries are kept"
         )
-    failed = [r for c, r in records.items() if r.status != "ok" and c in set(ordered)]
+    wanted = set(ordered)
+    failed = [r for c, r in records.items() if r.status != "ok" and c in wanted]
     if failed:
         first, where = failed[0], failed[0].candidate
         raise InvalidTableError(
@@ -288,16 +289,23 @@ class _Context:
         self.device = device
         self.base: dict[str, Any] = {}
 
-    def configured(self, plan: Plan) -> nn.Module:
+    def configured(self, plan: Plan, source: nn.Module | None = None) -> nn.Module:
         from lmzoo.engine import apply_plan
 
-        return apply_plan(self.model, self.spec, plan).to(self.device)
+        return apply_plan(source or self.model, self.spec, plan).to(self.device)
 
-    def plan_with(self, cand: Candidate) -> Plan:
-        """The identity plan with ``cand`` in place of the units it covers."""
+    def compressed(self, cand: Candidate) -> nn.Module:
+        """The configured network with only ``cand`` compressed (the identity plan elsewhere). A block
+        that keeps one conv of several starts that conv afresh (paper)."""
+        source = self.model
+        if cand.length > 1 and len(cand.kept) == 1:
+            source = copy.deepcopy(self.model)
+            conv = source.get_submodule(self.spec.unit(cand.kept[0]).path)
+            assert isinstance(conv, nn.Conv2d)
+            conv.reset_parameters()
         blocks = [b for b in Plan.identity(self.spec) if not cand.start < b.end <= cand.end]
         blocks.insert(cand.start, cand)
-        return Plan(blocks)
+        return self.configured(Plan(blocks), source)
 
     def loader(
         self, dataset: Dataset[Any], *, batch_size: int, shuffle: bool, seed: int = 0
@@ -319,23 +327,10 @@ class _Context:
         return {"accuracy": 100.0 * correct / total, "loss": loss / total, "heldout": total}
 
 
-def _reinitialise_single_kept_conv(model: nn.Module, spec: Spec, cand: Candidate) -> nn.Module:
-    """Paper: a block that keeps one conv of several starts that conv afresh."""
-    if cand.length > 1 and len(cand.kept) == 1:
-        model = copy.deepcopy(model)
-        conv = model.get_submodule(spec.unit(cand.kept[0]).path)
-        assert isinstance(conv, nn.Conv2d)
-        conv.reset_parameters()
-    return model
-
-
 def _finetune(context: _Context, cand: Candidate, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     s = context.settings
-    from lmzoo.engine import apply_plan
-
-    source = _reinitialise_single_kept_conv(context.model, context.spec, cand)
-    net = apply_plan(source, context.spec, context.plan_with(cand)).to(context.device).train()
+    net = context.compressed(cand).train()
     loader = context.loader(context.data.train, batch_size=s.batch_size, shuffle=True, seed=seed)
     steps = max(1, int(len(loader) * s.epochs * s.step_fraction))
     optimizer = torch.optim.SGD(
@@ -367,10 +362,7 @@ def _finetune(context: _Context, cand: Candidate, seed: int) -> dict[str, Any]:
 @torch.no_grad()
 def _bn_recalibration(context: _Context, cand: Candidate, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
-    source = _reinitialise_single_kept_conv(context.model, context.spec, cand)
-    from lmzoo.engine import apply_plan
-
-    net = apply_plan(source, context.spec, context.plan_with(cand)).to(context.device)
+    net = context.compressed(cand)
     norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in norms:
         m.reset_running_stats()

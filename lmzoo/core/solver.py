@@ -21,7 +21,7 @@ Methods (DESIGN §7) are the same DP over different options:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -320,8 +320,8 @@ def _check_same_network(latency: LatencyTable, importance: ImportanceTable, spec
         raise InvalidTableError(f"the tables come from different networks (spec fingerprints: {detail})")
 
 
-def _identity_candidates(universe: object, kind: str) -> list[Candidate]:
-    keys: set[Candidate] = set(universe)  # type: ignore[call-overload]
+def _identity_candidates(universe: Iterable[Candidate], kind: str) -> list[Candidate]:
+    keys = set(universe)
     if not keys:
         raise InvalidTableError("the tables hold no candidate of this method (not even the identity plan)")
     length = max(c.end for c in keys)
