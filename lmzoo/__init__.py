@@ -45,6 +45,7 @@ from lmzoo.errors import (
 )
 from lmzoo.importance import importance_table
 from lmzoo.latency import LatencyStats, benchmark, latency_table
+from lmzoo.zoo import list_models, load
 
 __version__ = "0.1.0.dev0"
 
@@ -77,6 +78,8 @@ __all__ = [
     "frontier",
     "importance_table",
     "latency_table",
+    "list_models",
+    "load",
     "merge",
     "registered_families",
     "solve",

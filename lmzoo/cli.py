@@ -272,8 +272,7 @@ def bench(
     import lmzoo
     from lmzoo.core.tables import LatencyTable
     from lmzoo.errors import InvalidTableError
-    from lmzoo.latency.card import latency_card, plot_block_latency, write_card
-    from lmzoo.latency.table import compare, deploy_form, measurement_record
+    from lmzoo.latency.card import measure_plan, plot_block_latency, write_card
 
     model = _timm_model(model_name, in_chans=in_chans, num_classes=num_classes)
     x = _image_input(in_chans, input_size)
@@ -285,9 +284,11 @@ def bench(
         raise InvalidTableError(
             f"{latency_table} was measured for another network than {model_name} at {input_size}"
         )
-    merged = lmzoo.merge(lmzoo.apply_plan(model, spec, plan))
-    timed = compare(
-        {"base": deploy_form(model, spec), "merged": merged, "unfused": model},
+    card, timed = measure_plan(
+        model_name,
+        model,
+        spec,
+        plan,
         x,
         backend=backend,
         device=device,
@@ -296,23 +297,7 @@ def bench(
         threads=threads,
         runs=runs,
         rounds=rounds,
-    )
-    measurement = {
-        **measurement_record(backend, device, batch_size, dtype, threads),
-        "rounds": rounds,
-        "input": [batch_size, in_chans, input_size, input_size],
-    }
-    if runs is not None:
-        measurement["runs"] = runs
-    card = latency_card(
-        model=model_name,
-        plan=plan,
-        measurement=measurement,
-        base=timed["base"],
-        merged=timed["merged"],
-        base_unfused=timed["unfused"],
         table=table,
-        spec=spec,
     )
     if card_file:
         write_card(card, card_file)
@@ -333,6 +318,101 @@ def bench(
             f"  predicted:           {p['merged_ms']:.4g} ms ({p['speedup']:.3f}x); "
             f"error {p['merged_error'] * 100:+.1f}% of the prediction"
         )
+
+
+@main.command()
+@click.argument("recipe")
+@click.option("--profile", default=None, help="Recipe profile, e.g. smoke [default: the recipe's default].")
+@click.option(
+    "--workdir", type=click.Path(file_okay=False), default=None, help="Stage cache [default: $LMZOO_WORKDIR]."
+)
+@click.option(
+    "--until",
+    type=click.Choice(["base", "latency", "importance", "solve", "finetune", "merge", "evaluate", "card"]),
+    default="card",
+    show_default=True,
+    help="Stop after this stage.",
+)
+@click.option("--device", default="cpu", show_default=True, help="Device for training and evaluation.")
+@_user_errors
+def build(recipe: str, profile: str | None, workdir: str | None, until: str, device: str) -> None:
+    """Build zoo entries from RECIPE (a recipe file, a recipe name for all its speed-ups, or one zoo
+    entry name such as mobilenetv2-fmnist-layermerge-1.6x). Every stage is cached under the work
+    directory, so a rerun resumes; the checkpoints go to the local store ($LMZOO_HOME)."""
+    from lmzoo import pipeline
+    from lmzoo.recipes import load_recipe
+
+    resolved, speedup = load_recipe(recipe, profile)
+    written = pipeline.build(
+        resolved,
+        speedups=[speedup] if speedup is not None else None,
+        workdir=workdir,
+        until=until,
+        device=device,
+        log=lambda message: click.echo(message, err=True),
+    )
+    for path in written:
+        click.echo(str(path))
+
+
+def _parse_shard(_ctx: Any, _param: Any, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        i, n = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise click.BadParameter("expected i/n with 0 <= i < n, e.g. 0/2") from None
+    if not 0 <= i < n:
+        raise click.BadParameter("expected i/n with 0 <= i < n, e.g. 0/2")
+    return i, n
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["importance", "latency"]))
+@click.argument("recipe")
+@click.option("--profile", default=None, help="Recipe profile, e.g. smoke [default: the recipe's default].")
+@click.option(
+    "--workdir", type=click.Path(file_okay=False), default=None, help="Stage cache [default: $LMZOO_WORKDIR]."
+)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the table here.")
+@click.option("--shard", callback=_parse_shard, default=None, help="Run every n-th importance entry: i/n.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--estimator", default=None, help="Override the recipe's importance estimator.")
+@click.option("--device", default="cpu", show_default=True, help="Device for training and importance runs.")
+@_user_errors
+def tables(
+    kind: str,
+    recipe: str,
+    profile: str | None,
+    workdir: str | None,
+    out: str | None,
+    shard: tuple[int, int] | None,
+    executor: str,
+    estimator: str | None,
+    device: str,
+) -> None:
+    """Build one table (importance or latency) for RECIPE (a recipe file, family or zoo entry name),
+    with the same stage code and cache as `lmzoo build`. Prints the table's path."""
+    from lmzoo import pipeline
+    from lmzoo.recipes import load_recipe
+    from lmzoo.tasks import task_for
+
+    resolved, _ = load_recipe(recipe, profile)
+    ws = pipeline.Workspace.for_recipe(resolved, workdir)
+    model = pipeline.base_stage(ws, device=device)
+    task = task_for(model)
+    train_set, _test = pipeline.datasets(resolved)
+    spec = pipeline.trace_spec(resolved, model, task, train_set)
+    table: Any
+    if kind == "latency":
+        table, path = pipeline.latency_stage(ws, model, spec, pipeline.example_inputs(task, train_set))
+    else:
+        table, path = pipeline.importance_stage(
+            ws, model, spec, train_set, estimator=estimator, shard=shard, executor=executor, device=device
+        )
+    if out:
+        table.save(out)
+    click.echo(out or str(path))
 
 
 def _timm_model(name: str, *, in_chans: int, num_classes: int | None) -> Any:

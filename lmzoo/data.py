@@ -58,6 +58,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         mean: Sequence[float],
         std: Sequence[float],
         pad_to: int | None = None,
+        pad_value: float = 0.0,
         name: str = "images",
     ) -> None:
         if images.ndim != 4 or images.dtype != np.uint8 or len(images) != len(labels):
@@ -67,6 +68,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self.pad_to = pad_to
+        self.pad_value = pad_value
         self.name = name
 
     def __len__(self) -> int:
@@ -77,7 +79,9 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         if self.pad_to is not None:
             extra_h, extra_w = self.pad_to - x.shape[-2], self.pad_to - x.shape[-1]
             x = torch.nn.functional.pad(
-                x, (extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2)
+                x,
+                (extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2),
+                value=self.pad_value,
             )
         return x, int(self.labels[index])
 
@@ -100,8 +104,12 @@ def fashion_mnist(
     root: str | os.PathLike[str] | None = None,
     download: bool = False,
     pad_to: int | None = None,
+    normalize: str = "standard",
 ) -> ImageDataset:
-    """Fashion-MNIST ``split`` ("train": 60,000 images, "test": 10,000), 1x28x28, 10 classes."""
+    """Fashion-MNIST ``split`` ("train": 60,000 images, "test": 10,000), 1x28x28, 10 classes.
+
+    ``normalize="standard"`` uses the data set's mean and std (padding is 0, the mean);
+    ``"symmetric"`` maps pixels to [-1, 1] as DDPM expects (padding is -1, black)."""
     _check_split(split)
     images_name, labels_name = FASHION_MNIST_FILES[split]
     places = _fashion_mnist_places(root)
@@ -109,16 +117,18 @@ def fashion_mnist(
         if (place / images_name).is_file() and (place / labels_name).is_file():
             images = read_idx(place / images_name)
             labels = read_idx(place / labels_name)
+            mean, std, pad_value = _normalization(normalize, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
             return ImageDataset(
                 images[:, None],
                 labels,
-                mean=FASHION_MNIST_MEAN,
-                std=FASHION_MNIST_STD,
+                mean=mean,
+                std=std,
                 pad_to=pad_to,
+                pad_value=pad_value,
                 name=f"fashion-mnist/{split}",
             )
     if download:
-        return _download_fashion_mnist(split, Path(root or _data_home() / "fashion-mnist"), pad_to)
+        return _download_fashion_mnist(split, Path(root or _data_home() / "fashion-mnist"), pad_to, normalize)
     looked = ", ".join(str(p) for p in places)
     raise DataNotFoundError(
         f"Fashion-MNIST ({images_name}, {labels_name}) not found in: {looked}. Get it with "
@@ -136,7 +146,17 @@ def _fashion_mnist_places(root: str | os.PathLike[str] | None) -> list[Path]:
     return places
 
 
-def _download_fashion_mnist(split: str, root: Path, pad_to: int | None) -> ImageDataset:
+def _normalization(
+    normalize: str, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[tuple[float, ...], tuple[float, ...], float]:
+    if normalize == "standard":
+        return mean, std, 0.0
+    if normalize == "symmetric":
+        return (0.5,) * len(mean), (0.5,) * len(std), -1.0
+    raise InvalidArgumentError(f"normalize must be 'standard' or 'symmetric', got {normalize!r}")
+
+
+def _download_fashion_mnist(split: str, root: Path, pad_to: int | None, normalize: str) -> ImageDataset:
     from torchvision.datasets import FashionMNIST
 
     try:
@@ -146,7 +166,7 @@ def _download_fashion_mnist(split: str, root: Path, pad_to: int | None) -> Image
             f"downloading Fashion-MNIST into {root} failed ({err}); on Debian use "
             "`apt-get install dataset-fashion-mnist` instead"
         ) from None
-    return fashion_mnist(split, root=root / "FashionMNIST" / "raw", pad_to=pad_to)
+    return fashion_mnist(split, root=root / "FashionMNIST" / "raw", pad_to=pad_to, normalize=normalize)
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -175,8 +195,12 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 _CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 
-def cifar10(split: str = "train", *, root: str | os.PathLike[str] | None = None) -> ImageDataset:
-    """CIFAR-10 ``split`` from torchvision's layout (``ROOT/cifar-10-batches-py``), 3x32x32."""
+def cifar10(
+    split: str = "train", *, root: str | os.PathLike[str] | None = None, normalize: str = "standard"
+) -> ImageDataset:
+    """CIFAR-10 ``split`` from torchvision's layout (``ROOT/cifar-10-batches-py``), 3x32x32;
+    ``normalize`` as for :func:`fashion_mnist` ("symmetric" for DDPM)."""
+    mean, std, _ = _normalization(normalize, CIFAR10_MEAN, CIFAR10_STD)
     _check_split(split)
     candidates = [Path(root)] if root is not None else []
     candidates.append(_data_home())
@@ -190,8 +214,8 @@ def cifar10(split: str = "train", *, root: str | os.PathLike[str] | None = None)
             return ImageDataset(
                 images.reshape(-1, 3, 32, 32),
                 labels,
-                mean=CIFAR10_MEAN,
-                std=CIFAR10_STD,
+                mean=mean,
+                std=std,
                 name=f"cifar10/{split}",
             )
     looked = ", ".join(str(p) for p in candidates)

@@ -102,7 +102,7 @@ def check_merge(
     merged = merge(configured)
     merge_s = time.perf_counter() - started
     with torch.no_grad():
-        a, b = _tensor_output(configured(*inputs)), _tensor_output(merged(*inputs))
+        a, b = tensor_output(configured(*inputs)), tensor_output(merged(*inputs))
     return MergeCheck(
         blocks=len(plan),
         largest_kernel=max(c.kernel for c in plan),
@@ -111,7 +111,7 @@ def check_merge(
     )
 
 
-def _tensor_output(output: object) -> torch.Tensor:
+def tensor_output(output: object) -> torch.Tensor:
     sample = getattr(output, "sample", output)  # diffusers models return an output dataclass
     assert isinstance(sample, torch.Tensor)
     return sample

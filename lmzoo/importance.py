@@ -2,23 +2,29 @@
 short recovery, relative to the base network.
 
 Each entry is an independent job. Its record (value, raw metrics, wall time, seed) is written
-atomically to ``workdir/entries/`` when it finishes, so a killed run resumes without recomputing
-or corrupting finished entries; ``shard=(i, n)`` runs every n-th job, for several processes or
-GPUs sharing one work directory. A table is only returned once every entry is present and none
-failed.
+atomically under ``workdir`` when it finishes, so a killed run resumes without recomputing or
+corrupting finished entries; ``shard=(i, n)`` runs every n-th job, for several processes or GPUs
+sharing one work directory, and ``executor="ray"`` runs the jobs as Ray tasks. A table is only
+returned once every entry is present and none failed.
 
-Estimators (classification, I = exp(Δtop-1 / 100) on the held-out subset):
+The metric comes from the task (:mod:`lmzoo.tasks`): classification I = exp(Δtop-1 / 100), DDPM
+denoising I = exp(−ΔL / L_base), both on the held-out subset. Estimators:
 
-- ``finetune`` — the paper's: re-initialise the conv of a block that keeps one conv of several,
-  fine-tune the whole network for one epoch of the importance-train subset (SGD, Nesterov,
-  cosine decay), measure held-out top-1;
+- ``finetune`` — the paper's: a block that keeps one conv of several starts that conv and its norm
+  afresh, then the whole network is fine-tuned for one epoch of importance-train (SGD + Nesterov,
+  cosine decay; Adam for DDPM), and measured on the held-out subset;
 - ``finetune-short`` — the same with a tenth of the steps;
-- ``bn-recalibration`` — no training: re-estimate the BatchNorm statistics on the importance-train
-  subset, then measure. Cheapest; its rank agreement with ``finetune`` is to be measured.
+- ``block-distill`` — only the compressed block is trained, to reproduce the base network's map at
+  the block's end from cached maps at its start; then only the rest of the network is run on cached
+  held-out maps. Chain families (timm ResNet, MobileNetV2);
+- ``bn-recalibration`` — no training: BatchNorm statistics re-estimated on importance-train.
+
+Cost and rank agreement with ``finetune`` are measured in ``tests/benchmarks/bench_importance.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -27,7 +33,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,23 +48,27 @@ from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
 from lmzoo.core.tables import ImportanceTable, write_atomic
 from lmzoo.errors import InvalidArgumentError, InvalidTableError, LmzooError
+from lmzoo.tasks import Task, task_for
+from lmzoo.training import TrainingDiverged, TrainSettings, train
 
 RECORD_FORMAT = "lmzoo.importance-entry/1"
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
-class FinetuneSettings:
-    """The recovery run of one entry. Paper: lr 0.1, momentum 0.9, Nesterov, wd 1e-5, batch 256,
-    one epoch of the importance-train subset with cosine decay."""
+class FinetuneSettings(TrainSettings):
+    """The recovery run of one entry. Defaults are the paper's classification recipe: SGD lr 0.1,
+    momentum 0.9, Nesterov, wd 1e-5, batch 256, one epoch of importance-train, cosine decay."""
 
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-5
-    batch_size: int = 256
-    epochs: float = 1.0
-    #: fraction of the steps actually run (finetune-short uses 0.1)
-    step_fraction: float = 1.0
     eval_batch_size: int = 512
+    #: block-distill: Adam steps on the block alone (in its merged form), their lr and batch
+    block_steps: int = 50
+    block_lr: float = 3e-3
+    block_batch_size: int = 128
+
+
+#: The paper's DDPM importance recipe (official code): Adam lr 2e-4, 50 epochs of a 500-image subset.
+DDPM_FINETUNE = FinetuneSettings(optimizer="adam", lr=2e-4, weight_decay=0.0, batch_size=128, epochs=50)
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,10 @@ class ImportanceData:
 
 class EntryFailed(LmzooError):
     """One entry's estimator failed (e.g. its loss diverged); recorded, never turned into a value."""
+
+
+class IncompleteTableError(LmzooError):
+    """Some entries of an importance table are not measured yet (other shards still running)."""
 
 
 @dataclass
@@ -105,23 +120,30 @@ def importance_table(
     *,
     estimator: str = "finetune",
     settings: FinetuneSettings | None = None,
+    task: Task | None = None,
     cands: Iterable[Candidate] | None = None,
     workdir: str | os.PathLike[str] | None = None,
     shard: tuple[int, int] | None = None,
+    executor: str = "local",
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
 ) -> ImportanceTable:
     """Measure one importance entry per candidate (default: every method's candidates).
 
-    ``workdir`` keeps one record per finished entry (and resumes from them); without it a temporary
-    directory is used. With ``shard=(i, n)`` only every n-th job runs here; the table is returned
-    when all shards are done, otherwise IncompleteTableError says how many entries are missing.
+    ``task`` defaults to denoising for diffusers UNets and classification otherwise. ``workdir``
+    keeps one record per finished entry (and resumes from them); without it a temporary directory
+    is used. With ``shard=(i, n)`` only every n-th job runs here; the table is returned when all
+    shards are done, otherwise IncompleteTableError says how many entries are missing.
+    ``executor="ray"`` submits the jobs as Ray tasks to the cluster ``ray.init()`` connects to
+    (``RAY_ADDRESS``, or a local one); records are still written here as results arrive.
     """
     if estimator not in ESTIMATORS:
         raise InvalidArgumentError(
             f"unknown importance estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}"
         )
+    if executor not in EXECUTORS:
+        raise InvalidArgumentError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     settings = settings or FinetuneSettings()
     if estimator == "finetune-short":
         settings = replace(settings, step_fraction=min(settings.step_fraction, 0.1))
@@ -130,9 +152,17 @@ def importance_table(
     if cands is None:
         cands = {c for m in METHODS for c in candidates(spec, method=m)}
     ordered = sorted(set(cands), key=lambda c: (c.start, c.end, c.kernel, c.depthwise, c.kept))
+    task = task or task_for(model)
+    context = _Context(model, spec, data, settings, task, torch.device(device))
+    if estimator == "block-distill":
+        context.chain()  # fails early for families without a chain
+    if estimator == "bn-recalibration" and (task.name != "classification" or not _batch_norms(model)):
+        raise InvalidArgumentError(
+            "the bn-recalibration estimator needs a classifier with BatchNorm layers; "
+            "use finetune or finetune-short for this model"
+        )
     with tempfile.TemporaryDirectory() as scratch:
         store = _Store(Path(workdir) if workdir is not None else Path(scratch), estimator, settings, seed)
-        context = _Context(model, spec, data, settings, torch.device(device))
         base = store.base(lambda: context.evaluate(context.configured(Plan.identity(spec))))
         context.base = base
         jobs = [c for c in ordered if not _is_identity(c)]
@@ -145,20 +175,75 @@ def importance_table(
             total=len(jobs),
             initial=len(jobs) - len(todo),
             desc=f"importance ({estimator})",
+            unit="entry",
             file=sys.stderr,
             disable=not progress,
         )
-        with bar:
-            for cand in todo:
-                store.write(
-                    _run_entry(ESTIMATORS[estimator], context, cand, _entry_seed(seed, cand), estimator)
-                )
-                bar.update(1)
-        return _assemble(store, ordered, spec, estimator, settings, base, seed)
+        run = _run_local if executor == "local" else _run_ray
+        try:
+            with bar:
+                for record in run(context, estimator, todo, seed):
+                    store.write(record)
+                    bar.update(1)
+        finally:
+            _PROCESS_MAPS.pop(context.token, None)
+        return _assemble(store, ordered, spec, estimator, settings, task, base, seed)
 
 
-class IncompleteTableError(LmzooError):
-    """Some entries of an importance table are not measured yet (other shards still running)."""
+def _run_local(
+    context: _Context, estimator: str, todo: Sequence[Candidate], seed: int
+) -> Iterator[EntryRecord]:
+    for cand in todo:
+        yield run_entry(context, estimator, cand, seed)
+
+
+def _run_ray(
+    context: _Context, estimator: str, todo: Sequence[Candidate], seed: int
+) -> Iterator[EntryRecord]:
+    """One Ray task per entry; results are yielded as they finish (in any order)."""
+    try:
+        import ray
+    except ImportError:
+        raise InvalidArgumentError(
+            "executor='ray' needs Ray: pip install 'lmzoo[ray]' (or use the local executor)"
+        ) from None
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, include_dashboard=False)
+    remote = ray.remote(num_cpus=1)(run_entry)
+    shared = ray.put(context)
+    pending = [remote.remote(shared, estimator, cand, seed) for cand in todo]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(done[0])
+
+
+def run_entry(context: _Context, estimator: str, cand: Candidate, seed: int) -> EntryRecord:
+    """Run one entry; a diverging recovery becomes a failed record (never a value)."""
+    if context.device.type == "cpu" and torch.get_num_threads() > 1 and _in_ray_worker():
+        torch.set_num_threads(1)  # one CPU per Ray task: do not oversubscribe the node
+    entry_seed = _entry_seed(seed, cand)
+    started = time.perf_counter()
+    try:
+        metrics = ESTIMATORS[estimator](context, cand, entry_seed)
+    except (EntryFailed, TrainingDiverged) as err:
+        return EntryRecord(
+            cand, "failed", None, {}, time.perf_counter() - started, entry_seed, estimator, str(err)
+        )
+    value = context.task.importance(metrics, context.base)
+    if not math.isfinite(value):
+        return EntryRecord(
+            cand, "failed", None, metrics, time.perf_counter() - started, entry_seed, estimator,
+            f"the held-out metric is not finite ({metrics}); lower the lr",
+        )  # fmt: skip
+    return EntryRecord(cand, "ok", value, metrics, time.perf_counter() - started, entry_seed, estimator)
+
+
+def _in_ray_worker() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return bool(ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE)
 
 
 def _is_identity(cand: Candidate) -> bool:
@@ -171,22 +256,13 @@ def _entry_seed(seed: int, cand: Candidate) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def _run_entry(estimate: Estimator, context: _Context, cand: Candidate, seed: int, name: str) -> EntryRecord:
-    started = time.perf_counter()
-    try:
-        metrics = estimate(context, cand, seed)
-    except EntryFailed as err:
-        return EntryRecord(cand, "failed", None, {}, time.perf_counter() - started, seed, name, str(err))
-    value = math.exp((metrics["accuracy"] - context.base["accuracy"]) / 100.0)
-    return EntryRecord(cand, "ok", value, metrics, time.perf_counter() - started, seed, name)
-
-
 def _assemble(
     store: _Store,
     ordered: Sequence[Candidate],
     spec: Spec,
     estimator: str,
     settings: FinetuneSettings,
+    task: Task,
     base: dict[str, Any],
     seed: int,
 ) -> ImportanceTable:
@@ -214,10 +290,11 @@ def _assemble(
         spec=spec,
         metadata={
             "estimator": estimator,
+            "task": task.name,
             "settings": asdict(settings),
             "seed": seed,
             "base": base,
-            "metric": "top-1 accuracy (%) on the held-out subset; I = exp(delta / 100)",
+            "metric": task.importance_rule,
             "measured_entries": measured,
             "wall_s_total": wall,
             "wall_s_per_entry": wall / measured if measured else 0.0,
@@ -272,7 +349,8 @@ class _Store:
 
 
 class _Context:
-    """What every estimator needs: the base model and spec, the data, settings, device."""
+    """What every estimator needs: the base model and spec, the data, settings, task, device.
+    Pickled once per Ray cluster (``ray.put``); per-process caches are not pickled."""
 
     def __init__(
         self,
@@ -280,14 +358,21 @@ class _Context:
         spec: Spec,
         data: ImportanceData,
         settings: FinetuneSettings,
+        task: Task,
         device: torch.device,
     ):
         self.model = model
         self.spec = spec
         self.data = data
         self.settings = settings
+        self.task = task
         self.device = device
         self.base: dict[str, Any] = {}
+        self.token = uuid.uuid4().hex
+        self._maps: _BlockMaps | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_maps": None}
 
     def configured(self, plan: Plan, source: nn.Module | None = None) -> nn.Module:
         from lmzoo.engine import apply_plan
@@ -296,80 +381,104 @@ class _Context:
 
     def compressed(self, cand: Candidate) -> nn.Module:
         """The configured network with only ``cand`` compressed (the identity plan elsewhere). A block
-        that keeps one conv of several starts that conv afresh (paper)."""
+        that keeps one conv of several starts that conv, and the norm right after it, afresh (paper)."""
         source = self.model
         if cand.length > 1 and len(cand.kept) == 1:
             source = copy.deepcopy(self.model)
-            conv = source.get_submodule(self.spec.unit(cand.kept[0]).path)
+            path = self.spec.unit(cand.kept[0]).path
+            conv = source.get_submodule(path)
             assert isinstance(conv, nn.Conv2d)
             conv.reset_parameters()
+            norm = _norm_after(source, path, self.example_inputs())
+            if norm is not None:
+                norm.reset_parameters()  # BatchNorm: unit affine and fresh running statistics
         blocks = [b for b in Plan.identity(self.spec) if not cand.start < b.end <= cand.end]
         blocks.insert(cand.start, cand)
         return self.configured(Plan(blocks), source)
 
-    def loader(
-        self, dataset: Dataset[Any], *, batch_size: int, shuffle: bool, seed: int = 0
-    ) -> DataLoader[Any]:
-        generator = torch.Generator().manual_seed(seed)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        return tuple(t.to(self.device) for t in self.task.example_inputs(self.data.train, batch_size=2))
 
-    @torch.no_grad()
     def evaluate(self, net: nn.Module) -> dict[str, Any]:
-        net.eval()
-        correct = total = 0
-        loss = 0.0
-        for x, y in self.loader(self.data.heldout, batch_size=self.settings.eval_batch_size, shuffle=False):
-            x, y = x.to(self.device), y.to(self.device)
-            logits = net(x)
-            loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            total += int(y.numel())
-        return {"accuracy": 100.0 * correct / total, "loss": loss / total, "heldout": total}
+        return self.task.evaluate(
+            net, self.data.heldout, batch_size=self.settings.eval_batch_size, device=self.device
+        )
+
+    def chain(self, net: nn.Module | None = None) -> Any:
+        from lmzoo.adapters._chain import Chain
+
+        net = net if net is not None else self.model_identity()
+        chains = [m for m in net.modules() if isinstance(m, Chain)]
+        if len(chains) != 1:
+            raise InvalidArgumentError(
+                "the block-distill estimator needs a chain-family model (timm ResNet, MobileNetV2); "
+                "use finetune, finetune-short or bn-recalibration for this model"
+            )
+        return chains[0]
+
+    def model_identity(self) -> nn.Module:
+        return self.configured(Plan.identity(self.spec)).eval()
+
+    def maps(self) -> _BlockMaps:
+        """Cached maps of the base network (kept per process, never pickled)."""
+        cached = _PROCESS_MAPS.get(self.token)
+        if cached is None:
+            cached = _PROCESS_MAPS[self.token] = _BlockMaps(self)
+        return cached
+
+
+_Norm = nn.modules.batchnorm._BatchNorm | nn.GroupNorm | nn.LayerNorm
+
+
+def _norm_after(model: nn.Module, conv_path: str, example: tuple[torch.Tensor, ...]) -> _Norm | None:
+    """The normalisation layer that reads the conv's output directly (found by one traced forward),
+    or None when something else comes first (e.g. a DDPM time embedding is added)."""
+    conv = model.get_submodule(conv_path)
+    produced: list[torch.Tensor] = []
+    found: list[_Norm] = []
+
+    def on_conv(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        produced.append(output)
+
+    def on_norm(module: _Norm, inputs: tuple[Any, ...]) -> None:
+        if produced and not found and inputs and inputs[0] is produced[0]:
+            found.append(module)
+
+    handles = [conv.register_forward_hook(on_conv)]
+    handles += [m.register_forward_pre_hook(on_norm) for m in model.modules() if isinstance(m, _Norm)]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(*example)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return found[0] if found else None
 
 
 def _finetune(context: _Context, cand: Candidate, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
+    net = context.compressed(cand)
     s = context.settings
-    net = context.compressed(cand).train()
-    loader = context.loader(context.data.train, batch_size=s.batch_size, shuffle=True, seed=seed)
-    steps = max(1, int(len(loader) * s.epochs * s.step_fraction))
-    optimizer = torch.optim.SGD(
-        net.parameters(), lr=s.lr, momentum=s.momentum, nesterov=s.momentum > 0, weight_decay=s.weight_decay
+    summary = train(
+        net, context.data.train, s, context.task.loss(s), seed=seed, device=context.device, progress=False
     )
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    step = 0
-    last_loss = math.nan
-    while step < steps:
-        for x, y in loader:
-            x, y = x.to(context.device), y.to(context.device)
-            loss = nn.functional.cross_entropy(net(x), y)
-            if not torch.isfinite(loss):
-                value = float(loss.detach())
-                raise EntryFailed(
-                    f"the fine-tuning loss became {value} at step {step + 1} of {steps}; lower the lr"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            last_loss = float(loss.detach())
-            step += 1
-            if step >= steps:
-                break
-    return {**context.evaluate(net), "steps": steps, "train_loss": last_loss}
+    return {**context.evaluate(net), **summary}
 
 
 @torch.no_grad()
 def _bn_recalibration(context: _Context, cand: Candidate, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     net = context.compressed(cand)
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
+    for m in _batch_norms(net):
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the calibration batches
     net.train()
-    loader = context.loader(
-        context.data.train, batch_size=context.settings.batch_size, shuffle=True, seed=seed
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(
+        context.data.train, batch_size=context.settings.batch_size, shuffle=True, generator=generator
     )
     batches = 0
     for x, _ in loader:
@@ -378,8 +487,154 @@ def _bn_recalibration(context: _Context, cand: Candidate, seed: int) -> dict[str
     return {**context.evaluate(net), "calibration_batches": batches}
 
 
+def _batch_norms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+_PROCESS_MAPS: dict[str, _BlockMaps] = {}
+
+
+class _BlockMaps:
+    """The base network's maps at one chain position, for the importance-train and held-out
+    subsets, advanced position by position (entries come sorted by start) so each prefix of the
+    network runs once per subset rather than once per entry. Maps are kept in held-out-sized batches
+    (the batches ``Task.evaluate`` uses)."""
+
+    def __init__(self, context: _Context) -> None:
+        self.context = context
+        self.net = context.model_identity()
+        self.chain = context.chain(self.net)
+        self.position = 0
+        self.train = self._chain_inputs(context.data.train)
+        self.heldout = self._chain_inputs(context.data.heldout)
+        self._targets: dict[int, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def _chain_inputs(self, dataset: Dataset[Any]) -> list[tuple[torch.Tensor, dict[int, torch.Tensor]]]:
+        """The chain's input map for every batch (the stem runs once)."""
+        captured: list[torch.Tensor] = []
+
+        def grab(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            captured.append(inputs[0])
+            raise _Captured
+
+        handle = self.chain.register_forward_pre_hook(grab)
+        try:
+            for x, _ in DataLoader(dataset, batch_size=self.context.settings.eval_batch_size, shuffle=False):
+                with contextlib.suppress(_Captured):
+                    self.net(x.to(self.context.device))
+        finally:
+            handle.remove()
+        sources = self.chain._sources
+        return [(x, {0: x} if 0 in sources else {}) for x in captured]
+
+    @torch.no_grad()
+    def at(self, position: int) -> None:
+        """Advance both caches to the map at ``position`` (restarting when asked to go back)."""
+        if position < self.position:
+            self.__init__(self.context)  # type: ignore[misc]
+        while self.position < position:
+            needed = {s.source for s in self.chain.spans if s.target > self.position + 1}
+            for batches in (self.train, self.heldout):
+                for i, (x, saved) in enumerate(batches):
+                    saved = dict(saved)
+                    x = self.chain.run_blocks(x, saved, self.position, self.position + 1)
+                    batches[i] = (x, {k: v for k, v in saved.items() if k in needed})
+            self.position += 1
+            self._targets.clear()
+
+    def train_inputs(self) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        x = torch.cat([x for x, _ in self.train])
+        return x, {k: torch.cat([saved[k] for _, saved in self.train]) for k in self.train[0][1]}
+
+    @torch.no_grad()
+    def train_targets(self, end: int) -> torch.Tensor:
+        """The base network's maps at ``end`` for the importance-train subset (shared by every
+        candidate over the same span)."""
+        if end not in self._targets:
+            self._targets[end] = torch.cat(
+                [self.chain.run_blocks(x, dict(saved), self.position, end) for x, saved in self.train]
+            )
+        return self._targets[end]
+
+
+class _Captured(Exception):
+    pass
+
+
+def _block_distill(context: _Context, cand: Candidate, seed: int) -> dict[str, Any]:
+    """Train the compressed block, in its deploy form (one conv), to reproduce the base network's
+    map at the block's end; then evaluate only the network after the block's start."""
+    torch.manual_seed(seed)
+    s = context.settings
+    maps = context.maps()
+    maps.at(cand.start)
+    net = context.compressed(cand).eval()
+    chain = context.chain(net)
+    started = time.perf_counter()
+    last: float | None = None  # a block without parameters (all convs dropped) has nothing to train
+    if any(True for _ in chain.blocks[cand.start].parameters()):
+        student = chain.blocks[cand.start]
+        if _merged_flops(context.spec, cand) <= _unit_flops(context.spec, cand):
+            student = chain.blocks[cand.start] = student.lmzoo_merged()  # cheaper to train as one conv
+        inputs, saved = maps.train_inputs()
+        wanted = maps.train_targets(cand.end)
+        optimizer = torch.optim.Adam(student.parameters(), lr=s.block_lr)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.block_steps)
+        generator = torch.Generator().manual_seed(seed)
+        for step in range(s.block_steps):
+            pick = torch.randint(0, len(inputs), (min(s.block_batch_size, len(inputs)),), generator=generator)
+            out = chain.run_blocks(
+                inputs[pick], {k: v[pick] for k, v in saved.items()}, cand.start, cand.start + 1
+            )
+            loss = nn.functional.mse_loss(out, wanted[pick])
+            if not torch.isfinite(loss):
+                raise EntryFailed(
+                    f"the block-distillation loss became {float(loss)} at step {step + 1}; lower block_lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            last = float(loss.detach())
+    train_s = time.perf_counter() - started
+    with chain.resumed([(cand.start, x, saved) for x, saved in maps.heldout]):
+        metrics = context.evaluate(net)
+    return {**metrics, "block_loss": last, "block_train_s": train_s}
+
+
+def _conv_flops(unit_in: int, unit_out: int, kernel: int, depthwise: bool, out_hw: int) -> int:
+    return unit_out * (1 if depthwise else unit_in) * kernel * kernel * out_hw
+
+
+def _unit_flops(spec: Spec, cand: Candidate) -> int:
+    """Multiply-adds of the block's kept convs, run one after the other."""
+    total = 0
+    for index in cand.kept:
+        u = spec.unit(index)
+        _, h, w = u.input_shape
+        total += _conv_flops(
+            u.in_channels, u.out_channels, u.kernel, u.depthwise, (h // u.stride) * (w // u.stride)
+        )
+    return total
+
+
+def _merged_flops(spec: Spec, cand: Candidate) -> int:
+    """Multiply-adds of the block's merged conv (the padding makes its output the block's)."""
+    first, last = spec.unit(cand.start + 1), spec.unit(cand.end)
+    _, h, w = first.input_shape
+    return _conv_flops(
+        first.in_channels,
+        last.out_channels,
+        cand.kernel,
+        cand.depthwise,
+        (h // cand.stride) * (w // cand.stride),
+    )
+
+
 ESTIMATORS: dict[str, Estimator] = {
     "finetune": _finetune,
     "finetune-short": _finetune,
+    "block-distill": _block_distill,
     "bn-recalibration": _bn_recalibration,
 }

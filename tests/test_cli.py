@@ -163,3 +163,39 @@ def test_bench_compares_base_and_merged_and_writes_a_latency_card(tmp_path):
         main, ["bench", "resnet18", "--latency-table", str(tmp_path / "lat.json"), "--input-size", "64"]
     )
     assert other.exit_code == 2 and "measured for another network" in other.stderr
+
+
+def test_tables_builds_both_tables_from_the_smoke_recipe_and_reuses_them(tmp_path):
+    import lmzoo
+    from lmzoo.core.tables import ImportanceTable, LatencyTable
+
+    runner = CliRunner()
+    args = ["mobilenetv2-fmnist-layermerge-1.6x", "--profile", "smoke", "--workdir", str(tmp_path)]
+    latency = runner.invoke(main, ["tables", "latency", *args])
+    assert latency.exit_code == 0, latency.output
+    lat = LatencyTable.load(latency.stdout.strip())
+    assert lat.metadata["batch_size"] == 8 and lat.fixed_ms > 0
+    out = tmp_path / "imp.json"
+    importance = runner.invoke(main, ["tables", "importance", *args, "--out", str(out)])
+    assert importance.exit_code == 0, importance.output
+    imp = ImportanceTable.load(out)
+    assert imp.spec == lat.spec and imp.metadata["estimator"] == "bn-recalibration"
+    assert set(imp.entries) == {c for m in lmzoo.METHODS for c in lmzoo.candidates(imp.spec, method=m)}
+    plan = lmzoo.solve(lat, imp, speedup=1.3)  # the two tables fit together
+    assert lat.predict(plan) < lat.predict(lmzoo.Plan.identity(lat.spec))
+    stages = sorted(p.name.split("-")[0] for p in (tmp_path / "mobilenetv2-fmnist-layermerge").iterdir())
+    assert stages == ["base", "importance", "latency"]
+    again = runner.invoke(main, ["tables", "latency", *args])
+    assert again.exit_code == 0 and again.stdout == latency.stdout  # cached: the same file
+
+
+def test_tables_bad_input_is_one_clean_line(tmp_path):
+    runner = CliRunner()
+    for args, message in [
+        (["importance", "no-such-recipe"], "no recipe named 'no-such-recipe'"),
+        (["importance", "mobilenetv2-fmnist-layermerge", "--profile", "fast"], "no profile 'fast'"),
+        (["importance", "mobilenetv2-fmnist-layermerge", "--shard", "2/2"], "expected i/n"),
+    ]:
+        result = runner.invoke(main, ["tables", *args, "--workdir", str(tmp_path)])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output

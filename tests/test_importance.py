@@ -1,5 +1,6 @@
 import json
 import math
+import random
 
 import pytest
 import torch
@@ -9,9 +10,9 @@ import lmzoo
 from lmzoo import importance as imp
 from lmzoo.errors import InvalidArgumentError, InvalidTableError
 from lmzoo.importance import FinetuneSettings, ImportanceData, IncompleteTableError, importance_table
-from lmzoo.testing import TINY_MODELS, randomize_norms
+from lmzoo.testing import TINY_MODELS, random_plan, randomize_norms
 
-SETTINGS = FinetuneSettings(lr=0.01, batch_size=8, eval_batch_size=32)
+SETTINGS = FinetuneSettings(lr=0.01, batch_size=8, eval_batch_size=32, block_steps=10)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def _table(setup, tmp_path, **kwargs):
     )
 
 
-@pytest.mark.parametrize("estimator", ["finetune", "bn-recalibration"])
+@pytest.mark.parametrize("estimator", ["finetune", "block-distill", "bn-recalibration"])
 def test_entries_are_exp_of_the_heldout_accuracy_change(setup, tmp_path, estimator):
     _, spec, _, cands = setup
     table = _table(setup, tmp_path, estimator=estimator)
@@ -102,3 +103,91 @@ def test_bad_arguments(setup, tmp_path):
         _table(setup, tmp_path, estimator="oracle")
     with pytest.raises(InvalidArgumentError, match="shard must be"):
         _table(setup, tmp_path, shard=(2, 2))
+    with pytest.raises(InvalidArgumentError, match="unknown executor 'slurm'"):
+        _table(setup, tmp_path, executor="slurm")
+
+
+@pytest.fixture(scope="module")
+def unet_setup():
+    torch.manual_seed(0)
+    model = TINY_MODELS["ddpm-unet"].build().eval()
+    spec = lmzoo.trace(model, TINY_MODELS["ddpm-unet"].inputs(1, torch.float32))
+    g = torch.Generator().manual_seed(2)
+    data = ImportanceData(
+        train=TensorDataset(torch.rand(8, 3, 16, 16, generator=g) * 2 - 1, torch.zeros(8, dtype=torch.long)),
+        heldout=TensorDataset(
+            torch.rand(6, 3, 16, 16, generator=g) * 2 - 1, torch.zeros(6, dtype=torch.long)
+        ),
+    )
+    cands = [c for c in lmzoo.candidates(spec) if c.end <= 3]
+    return model, spec, data, cands
+
+
+def test_ddpm_entries_use_the_heldout_denoising_loss_under_fixed_noise(unet_setup, tmp_path):
+    model, spec, data, cands = unet_setup
+    settings = FinetuneSettings(optimizer="adam", lr=1e-4, weight_decay=0.0, batch_size=4, eval_batch_size=4)
+    table = importance_table(
+        model, spec, data, cands=cands, settings=settings, workdir=tmp_path, progress=False
+    )
+    assert table.metadata["task"] == "denoising" and "exp(-(L - L_base)" in table.metadata["metric"]
+    base = table.metadata["base"]["loss"]
+    task = lmzoo.tasks.Denoising()
+    again = task.evaluate(model, data.heldout, batch_size=4, device=torch.device("cpu"))["loss"]
+    assert again == base  # fixed noise and timesteps: the same network gives the same loss
+    other_batching = task.evaluate(model, data.heldout, batch_size=6, device=torch.device("cpu"))["loss"]
+    assert other_batching == pytest.approx(base, rel=1e-5)
+    store_dir = next(tmp_path.glob("importance-finetune-*"))
+    records = [json.loads(p.read_text()) for p in store_dir.glob("*.json") if p.name != "base.json"]
+    assert records
+    for record in records:
+        cand = lmzoo.Candidate.from_dict(record["candidate"])
+        assert table.entries[cand] == pytest.approx(math.exp(-(record["metrics"]["loss"] - base) / base))
+    for estimator in ("block-distill", "bn-recalibration"):
+        with pytest.raises(InvalidArgumentError, match="use finetune"):
+            importance_table(
+                model, spec, data, cands=cands, estimator=estimator, workdir=tmp_path, progress=False
+            )
+
+
+def test_single_kept_blocks_start_their_conv_and_norm_afresh(setup):
+    model, spec, data, _ = setup
+    context = imp._Context(model, spec, data, SETTINGS, lmzoo.tasks.Classification(), torch.device("cpu"))
+    singles = [c for c in lmzoo.candidates(spec) if c.length > 1 and len(c.kept) == 1]
+    assert singles
+    for cand in singles[:4]:
+        path = spec.unit(cand.kept[0]).path
+        norm = imp._norm_after(model, path, context.example_inputs())
+        assert isinstance(norm, torch.nn.BatchNorm2d), path  # timm BatchNormAct2d after every conv
+        net = context.compressed(cand)
+        fresh = [
+            m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) and m.num_batches_tracked == 0
+        ]
+        assert any(bool((m.weight == 1).all() and (m.running_var == 1).all()) for m in fresh)
+    assert not any(p.grad is not None for p in model.parameters())  # the base model is untouched
+
+
+@pytest.mark.parametrize("family", ["resnet-basic", "resnet-bottleneck", "mobilenetv2"])
+def test_a_chain_resumed_from_cached_maps_computes_the_same_output(family):
+    from lmzoo.adapters._chain import Chain
+
+    tiny = TINY_MODELS[family]
+    model = randomize_norms(tiny.build()).eval()
+    (x,) = tiny.inputs(3, torch.float32)
+    spec = lmzoo.trace(model, x)
+    rng = random.Random(family)
+    cands = lmzoo.candidates(spec)
+    for _ in range(5):
+        net = lmzoo.apply_plan(model, spec, random_plan(spec, cands, rng)).eval()
+        (chain,) = [m for m in net.modules() if isinstance(m, Chain)]
+        captured: list[torch.Tensor] = []
+        handle = chain.register_forward_pre_hook(lambda _m, inputs, store=captured: store.append(inputs[0]))
+        with torch.no_grad():
+            full = net(x)
+        handle.remove()
+        first = rng.randrange(len(chain.blocks))
+        with torch.no_grad():
+            saved = {0: captured[0]}
+            h = chain.run_blocks(captured[0], saved, 0, first)
+            with chain.resumed([(first, h, saved)]):
+                resumed = net(torch.zeros_like(x))
+        torch.testing.assert_close(resumed, full, rtol=0, atol=0)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -190,10 +191,23 @@ class Chain(nn.Module):
         self.spans = list(spans)
         self.span_channels = list(span_channels)
         self._sources = {s.source for s in spans}
+        self._resume: Iterator[tuple[int, torch.Tensor, dict[int, torch.Tensor]]] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._resume is not None:
+            first, x, saved = next(self._resume)
+            return self.run_blocks(x, saved, first, len(self.blocks))
         saved = {0: x} if 0 in self._sources else {}
-        for block, end, act in zip(self.blocks, self.ends, self.activations):
+        return self.run_blocks(x, saved, 0, len(self.blocks))
+
+    def run_blocks(
+        self, x: torch.Tensor, saved: dict[int, torch.Tensor], first: int, stop: int
+    ) -> torch.Tensor:
+        """Blocks ``first .. stop - 1`` from the map ``x`` at the start of block ``first``; ``saved``
+        holds the maps at earlier positions that later shortcuts read, and is updated in place."""
+        for block, end, act in zip(
+            self.blocks[first:stop], self.ends[first:stop], self.activations[first:stop]
+        ):
             x = block(x)
             for span, shortcut in zip(self.spans, self.shortcuts):
                 if span.target == end:
@@ -202,6 +216,17 @@ class Chain(nn.Module):
             if end in self._sources:
                 saved[end] = x
         return x
+
+    @contextmanager
+    def resumed(self, states: Iterable[tuple[int, torch.Tensor, dict[int, torch.Tensor]]]) -> Iterator[None]:
+        """Inside the context each forward call ignores its input and continues from the next
+        ``(first block, map, saved maps)`` of ``states``: the rest of the network runs from cached
+        intermediate maps (cheap importance estimators evaluate only what follows a block)."""
+        self._resume = iter(states)
+        try:
+            yield
+        finally:
+            self._resume = None
 
     def lmzoo_merged(self) -> Chain:
         blocks = [

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
+from torch import nn
 
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
@@ -67,6 +70,62 @@ def latency_card(
             },
         }
     return card
+
+
+def measure_plan(
+    name: str,
+    model: nn.Module,
+    spec: Spec,
+    plan: Plan,
+    example_inputs: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    backend: str = "torch",
+    device: str = "cpu",
+    batch_size: int = 1,
+    dtype: str = "float32",
+    threads: int | None = None,
+    runs: int | None = None,
+    rounds: int = 3,
+    table: LatencyTable | None = None,
+    merged: nn.Module | None = None,
+) -> tuple[dict[str, Any], dict[str, LatencyStats]]:
+    """Time the base (deploy form and as built) and the merged network interleaved; return the
+    latency card and the raw statistics. ``merged`` defaults to merging ``plan`` on ``model``."""
+    from lmzoo.engine import apply_plan, merge
+    from lmzoo.latency.table import compare, deploy_form, measurement_record
+
+    if merged is None:
+        merged = merge(apply_plan(model, spec, plan))
+    timed = compare(
+        {"base": deploy_form(model, spec), "merged": merged, "unfused": model},
+        example_inputs,
+        backend=backend,
+        device=device,
+        batch_size=batch_size,
+        dtype=dtype,
+        threads=threads,
+        runs=runs,
+        rounds=rounds,
+    )
+    first = example_inputs if isinstance(example_inputs, torch.Tensor) else example_inputs[0]
+    measurement = {
+        **measurement_record(backend, device, batch_size, dtype, threads),
+        "rounds": rounds,
+        "input": [batch_size, *first.shape[1:]],
+    }
+    if runs is not None:
+        measurement["runs"] = runs
+    card = latency_card(
+        model=name,
+        plan=plan,
+        measurement=measurement,
+        base=timed["base"],
+        merged=timed["merged"],
+        base_unfused=timed["unfused"],
+        table=table,
+        spec=spec,
+    )
+    return card, timed
 
 
 def write_card(card: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:

@@ -1,0 +1,550 @@
+"""The build pipeline's stages (DESIGN §8), each cached under the work directory in a folder keyed
+by the content that determines it, so a rerun resumes and other speed-ups reuse earlier stages.
+
+    workdir/<recipe name>/base-<key>/         model.safetensors, metrics.json, train.state
+    workdir/<recipe name>/latency-<key>/      latency.json, measurements.jsonl
+    workdir/<recipe name>/importance-<key>/   importance.json, per-entry records
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from lmzoo.core.plan import Plan
+from lmzoo.core.spec import Spec
+from lmzoo.core.tables import ImportanceTable, LatencyTable, write_atomic
+from lmzoo.errors import DataNotFoundError, InvalidArgumentError
+from lmzoo.recipes import Recipe, TrainSection
+from lmzoo.tasks import Task, task_for
+from lmzoo.training import TrainSettings, train
+
+STAGES = ("base", "latency", "importance", "solve", "finetune", "merge", "evaluate", "card")
+
+
+def default_workdir() -> Path:
+    return Path(os.environ.get("LMZOO_WORKDIR", Path.home() / ".cache" / "lmzoo" / "work"))
+
+
+def content_key(*parts: Any) -> str:
+    """A short digest of JSON-able content: equal content, equal key."""
+    blob = json.dumps(parts, sort_keys=True, default=_jsonable)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON-able: {value!r}")
+
+
+@dataclass
+class Workspace:
+    recipe: Recipe
+    root: Path
+
+    @classmethod
+    def for_recipe(cls, recipe: Recipe, workdir: str | os.PathLike[str] | None = None) -> Workspace:
+        return cls(recipe, Path(workdir) if workdir is not None else default_workdir())
+
+    def stage(self, name: str, key: str) -> Path:
+        path = self.root / self.recipe.name / f"{name}-{key}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+# -- model and data ---------------------------------------------------------------------------------
+
+
+def build_model(recipe: Recipe) -> nn.Module:
+    """The recipe's base architecture with random weights."""
+    from lmzoo.checkpoint import build_architecture
+
+    m = recipe.model
+    try:
+        return build_architecture(m.family, m.arch, m.kwargs)
+    except InvalidArgumentError as err:
+        raise InvalidArgumentError(f"{recipe.source}: {err}") from None
+
+
+def load_pretrained(recipe: Recipe) -> nn.Module:
+    """Pretrained weights from the Hub (``hf-hub:ORG/REPO``); a clear error when unreachable."""
+    name = recipe.model.pretrained
+    assert name is not None
+    repo = name.removeprefix("hf-hub:")
+    try:
+        if recipe.model.family == "timm":
+            import timm
+
+            return timm.create_model(f"hf-hub:{repo}", pretrained=True, **recipe.model.kwargs)
+        from diffusers import UNet2DModel
+
+        return UNet2DModel.from_pretrained(repo)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise DataNotFoundError(
+            f"cannot get the pretrained weights {name} ({type(err).__name__}: {str(err)[:200]}); "
+            "connect to the Hub (or set HF_ENDPOINT to a mirror), or pre-download them with "
+            f"`huggingface-cli download {repo}`"
+        ) from None
+
+
+def datasets(recipe: Recipe) -> tuple[Dataset[Any], Dataset[Any]]:
+    """(training split, test split) with the recipe's preprocessing and limits."""
+    from lmzoo import data as lmdata
+
+    d = recipe.data
+    if d.dataset == "fashion-mnist":
+        train_set: Dataset[Any] = lmdata.fashion_mnist(
+            "train", root=d.root, pad_to=d.pad_to, normalize=d.normalize
+        )
+        test_set: Dataset[Any] = lmdata.fashion_mnist(
+            "test", root=d.root, pad_to=d.pad_to, normalize=d.normalize
+        )
+    elif d.dataset == "cifar10":
+        train_set = lmdata.cifar10("train", root=d.root, normalize=d.normalize)
+        test_set = lmdata.cifar10("test", root=d.root, normalize=d.normalize)
+    else:
+        train_set = lmdata.imagenet("train", root=d.root, image_size=recipe.model.input_size)
+        test_set = lmdata.imagenet("val", root=d.root, image_size=recipe.model.input_size)
+    return _limit(train_set, d.limit_train, "limit_train"), _limit(test_set, d.limit_test, "limit_test")
+
+
+def _limit(dataset: Dataset[Any], limit: int | None, key: str) -> Dataset[Any]:
+    if limit is None:
+        return dataset
+    size = len(dataset)  # type: ignore[arg-type]
+    if not 0 < limit <= size:
+        raise InvalidArgumentError(f"data.{key} = {limit} does not fit the {size} examples available")
+    return Subset(dataset, range(limit))
+
+
+def train_settings(section: TrainSection) -> TrainSettings:
+    fields = {f.name for f in dataclasses.fields(TrainSettings)}
+    return TrainSettings(**{k: v for k, v in dataclasses.asdict(section).items() if k in fields})
+
+
+def example_inputs(task: Task, dataset: Dataset[Any], batch_size: int = 1) -> tuple[torch.Tensor, ...]:
+    return task.example_inputs(dataset, batch_size)
+
+
+# -- stages -----------------------------------------------------------------------------------------
+
+
+def base_key(recipe: Recipe) -> str:
+    if recipe.model.pretrained:
+        return content_key("pretrained", recipe.model)
+    return content_key("scratch", recipe.model, recipe.data, recipe.base, recipe.seed)
+
+
+def base_stage(ws: Workspace, *, device: str = "cpu", progress: bool = True) -> nn.Module:
+    """The base network: pretrained, or trained from scratch (resumable) and cached."""
+    from safetensors.torch import load_file, save_file
+
+    recipe = ws.recipe
+    folder = ws.stage("base", base_key(recipe))
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        model = build_model(recipe)
+        model.load_state_dict(load_file(weights), strict=True)
+        return model.eval()
+    if recipe.model.pretrained:
+        model = load_pretrained(recipe)
+    else:
+        torch.manual_seed(recipe.seed)
+        model = build_model(recipe)
+        train_set, test_set = datasets(recipe)
+        task = task_for(model)
+        settings = train_settings(recipe.base)
+        summary = train(
+            model,
+            train_set,
+            settings,
+            task.loss(settings),
+            seed=recipe.seed,
+            device=device,
+            state_path=folder / "train.state",
+            progress=progress,
+            desc=f"base {recipe.name}",
+        )
+        metrics = task.evaluate(model, test_set, batch_size=512, device=torch.device(device))
+        write_atomic(folder / "metrics.json", json.dumps({**summary, **metrics, "split": "test"}, indent=2))
+    model = model.cpu().eval()
+    tmp = folder / "model.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, weights)
+    (folder / "train.state").unlink(missing_ok=True)
+    return model
+
+
+def trace_spec(recipe: Recipe, model: nn.Module, task: Task, dataset: Dataset[Any]) -> Spec:
+    from lmzoo.engine import trace
+
+    return trace(model, example_inputs(task, dataset))
+
+
+def latency_stage(
+    ws: Workspace, model: nn.Module, spec: Spec, example: tuple[torch.Tensor, ...], *, progress: bool = True
+) -> tuple[LatencyTable, Path]:
+    """The latency table (cached, resumable) and its file."""
+    from lmzoo.latency.table import latency_table
+
+    lat = ws.recipe.latency
+    folder = ws.stage("latency", content_key(spec.fingerprint, lat))
+    out = folder / "latency.json"
+    if out.is_file():
+        return LatencyTable.load(out), out
+    table = latency_table(
+        spec,
+        backend=lat.backend,
+        device=lat.device,
+        batch_size=lat.batch_size,
+        dtype=lat.dtype,
+        threads=lat.threads,
+        warmup=lat.warmup,
+        runs=lat.runs,
+        passes=lat.passes,
+        model=model,
+        example_inputs=example,
+        cache=folder / "measurements.jsonl",
+        progress=progress,
+    )
+    table.save(out)
+    return table, out
+
+
+def importance_stage(
+    ws: Workspace,
+    model: nn.Module,
+    spec: Spec,
+    train_set: Dataset[Any],
+    *,
+    estimator: str | None = None,
+    shard: tuple[int, int] | None = None,
+    executor: str = "local",
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[ImportanceTable, Path]:
+    """The importance table (cached; entries resumable and shardable) and its file."""
+    from lmzoo.data import subsets
+    from lmzoo.importance import FinetuneSettings, ImportanceData, importance_table
+
+    imp = ws.recipe.importance
+    estimator = estimator or imp.estimator
+    settings = FinetuneSettings(
+        **dataclasses.asdict(train_settings(imp.train)),
+        eval_batch_size=imp.eval_batch_size,
+        block_steps=imp.block_steps,
+        block_lr=imp.block_lr,
+        block_batch_size=imp.block_batch_size,
+    )
+    folder = ws.stage(
+        "importance",
+        content_key(base_key(ws.recipe), spec.fingerprint, estimator, settings, imp.train_fraction,
+                    imp.heldout_fraction, imp.seed),
+    )  # fmt: skip
+    out = folder / "importance.json"
+    if out.is_file():
+        return ImportanceTable.load(out), out
+    size = len(train_set)  # type: ignore[arg-type]
+    split = subsets(
+        size, train_fraction=imp.train_fraction, heldout_fraction=imp.heldout_fraction, seed=imp.seed
+    )
+    data = ImportanceData(
+        train=Subset(train_set, split.train.tolist()), heldout=Subset(train_set, split.heldout.tolist())
+    )
+    table = importance_table(
+        model,
+        spec,
+        data,
+        estimator=estimator,
+        settings=settings,
+        workdir=folder,
+        shard=shard,
+        executor=executor,
+        seed=imp.seed,
+        device=device,
+        progress=progress,
+    )
+    table.save(out)
+    return table, out
+
+
+def solve_stage(
+    ws: Workspace, latency: LatencyTable, importance: ImportanceTable, speedup: float
+) -> tuple[Plan, dict[str, Any]]:
+    """The plan for one target speed-up (cached with its solver summary)."""
+    from lmzoo.core.solver import plan_importance, solve
+
+    s = ws.recipe.solve
+    key = content_key(latency.to_dict(), importance.to_dict(), s.method, s.levels, speedup)
+    folder = ws.stage("solve", key)
+    out = folder / "plan.json"
+    if out.is_file():
+        record = json.loads(out.read_text())
+        return Plan.from_dict(record["plan"]), record
+    plan = solve(latency, importance, speedup=speedup, method=s.method, levels=s.levels)  # type: ignore[arg-type]
+    identity = Plan.identity(latency.spec) if latency.spec is not None else None
+    record = {
+        "target_speedup": speedup,
+        "method": s.method,
+        "levels": s.levels,
+        "predicted_ms": latency.predict(plan),
+        "predicted_base_ms": latency.predict(identity) if identity is not None else None,
+        "importance": plan_importance(importance, plan),
+        "plan": plan.to_dict(),
+    }
+    write_atomic(out, json.dumps(record, indent=1))
+    return plan, record
+
+
+def finetune_stage(
+    ws: Workspace,
+    model: nn.Module,
+    spec: Spec,
+    plan: Plan,
+    train_set: Dataset[Any],
+    *,
+    name: str,
+    device: str = "cpu",
+    progress: bool = True,
+) -> nn.Module:
+    """The configured network for ``plan``, fine-tuned with the recipe's schedule (resumable),
+    optionally distilled from the base."""
+    from safetensors.torch import load_file, save_file
+
+    from lmzoo.engine import apply_plan
+
+    recipe = ws.recipe
+    folder = ws.stage("finetune", content_key(base_key(recipe), plan.to_dict(), recipe.finetune, recipe.seed))
+    weights = folder / "configured.safetensors"
+    configured = apply_plan(model, spec, plan)
+    if weights.is_file():
+        configured.load_state_dict(load_file(weights), strict=True)
+        return configured.eval()
+    settings = train_settings(recipe.finetune)
+    task = task_for(model)
+    teacher = model if settings.distill_weight > 0 else None
+    train(
+        configured,
+        train_set,
+        settings,
+        task.loss(settings, teacher),
+        seed=recipe.seed,
+        device=device,
+        state_path=folder / "train.state",
+        progress=progress,
+        desc=f"fine-tune {name}",
+    )
+    configured = configured.cpu().eval()
+    tmp = folder / "configured.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in configured.state_dict().items()}, str(tmp))
+    os.replace(tmp, weights)
+    (folder / "train.state").unlink(missing_ok=True)
+    return configured
+
+
+def evaluate_stage(
+    ws: Workspace,
+    model: nn.Module,
+    spec: Spec,
+    plan: Plan,
+    configured: nn.Module,
+    test_set: Dataset[Any],
+    latency: LatencyTable,
+    *,
+    name: str,
+    device: str = "cpu",
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Merge, check the merge on test images, measure test metrics of base and merged, and time both
+    end to end on the recipe's backend/device/batch. Returns the merged network and the record."""
+    from lmzoo.engine import merge, tensor_output
+    from lmzoo.latency.card import measure_plan
+
+    recipe = ws.recipe
+    task = task_for(model)
+    merged = merge(configured).eval()
+    folder = ws.stage(
+        "evaluate", content_key(base_key(recipe), plan.to_dict(), recipe.finetune, recipe.latency)
+    )
+    out = folder / "evaluation.json"
+    if out.is_file():
+        return merged, dict(json.loads(out.read_text()))
+    probe = task.example_inputs(test_set, batch_size=min(8, len(test_set)))  # type: ignore[arg-type]
+    with torch.no_grad():
+        a, b = tensor_output(configured(*probe)), tensor_output(merged(*probe))
+    merge_error = float((a - b).abs().max() / a.abs().max().clamp_min(1e-12))
+    dev = torch.device(device)
+    metrics = task.evaluate(merged, test_set, batch_size=512, device=dev)
+    base_metrics = task.evaluate(model, test_set, batch_size=512, device=dev)
+    lat = recipe.latency
+    card, _ = measure_plan(
+        name,
+        model.cpu(),
+        spec,
+        plan,
+        task.example_inputs(test_set, batch_size=1),
+        backend=lat.backend,
+        device=lat.device,
+        batch_size=lat.batch_size,
+        dtype=lat.dtype,
+        threads=lat.threads,
+        runs=lat.runs,
+        table=latency,
+        merged=merged.cpu(),
+    )
+    record = {
+        "task": task.name,
+        "test": metrics,
+        "base_test": base_metrics,
+        "merge_relative_error": merge_error,
+        "latency_card": card,
+    }
+    write_atomic(out, json.dumps(record, indent=1, default=float))
+    return merged, record
+
+
+def publish_to_store(
+    ws: Workspace,
+    *,
+    name: str,
+    spec: Spec,
+    plan: Plan,
+    merged: nn.Module,
+    evaluation: dict[str, Any],
+    solve_record: dict[str, Any],
+    latency: LatencyTable,
+    importance: ImportanceTable,
+    speedup: float,
+    example: tuple[torch.Tensor, ...],
+) -> Path:
+    """The card stage: write the checkpoint directory (weights, config, card, latency card, plot,
+    plan, recipe, tables) into the local store, atomically."""
+    import shutil
+
+    from lmzoo.cards import model_card
+    from lmzoo.checkpoint import checkpoint_config, write_checkpoint
+    from lmzoo.latency.card import plot_block_latency, write_card
+    from lmzoo.zoo import entry_dir
+
+    recipe = ws.recipe
+    predicted = solve_record.get("predicted_base_ms")
+    predicted_speedup = (
+        (predicted / solve_record["predicted_ms"]) if predicted and solve_record["predicted_ms"] else None
+    )
+    config = checkpoint_config(
+        name=name,
+        family=recipe.model.family,
+        arch=recipe.model.arch,
+        kwargs=recipe.model.kwargs,
+        input_shape=tuple(example[0].shape[1:]),
+        task=evaluation["task"],
+        spec_fingerprint=spec.fingerprint,
+        plan=plan,
+        extra={"recipe": recipe.name, "profile": recipe.profile, "target_speedup": speedup},
+    )
+    card = model_card(
+        name=name,
+        recipe=recipe,
+        spec=spec,
+        plan=plan,
+        evaluation=evaluation,
+        target_speedup=speedup,
+        predicted_speedup=predicted_speedup,
+    )
+    files = {
+        "README.md": lambda p: p.write_text(card),
+        "latency.json": lambda p: write_card(evaluation["latency_card"], p),
+        "latency.png": lambda p: plot_block_latency(latency, spec, plan, p, title=name),
+        "plan.json": lambda p: p.write_text(json.dumps(solve_record, indent=1)),
+        "evaluation.json": lambda p: p.write_text(json.dumps(evaluation, indent=1, default=float)),
+        "recipe.yaml": lambda p: shutil.copyfile(recipe.source, p),
+        "tables/latency.json": lambda p: latency.save(p),
+        "tables/importance.json": lambda p: importance.save(p),
+    }
+    return write_checkpoint(entry_dir(name), merged, config, files)
+
+
+def build(
+    recipe: Recipe,
+    *,
+    speedups: list[float] | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    until: str = "card",
+    device: str = "cpu",
+    progress: bool = True,
+    log: Any = None,
+) -> list[Path]:
+    """Run the stages up to ``until`` for each target speed-up; returns the checkpoint directories
+    written to the local store. Every stage is cached, so a rerun resumes where it stopped."""
+    if until not in STAGES:
+        raise InvalidArgumentError(f"unknown stage {until!r}; choose one of {', '.join(STAGES)}")
+    stop = STAGES.index(until)
+    say = log or (lambda message: None)
+    ws = Workspace.for_recipe(recipe, workdir)
+    model = base_stage(ws, device=device, progress=progress)
+    say(f"base: {ws.stage('base', base_key(recipe))}")
+    if stop == 0:
+        return []
+    task = task_for(model)
+    train_set, test_set = datasets(recipe)
+    spec = trace_spec(recipe, model, task, train_set)
+    example = example_inputs(task, train_set)
+    latency, latency_path = latency_stage(ws, model, spec, example, progress=progress)
+    say(f"latency table: {latency_path}")
+    if stop == 1:
+        return []
+    importance, importance_path = importance_stage(
+        ws, model, spec, train_set, device=device, progress=progress
+    )
+    say(f"importance table: {importance_path}")
+    if stop == 2:
+        return []
+    written = []
+    for speedup in speedups or list(recipe.solve.speedups):
+        name = recipe.entry_name(speedup)
+        plan, record = solve_stage(ws, latency, importance, speedup)
+        say(f"{name}: plan predicted at {record['predicted_ms']:.4g} ms")
+        if stop == 3:
+            continue
+        configured = finetune_stage(
+            ws, model, spec, plan, train_set, name=name, device=device, progress=progress
+        )
+        if stop <= 5:
+            continue
+        merged, evaluation = evaluate_stage(
+            ws, model, spec, plan, configured, test_set, latency, name=name, device=device
+        )
+        say(
+            f"{name}: measured speed-up {evaluation['latency_card']['speedup']:.2f}x, "
+            f"test {evaluation['test']}"
+        )
+        if stop == 6:
+            continue
+        written.append(
+            publish_to_store(
+                ws,
+                name=name,
+                spec=spec,
+                plan=plan,
+                merged=merged,
+                evaluation=evaluation,
+                solve_record=record,
+                latency=latency,
+                importance=importance,
+                speedup=speedup,
+                example=example,
+            )
+        )
+        say(f"{name}: written to {written[-1]}")
+    return written

@@ -1,0 +1,349 @@
+"""Recipes (DESIGN §8): short, validated YAML files that say how one family of zoo entries is built.
+
+A recipe file names a family (``mobilenetv2-fmnist-layermerge``); each target speed-up ``s`` in it
+is one zoo entry ``<name>-<s>x``. Profiles (``smoke``, ...) are partial recipes merged over the
+default. Validation is strict: an unknown key or a wrong type is an error naming the key and the
+file. Recipes ship inside the package (``lmzoo/_recipes/``, a copy of the repository's
+``recipes/``); ``LMZOO_RECIPES`` adds a directory searched first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lmzoo.errors import LmzooError
+
+ENTRY_NAME = re.compile(r"^(?P<family>[a-z0-9][a-z0-9._-]*?)-(?P<speedup>\d+(?:\.\d+)?)x$")
+
+
+class RecipeError(LmzooError):
+    """A recipe is missing, unreadable or invalid."""
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    #: "timm" (a timm architecture name) or "diffusers-unet2d" (a UNet2DModel config)
+    family: str
+    arch: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: pretrained weights: "hf-hub:ORG/REPO" (timm or diffusers layout) or null to train from scratch
+    pretrained: str | None = None
+    input_size: int = 224
+
+
+@dataclass(frozen=True)
+class DataSection:
+    #: fashion-mnist, cifar10 or imagenet
+    dataset: str
+    root: str | None = None
+    #: zero-pad the images to this square size
+    pad_to: int | None = None
+    #: "standard" (per-channel mean/std) or "symmetric" ([-1, 1], for DDPM)
+    normalize: str = "standard"
+    #: use only the first N training / test images (smoke profiles)
+    limit_train: int | None = None
+    limit_test: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    batch_size: int = 256
+    epochs: float = 1.0
+    step_fraction: float = 1.0
+    warmup_steps: int = 0
+    label_smoothing: float = 0.0
+    augment: bool = False
+    distill_weight: float = 0.0
+    distill_temperature: float = 1.0
+    #: DDPM fine-tuning: exponential moving average of the weights (0 = off)
+    ema_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class LatencySection:
+    backend: str = "torch"
+    device: str = "cpu"
+    batch_size: int = 1
+    dtype: str = "float32"
+    threads: int | None = None
+    warmup: int | None = None
+    runs: int | None = None
+    passes: int = 3
+
+
+@dataclass(frozen=True)
+class ImportanceSection:
+    estimator: str = "finetune"
+    train_fraction: float = 0.04
+    heldout_fraction: float = 0.04
+    seed: int = 0
+    train: TrainSection = field(default_factory=TrainSection)
+    eval_batch_size: int = 512
+    block_steps: int = 50
+    block_lr: float = 3e-3
+    block_batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class SolveSection:
+    method: str = "layermerge"
+    speedups: tuple[float, ...] = ()
+    levels: int = 10_000
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    model: ModelSection
+    data: DataSection
+    description: str = ""
+    license: str = "apache-2.0"
+    seed: int = 0
+    #: training the base from scratch (ignored when model.pretrained is set)
+    base: TrainSection = field(default_factory=TrainSection)
+    latency: LatencySection = field(default_factory=LatencySection)
+    importance: ImportanceSection = field(default_factory=ImportanceSection)
+    solve: SolveSection = field(default_factory=SolveSection)
+    finetune: TrainSection = field(default_factory=TrainSection)
+    #: the profile this recipe was resolved with ("default" when none)
+    profile: str = "default"
+    #: where the recipe came from (not part of its content)
+    source: str = field(default="", compare=False)
+
+    def entry_name(self, speedup: float) -> str:
+        return f"{self.name}-{speedup:g}x"
+
+    def entries(self) -> list[str]:
+        return [self.entry_name(s) for s in self.solve.speedups]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        return _plain(data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def recipe_dirs() -> list[Path]:
+    """Where recipes are looked up, in order."""
+    dirs = []
+    if os.environ.get("LMZOO_RECIPES"):
+        dirs.append(Path(os.environ["LMZOO_RECIPES"]))
+    dirs.append(Path(__file__).parent / "_recipes")  # shipped in the wheel
+    repo = Path(__file__).resolve().parent.parent / "recipes"
+    if repo.is_dir():
+        dirs.append(repo)  # a source checkout
+    return dirs
+
+
+def recipe_files() -> dict[str, Path]:
+    """Recipe family name -> file, first directory wins."""
+    found: dict[str, Path] = {}
+    for directory in recipe_dirs():
+        for path in sorted(directory.glob("*.yaml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def load_recipe(
+    name_or_path: str | os.PathLike[str], profile: str | None = None
+) -> tuple[Recipe, float | None]:
+    """A recipe from a file path, a recipe family name, or a zoo entry name (``<family>-<s>x``).
+
+    Returns the recipe resolved with ``profile`` and, for an entry name, its target speed-up.
+    """
+    text = str(name_or_path)
+    speedup: float | None = None
+    path = Path(text)
+    if not (text.endswith((".yaml", ".yml")) or path.is_file()):
+        files = recipe_files()
+        family = text
+        match = ENTRY_NAME.match(text)
+        if text not in files and match and match["family"] in files:
+            family, speedup = match["family"], float(match["speedup"])
+        if family not in files:
+            import difflib
+
+            known = sorted(files) + [e for f in files for e in _entry_names(files[f])]
+            close = difflib.get_close_matches(text, known, n=3)
+            hint = (
+                f"; did you mean {', '.join(close)}?"
+                if close
+                else f"; known recipes: {', '.join(sorted(files))}"
+            )
+            raise RecipeError(f"no recipe named {text!r}{hint}")
+        path = files[family]
+    recipe = parse_recipe(path, profile)
+    if speedup is not None and not any(abs(s - speedup) < 1e-9 for s in recipe.solve.speedups):
+        raise RecipeError(
+            f"{path}: {text!r} is not one of its entries ({', '.join(recipe.entries())}); "
+            "add the speed-up to solve.speedups"
+        )
+    return recipe, speedup
+
+
+def _entry_names(path: Path) -> list[str]:
+    try:
+        return parse_recipe(path).entries()
+    except RecipeError:
+        return []
+
+
+def parse_recipe(path: str | os.PathLike[str], profile: str | None = None) -> Recipe:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise RecipeError(f"cannot read recipe {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path} is not valid YAML: {err}".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of keys, got {type(raw).__name__}")
+    profiles = raw.pop("profiles", {}) or {}
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise RecipeError(f"{path}: 'profiles' must map profile names to partial recipes")
+    if profile not in (None, "default") and profile not in profiles:
+        known = ", ".join(["default", *profiles])
+        raise RecipeError(f"{path}: no profile {profile!r}; this recipe has: {known}")
+    resolved = {}
+    for name in ("default", *profiles):  # every profile is checked, not only the one asked for
+        merged = raw if name == "default" else {**_deep_merge(raw, profiles[name]), "profile": name}
+        recipe = _build(Recipe, merged, "", path)
+        _check_values(recipe, path)
+        resolved[name] = dataclasses.replace(recipe, source=str(path))
+    return resolved[profile or "default"]
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _build(cls: type, raw: Any, where: str, path: Path) -> Any:
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: {where or 'the recipe'} must be a mapping, got {_kind(raw)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise RecipeError(f"{path}: unknown key {key!r} (known here: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise RecipeError(f"{path}: missing key {key!r}")
+            continue
+        values[name] = _convert(hints[name], raw[name], key, path)
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, key: str, path: Path) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, key, path)
+            except RecipeError as err:
+                errors.append(err)
+        raise errors[0]
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key, path)  # type: ignore[arg-type]
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise RecipeError(f"{path}: {key!r} must be a list, got {_kind(value)}")
+        (item,) = typing.get_args(hint)[:1]
+        return tuple(_convert(item, v, f"{key}[{i}]", path) for i, v in enumerate(value))
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{path}: {key!r} must be a mapping, got {_kind(value)}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{path}: {key!r} must be true or false, got {_kind(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{path}: {key!r} must be an integer, got {_kind(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{path}: {key!r} must be a number, got {_kind(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{path}: {key!r} must be a string, got {_kind(value)}")
+        return value
+    if hint is Any:
+        return value
+    raise TypeError(f"unsupported recipe field type {hint!r}")  # a bug in this module, not in the file
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else f"{type(value).__name__} {value!r}"[:60]
+
+
+def _check_values(recipe: Recipe, path: Path) -> None:
+    from lmzoo.core.candidates import METHODS
+    from lmzoo.importance import ESTIMATORS
+    from lmzoo.latency.backends import BACKENDS
+
+    checks = [
+        (
+            recipe.model.family in ("timm", "diffusers-unet2d"),
+            "model.family must be timm or diffusers-unet2d",
+        ),
+        (recipe.model.family != "timm" or bool(recipe.model.arch), "model.arch names the timm architecture"),
+        (recipe.data.dataset in DATASETS, f"data.dataset must be one of {', '.join(DATASETS)}"),
+        (recipe.data.normalize in ("standard", "symmetric"), "data.normalize must be standard or symmetric"),
+        (
+            recipe.importance.estimator in ESTIMATORS,
+            f"importance.estimator must be one of {', '.join(ESTIMATORS)}",
+        ),
+        (recipe.latency.backend in BACKENDS, f"latency.backend must be one of {', '.join(BACKENDS)}"),
+        (recipe.solve.method in METHODS, f"solve.method must be one of {', '.join(METHODS)}"),
+        (all(s > 1 for s in recipe.solve.speedups), "solve.speedups must all be > 1"),
+        (
+            bool(re.fullmatch(r"[a-z0-9][a-z0-9.-]*", recipe.name)),
+            "name must be lower-case letters, digits, . and -",
+        ),
+    ]
+    for section in (recipe.base, recipe.finetune, recipe.importance.train):
+        checks.append((section.optimizer in ("sgd", "adam"), "optimizer must be sgd or adam"))
+    for ok, message in checks:
+        if not ok:
+            raise RecipeError(f"{path}: {message}")
+
+
+DATASETS = ("fashion-mnist", "cifar10", "imagenet")

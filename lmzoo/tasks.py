@@ -1,0 +1,153 @@
+"""What a network is trained and measured for: classification (top-1) or DDPM denoising (noise-
+prediction loss). Importance, fine-tuning and evaluation use a task instead of asking the model."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from lmzoo.engine import tensor_output
+from lmzoo.training import Loss, TrainSettings, classification_loss
+
+
+class Task(ABC):
+    name: str
+    #: how the importance value is computed from the held-out metric
+    importance_rule: str
+
+    @abstractmethod
+    def loss(self, settings: TrainSettings, teacher: nn.Module | None = None) -> Loss:
+        """The training loss of one batch."""
+
+    @abstractmethod
+    def evaluate(
+        self, net: nn.Module, dataset: Dataset[Any], *, batch_size: int, device: torch.device
+    ) -> dict[str, Any]:
+        """Deterministic held-out metrics."""
+
+    @abstractmethod
+    def importance(self, metrics: dict[str, Any], base: dict[str, Any]) -> float:
+        """The importance value of a compressed network's metrics relative to the base's."""
+
+    @abstractmethod
+    def example_inputs(self, dataset: Dataset[Any], batch_size: int = 1) -> tuple[torch.Tensor, ...]:
+        """Inputs for tracing the network on this data."""
+
+
+class Classification(Task):
+    name = "classification"
+    importance_rule = "top-1 accuracy (%) on the held-out subset; I = exp((acc - acc_base) / 100)"
+
+    def loss(self, settings: TrainSettings, teacher: nn.Module | None = None) -> Loss:
+        return classification_loss(settings, teacher)
+
+    @torch.no_grad()
+    def evaluate(
+        self, net: nn.Module, dataset: Dataset[Any], *, batch_size: int, device: torch.device
+    ) -> dict[str, Any]:
+        net.eval()
+        correct = total = 0
+        loss = 0.0
+        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            x, y = x.to(device), y.to(device)
+            logits = net(x)
+            loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            total += int(y.numel())
+        return {"accuracy": 100.0 * correct / total, "loss": loss / total, "heldout": total}
+
+    def importance(self, metrics: dict[str, Any], base: dict[str, Any]) -> float:
+        return math.exp((metrics["accuracy"] - base["accuracy"]) / 100.0)
+
+    def example_inputs(self, dataset: Dataset[Any], batch_size: int = 1) -> tuple[torch.Tensor, ...]:
+        x = torch.stack([dataset[i][0] for i in range(batch_size)])
+        return (x,)
+
+
+class Denoising(Task):
+    """DDPM noise prediction (Ho et al. 2020): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, loss
+    = ||eps - net(x_t, t)||^2. Held-out metrics use noise and timesteps drawn from ``eval_seed``, the
+    same for every network, so losses are comparable. Images are expected in [-1, 1]."""
+
+    name = "denoising"
+    importance_rule = "noise-prediction loss L on the held-out subset; I = exp(-(L - L_base) / L_base)"
+
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        eval_seed: int = 0,
+    ) -> None:
+        from diffusers import DDPMScheduler
+
+        self.num_train_timesteps = num_train_timesteps
+        self.scheduler: Any = DDPMScheduler(
+            num_train_timesteps=num_train_timesteps,
+            beta_start=beta_start,
+            beta_end=beta_end,
+            beta_schedule="linear",
+        )
+        self.eval_seed = eval_seed
+
+    def _noisy(
+        self, x: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        noise = torch.randn(x.shape, generator=generator).to(x.device)
+        t = torch.randint(0, self.num_train_timesteps, (x.shape[0],), generator=generator).to(x.device)
+        return self.scheduler.add_noise(x, noise, t), t, noise
+
+    def loss(self, settings: TrainSettings, teacher: nn.Module | None = None) -> Loss:
+        def loss(
+            net: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+        ) -> torch.Tensor:
+            noisy, t, noise = self._noisy(x, generator)
+            return nn.functional.mse_loss(tensor_output(net(noisy, t)), noise)
+
+        return loss
+
+    @torch.no_grad()
+    def evaluate(
+        self, net: nn.Module, dataset: Dataset[Any], *, batch_size: int, device: torch.device
+    ) -> dict[str, Any]:
+        net.eval()
+        total, loss = 0, 0.0
+        for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            noise, t = self._fixed_draws(x, first=total)
+            x, noise, t = x.to(device), noise.to(device), t.to(device)
+            noisy = self.scheduler.add_noise(x, noise, t)
+            err = nn.functional.mse_loss(tensor_output(net(noisy, t)), noise, reduction="none")
+            loss += float(err.flatten(1).mean(1).sum())
+            total += x.shape[0]
+        return {"loss": loss / total, "heldout": total}
+
+    def _fixed_draws(self, x: torch.Tensor, first: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise and timestep of held-out example ``first + i`` depend on its index only, so every
+        network (and every batch size) is measured on the same noisy inputs."""
+        noises, steps = [], []
+        for i in range(x.shape[0]):
+            g = torch.Generator().manual_seed(self.eval_seed * 1_000_003 + first + i)
+            steps.append(torch.randint(0, self.num_train_timesteps, (1,), generator=g))
+            noises.append(torch.randn(x.shape[1:], generator=g))
+        return torch.stack(noises), torch.cat(steps)
+
+    def importance(self, metrics: dict[str, Any], base: dict[str, Any]) -> float:
+        return math.exp(-(metrics["loss"] - base["loss"]) / base["loss"])
+
+    def example_inputs(self, dataset: Dataset[Any], batch_size: int = 1) -> tuple[torch.Tensor, ...]:
+        x = torch.stack([dataset[i][0] for i in range(batch_size)])
+        return (x, torch.zeros(batch_size, dtype=torch.long))
+
+
+def task_for(model: nn.Module) -> Task:
+    """Denoising for diffusers UNets (anything whose forward takes a timestep), classification else."""
+    try:
+        from diffusers import UNet2DModel
+    except ImportError:  # pragma: no cover - diffusers is a dependency
+        return Classification()
+    return Denoising() if isinstance(model, UNet2DModel) else Classification()

@@ -1,0 +1,272 @@
+"""Training loops shared by the base, importance and fine-tune stages: SGD (Nesterov) with cosine
+decay, resumable from a local state file, one process or PyTorch DDP (``torchrun``)."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lmzoo.errors import InvalidArgumentError, LmzooError
+
+STATE_FORMAT = "lmzoo.train-state/1"
+
+
+class TrainingDiverged(LmzooError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One training run with cosine decay to zero; ``warmup_steps`` of linear warm-up first.
+    ``optimizer`` "sgd" is SGD with Nesterov momentum, "adam" is Adam (``momentum`` unused)."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    batch_size: int = 256
+    epochs: float = 1.0
+    #: fraction of the steps of ``epochs`` actually run (cheap estimators use less)
+    step_fraction: float = 1.0
+    warmup_steps: int = 0
+    label_smoothing: float = 0.0
+    #: random shifts by up to 2 pixels (zero border) and horizontal flips, on the batch
+    augment: bool = False
+    #: weight of the KL distillation loss from a teacher's logits (0: plain cross-entropy)
+    distill_weight: float = 0.0
+    distill_temperature: float = 1.0
+
+    def steps(self, batches_per_epoch: int) -> int:
+        return max(1, int(batches_per_epoch * self.epochs * self.step_fraction))
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random translation by up to 2 pixels (zero padding) and random horizontal flip, per image."""
+    n, _, h, w = x.shape
+    padded = nn.functional.pad(x, (2, 2, 2, 2))
+    dy = torch.randint(0, 5, (n,), generator=generator).tolist()
+    dx = torch.randint(0, 5, (n,), generator=generator).tolist()
+    flip = torch.rand(n, generator=generator) < 0.5
+    out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+    return torch.where(flip.view(n, 1, 1, 1).to(out.device), out.flip(-1), out)
+
+
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def is_main_process() -> bool:
+    return not distributed() or dist.get_rank() == 0
+
+
+def _batches(
+    dataset: Dataset[Any], batch_size: int, seed: int, device: torch.device
+) -> tuple[int, Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]]:
+    """Per-epoch shuffled batches (this rank's share under DDP), identical for a given seed."""
+    if distributed():
+        sampler: DistributedSampler[Any] | None = DistributedSampler(dataset, shuffle=True, seed=seed)
+        per_rank = max(1, batch_size // dist.get_world_size())
+        loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=False)
+    else:
+        sampler = None
+        loader = DataLoader(
+            dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+        )
+
+    def epoch(index: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if sampler is not None:
+            sampler.set_epoch(index)
+        else:
+            loader.generator.manual_seed(seed + index)
+        for x, y in loader:
+            yield x.to(device), y.to(device)
+
+    return len(loader), epoch
+
+
+Loss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def classification_loss(settings: TrainSettings, teacher: nn.Module | None = None) -> Loss:
+    """Cross-entropy (with the settings' label smoothing), plus KL distillation from ``teacher``."""
+
+    def loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if settings.augment:
+            x = augment_batch(x, generator)
+        logits = net(x)
+        value = nn.functional.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
+        if teacher is None or settings.distill_weight == 0:
+            return value
+        with torch.no_grad():
+            target = teacher(x)
+        t = settings.distill_temperature
+        kl = nn.functional.kl_div(
+            nn.functional.log_softmax(logits / t, dim=1),
+            nn.functional.log_softmax(target / t, dim=1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        return (1 - settings.distill_weight) * value + settings.distill_weight * t * t * kl
+
+    return loss
+
+
+def make_optimizer(params: Any, settings: TrainSettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=settings.lr,
+            momentum=settings.momentum,
+            nesterov=settings.momentum > 0,
+            weight_decay=settings.weight_decay,
+        )
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    raise InvalidArgumentError(f"unknown optimizer {settings.optimizer!r}; choose sgd or adam")
+
+
+def train(
+    model: nn.Module,
+    dataset: Dataset[Any],
+    settings: TrainSettings,
+    loss_fn: Loss,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    state_path: str | os.PathLike[str] | None = None,
+    save_every: int = 50,
+    progress: bool = True,
+    desc: str = "train",
+) -> dict[str, Any]:
+    """Train ``model`` in place on ``dataset`` minimising ``loss_fn``; returns {steps, train_loss}.
+
+    With ``state_path`` the run saves its state (weights, optimiser, step) every ``save_every``
+    steps and resumes from it, so a killed run continues where it stopped. Under DDP (after
+    ``torch.distributed.init_process_group``) each rank trains on its share of every batch.
+    """
+    device = torch.device(device)
+    model.to(device).train()
+    batches_per_epoch, epoch_batches = _batches(dataset, settings.batch_size, seed, device)
+    steps = settings.steps(batches_per_epoch)
+    net: nn.Module = nn.parallel.DistributedDataParallel(model) if distributed() else model
+    optimizer = make_optimizer(model.parameters(), settings)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(steps, settings.warmup_steps))
+    step = 0
+    state_file = Path(state_path) if state_path is not None else None
+    if state_file is not None and state_file.is_file():
+        step = _load_state(state_file, model, optimizer, schedule)
+    generator = torch.Generator().manual_seed(seed)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=steps, initial=step, desc=desc, file=sys.stderr, disable=not (progress and is_main_process())
+    )
+    last_loss = math.nan
+    with bar:
+        while step < steps:
+            epoch, skip = divmod(step, batches_per_epoch)
+            for index, (x, y) in enumerate(epoch_batches(epoch)):
+                if index < skip:
+                    continue  # resuming inside an epoch: the same batches as before
+                generator.manual_seed(seed * 1_000_003 + step)  # per-step randomness survives a resume
+                loss = loss_fn(net, x, y, generator)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"the training loss became {float(loss.detach())} at step {step + 1} of {steps}; "
+                        "lower the lr"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                last_loss = float(loss.detach())
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
+                if state_file is not None and (step % save_every == 0 or step == steps):
+                    _save_state(state_file, model, optimizer, schedule, step)
+                if step >= steps:
+                    break
+    return {"steps": steps, "train_loss": last_loss}
+
+
+def train_classifier(
+    model: nn.Module,
+    dataset: Dataset[Any],
+    settings: TrainSettings,
+    *,
+    teacher: nn.Module | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """:func:`train` with the classification loss (optionally distilled from ``teacher``)."""
+    if teacher is not None:
+        teacher.eval()
+    return train(model, dataset, settings, classification_loss(settings, teacher), **kwargs)
+
+
+def _cosine(steps: int, warmup: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _save_state(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, step: int
+) -> None:
+    if not is_main_process():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(
+        {
+            "format": STATE_FORMAT,
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any) -> int:
+    # a local file this process wrote itself; weights_only keeps it free of arbitrary pickles
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != STATE_FORMAT:
+        raise LmzooError(f"{path} is not an lmzoo training state; delete it to start the run afresh")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    return int(state["step"])
+
+
+@torch.no_grad()
+def evaluate_classifier(
+    model: nn.Module, dataset: Dataset[Any], *, batch_size: int = 512, device: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Top-1 accuracy (%) and mean cross-entropy over ``dataset``."""
+    model.to(device).eval()
+    correct = total = 0
+    loss = 0.0
+    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        total += int(y.numel())
+    return {"accuracy": 100.0 * correct / total, "loss": loss / total, "examples": total}

@@ -1,0 +1,159 @@
+"""Importance estimators against the paper's: cost per entry and rank agreement (Spearman rho) with
+``finetune`` over every entry of a real table, and the quality of the plans each table selects.
+
+    .venv/bin/python tests/benchmarks/bench_importance.py --recipe mobilenetv2-fmnist-layermerge \\
+        --base BASE.safetensors --workdir /tmp/lmzoo-bench-importance
+
+``--base`` is the trained base network's weights (default: the recipe's base stage, trained if
+needed). Every table is resumable (per-entry records under ``--workdir``), so the script can be
+stopped and rerun. Plan quality: each table's plans at the recipe's speed-ups are scored with the
+``finetune`` table (the paper's estimate of what the plan keeps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch.utils.data import Subset
+
+import lmzoo
+from lmzoo import pipeline
+from lmzoo.core.solver import plan_importance
+from lmzoo.data import subsets
+from lmzoo.importance import FinetuneSettings, ImportanceData, importance_table
+from lmzoo.recipes import load_recipe
+from lmzoo.tasks import task_for
+
+
+def ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (as Spearman's rho needs)."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    result = np.empty(len(values))
+    start = 0
+    while start < len(values):
+        stop = start
+        while stop + 1 < len(values) and sorted_values[stop + 1] == sorted_values[start]:
+            stop += 1
+        result[order[start : stop + 1]] = (start + stop) / 2
+        start = stop + 1
+    return result
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = ranks(a), ranks(b)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--recipe", default="mobilenetv2-fmnist-layermerge")
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--base", default=None, help="base weights (.safetensors)")
+    parser.add_argument("--workdir", default="/tmp/lmzoo-bench-importance")
+    parser.add_argument("--estimators", default="block-distill,bn-recalibration,finetune-short,finetune")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N candidates (a quick check)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="write the figures here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    recipe, _ = load_recipe(args.recipe, args.profile)
+    ws = pipeline.Workspace.for_recipe(recipe, args.workdir)
+    if args.base:
+        model = pipeline.build_model(recipe)
+        model.load_state_dict(load_file(args.base), strict=True)
+        model.eval()
+    else:
+        model = pipeline.base_stage(ws)
+    task = task_for(model)
+    train_set, _ = pipeline.datasets(recipe)
+    spec = pipeline.trace_spec(recipe, model, task, train_set)
+    imp = recipe.importance
+    split = subsets(len(train_set), train_fraction=imp.train_fraction, heldout_fraction=imp.heldout_fraction)
+    data = ImportanceData(Subset(train_set, split.train.tolist()), Subset(train_set, split.heldout.tolist()))
+    settings = FinetuneSettings(
+        **vars(pipeline.train_settings(imp.train)),
+        eval_batch_size=imp.eval_batch_size,
+        block_steps=imp.block_steps,
+        block_lr=imp.block_lr,
+        block_batch_size=imp.block_batch_size,
+    )
+    cands = sorted({c for m in lmzoo.METHODS for c in lmzoo.candidates(spec, method=m)})
+    if args.limit:
+        cands = cands[: args.limit]
+    print(
+        f"{recipe.model.arch} on {recipe.data.dataset}: {len(cands)} candidates, "
+        f"{len(data.train)} importance-train / {len(data.heldout)} held-out images, {args.threads} threads"
+    )
+
+    tables = {}
+    for estimator in args.estimators.split(","):
+        started = time.perf_counter()
+        tables[estimator] = importance_table(
+            model,
+            spec,
+            data,
+            estimator=estimator,
+            settings=settings,
+            cands=cands,
+            workdir=args.workdir,
+            seed=0,
+        )
+        meta = tables[estimator].metadata
+        print(
+            f"{estimator:>17}: {meta['measured_entries']} entries, "
+            f"{meta['wall_s_total']:.0f} s of entry time "
+            f"({meta['wall_s_per_entry']:.2f} s/entry); this call {time.perf_counter() - started:.0f} s; "
+            f"base held-out top-1 {meta['base']['accuracy']:.2f}%"
+        )
+
+    report: dict[str, dict[str, float]] = {}
+    reference = tables.get("finetune")
+    measured = [c for c in cands if not (c.length == 1 and c.kept == (c.end,))]
+    for estimator, table in tables.items():
+        row = {"s_per_entry": table.metadata["wall_s_per_entry"]}
+        if reference is not None:
+            ref = np.array([reference[c] for c in measured])
+            mine = np.array([table[c] for c in measured])
+            row["spearman_vs_finetune"] = spearman(mine, ref)
+            row["cost_ratio"] = reference.metadata["wall_s_per_entry"] / max(row["s_per_entry"], 1e-9)
+        report[estimator] = row
+
+    if reference is not None and not args.limit:
+        latency, _ = pipeline.latency_stage(ws, model, spec, pipeline.example_inputs(task, train_set))
+        for speedup in recipe.solve.speedups:
+            for estimator, table in tables.items():
+                plan = lmzoo.solve(latency, table, speedup=speedup)
+                score = plan_importance(reference, plan) - plan_importance(
+                    reference, lmzoo.Plan.identity(spec)
+                )
+                report[estimator][f"plan_{speedup:g}x_finetune_score"] = score
+                report[estimator][f"plan_{speedup:g}x_predicted_ms"] = latency.predict(plan)
+
+    print("\nestimator          s/entry  cost ratio  Spearman rho vs finetune")
+    for estimator, row in report.items():
+        rho = row.get("spearman_vs_finetune", math.nan)
+        print(
+            f"{estimator:>17}  {row['s_per_entry']:7.2f}  {row.get('cost_ratio', math.nan):9.1f}x  {rho:8.3f}"
+        )
+    if reference is not None and not args.limit:
+        print("\nplans scored by the finetune table (sum of I minus the identity plan's; higher is better)")
+        for speedup in recipe.solve.speedups:
+            line = "  ".join(f"{e}: {r[f'plan_{speedup:g}x_finetune_score']:+.4f}" for e, r in report.items())
+            print(f"  {speedup:g}x  {line}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

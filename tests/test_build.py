@@ -1,0 +1,84 @@
+"""`lmzoo build` end to end on the smoke profile of the embedded default recipe."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import lmzoo
+from lmzoo.checkpoint import CheckpointError, load_checkpoint
+from lmzoo.cli import main
+
+ENTRY = "mobilenetv2-fmnist-layermerge-1.6x"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("build")
+    home, work = root / "store", root / "work"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LMZOO_HOME", str(home))
+    result = CliRunner().invoke(main, ["build", ENTRY, "--profile", "smoke", "--workdir", str(work)])
+    assert result.exit_code == 0, result.output
+    yield home / ENTRY, work, result
+    mp.undo()
+
+
+def test_build_writes_a_loadable_checkpoint_with_card_and_latency(built, monkeypatch):
+    directory, _, result = built
+    assert result.stdout.strip() == str(directory)
+    names = {p.name for p in directory.iterdir()}
+    assert {
+        "model.safetensors",
+        "config.json",
+        "README.md",
+        "latency.json",
+        "recipe.yaml",
+        "plan.json",
+    } <= names
+    config = json.loads((directory / "config.json").read_text())
+    assert config["name"] == ENTRY and config["target_speedup"] == 1.6
+    card = (directory / "README.md").read_text()
+    assert "model-index" in card and "speedup" in card and f'lmzoo.load("{ENTRY}")' in card
+    latency = json.loads((directory / "latency.json").read_text())
+    assert latency["measurement"]["backend"] == "torch" and latency["speedup"] > 0
+    monkeypatch.setenv("LMZOO_HOME", str(directory.parent))
+    model = lmzoo.load(ENTRY)
+    again = load_checkpoint(directory)
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+    plan = lmzoo.Plan.from_dict(config["plan"])
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(plan.kept_units) >= 1 and len(convs) < 52  # merged: fewer convs than the base network
+
+
+def test_a_rerun_reuses_every_stage(built, monkeypatch):
+    directory, work, _ = built
+    monkeypatch.setenv("LMZOO_HOME", str(directory.parent))
+    stages_before = sorted(p.name for p in (work / "mobilenetv2-fmnist-layermerge").iterdir())
+    result = CliRunner().invoke(main, ["build", ENTRY, "--profile", "smoke", "--workdir", str(work)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (work / "mobilenetv2-fmnist-layermerge").iterdir()) == stages_before
+    assert "importance (" not in result.stderr and "base mobilenetv2" not in result.stderr  # nothing re-run
+
+
+def test_load_errors(built, monkeypatch, tmp_path):
+    directory, _, _ = built
+    monkeypatch.setenv("LMZOO_HOME", str(tmp_path))
+    with pytest.raises(lmzoo.LmzooError, match=r"lmzoo build mobilenetv2-fmnist-layermerge-1\.3x"):
+        lmzoo.load("mobilenetv2-fmnist-layermerge-1.3x")
+    with pytest.raises(lmzoo.LmzooError, match="did you mean"):
+        lmzoo.load("mobilenetv2-fmnist-layermerge-1.6")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (broken / name).write_bytes((directory / name).read_bytes())
+    data = (directory / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_checkpoint(broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(broken)

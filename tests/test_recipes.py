@@ -1,0 +1,84 @@
+import pytest
+
+from lmzoo.recipes import RecipeError, load_recipe, parse_recipe, recipe_files
+
+GOOD = """
+name: tiny-fmnist-layermerge
+model: {family: timm, arch: mobilenetv2_035, kwargs: {num_classes: 10, in_chans: 1}, input_size: 32}
+data: {dataset: fashion-mnist, pad_to: 32}
+solve: {speedups: [1.5, 2]}
+profiles:
+  smoke: {data: {limit_train: 64}, base: {epochs: 0.5}}
+"""
+
+
+def _write(tmp_path, text, name="tiny-fmnist-layermerge.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_shipped_recipes_parse_in_every_profile():
+    files = recipe_files()
+    assert "mobilenetv2-fmnist-layermerge" in files
+    for path in files.values():
+        recipe = parse_recipe(path)
+        assert recipe.solve.speedups and recipe.name == path.stem
+        smoke = parse_recipe(path, "smoke")
+        assert smoke.profile == "smoke" and smoke.data.limit_train
+
+
+def test_an_entry_name_resolves_to_its_recipe_and_speedup():
+    recipe, speedup = load_recipe("mobilenetv2-fmnist-layermerge-1.6x", "smoke")
+    assert speedup == 1.6 and recipe.name == "mobilenetv2-fmnist-layermerge"
+    assert "mobilenetv2-fmnist-layermerge-1.6x" in recipe.entries()
+    with pytest.raises(RecipeError, match="is not one of its entries"):
+        load_recipe("mobilenetv2-fmnist-layermerge-9x")
+    with pytest.raises(RecipeError, match="did you mean mobilenetv2-fmnist-layermerge"):
+        load_recipe("mobilenetv2-fmnist-layermerg")
+
+
+def test_profiles_merge_over_the_defaults(tmp_path):
+    path = _write(tmp_path, GOOD)
+    default, smoke = parse_recipe(path), parse_recipe(path, "smoke")
+    assert default.data.limit_train is None and smoke.data.limit_train == 64
+    assert smoke.data.pad_to == 32 and smoke.base.epochs == 0.5 and smoke.base.lr == default.base.lr
+    assert default.solve.speedups == (1.5, 2.0)
+    with pytest.raises(RecipeError, match="no profile 'fast'; this recipe has: default, smoke"):
+        parse_recipe(path, "fast")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ("data: {dataset: fashion-mnist, pad_to: 32}", "data: {dataset: fashion-mnist, pad: 32}"),
+            "unknown key 'data.pad'",
+        ),
+        (("pad_to: 32}", "pad_to: thirty}"), "'data.pad_to' must be an integer, got str 'thirty'"),
+        (("speedups: [1.5, 2]", "speedups: 1.5"), "'solve.speedups' must be a list"),
+        (("speedups: [1.5, 2]", "speedups: [0.5]"), "solve.speedups must all be > 1"),
+        (("family: timm", "family: keras"), "model.family must be timm or diffusers-unet2d"),
+        (("name: tiny-fmnist-layermerge\n", ""), "missing key 'name'"),
+        (("base: {epochs: 0.5}", "base: {epochs: [1]}"), "'base.epochs' must be a number"),
+        (("smoke:", "smoke: 3\n  x:"), "'profiles' must map profile names"),
+    ],
+)
+def test_bad_recipes_name_the_key_and_the_file(tmp_path, change, message):
+    old, new = change
+    assert old in GOOD
+    path = _write(tmp_path, GOOD.replace(old, new))
+    with pytest.raises(RecipeError, match=message) as err:
+        parse_recipe(path)
+    assert str(path) in str(err.value)
+
+
+def test_unreadable_recipes(tmp_path):
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        parse_recipe(_write(tmp_path, "name: [unclosed"))
+    with pytest.raises(RecipeError, match="a recipe is a mapping"):
+        parse_recipe(_write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(RecipeError, match="cannot read recipe"):
+        parse_recipe(tmp_path / "missing.yaml")
+    with pytest.raises(RecipeError, match="no recipe named 'nothing-like-it'"):
+        load_recipe("nothing-like-it")
