@@ -452,3 +452,7 @@ def _read_plan(path: str) -> Any:
             raise InvalidPlanError(f"{path} holds no plan")
         data = plans[0]["plan"]
     return lmzoo.Plan.from_dict(data)
+
+
+if __name__ == "__main__":
+    main()

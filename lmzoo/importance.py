@@ -573,16 +573,19 @@ def _block_distill(context: _Context, cand: Candidate, seed: int) -> dict[str, A
     chain = context.chain(net)
     started = time.perf_counter()
     last: float | None = None  # a block without parameters (all convs dropped) has nothing to train
+    steps = 0
     if any(True for _ in chain.blocks[cand.start].parameters()):
         student = chain.blocks[cand.start]
-        if _merged_flops(context.spec, cand) <= _unit_flops(context.spec, cand):
+        merged_flops, unit_flops = _merged_flops(context.spec, cand), _unit_flops(context.spec, cand)
+        if merged_flops <= unit_flops:
             student = chain.blocks[cand.start] = student.lmzoo_merged()  # cheaper to train as one conv
+        steps = _block_steps(context, min(merged_flops, unit_flops))
         inputs, saved = maps.train_inputs()
         wanted = maps.train_targets(cand.end)
         optimizer = torch.optim.Adam(student.parameters(), lr=s.block_lr)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.block_steps)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         generator = torch.Generator().manual_seed(seed)
-        for step in range(s.block_steps):
+        for step in range(steps):
             pick = torch.randint(0, len(inputs), (min(s.block_batch_size, len(inputs)),), generator=generator)
             out = chain.run_blocks(
                 inputs[pick], {k: v[pick] for k, v in saved.items()}, cand.start, cand.start + 1
@@ -600,7 +603,17 @@ def _block_distill(context: _Context, cand: Candidate, seed: int) -> dict[str, A
     train_s = time.perf_counter() - started
     with chain.resumed([(cand.start, x, saved) for x, saved in maps.heldout]):
         metrics = context.evaluate(net)
-    return {**metrics, "block_loss": last, "block_train_s": train_s}
+    return {**metrics, "block_loss": last, "block_steps": steps, "block_train_s": train_s}
+
+
+def _block_steps(context: _Context, student_flops: int) -> int:
+    """At most ``block_steps``, and at most a tenth of the finetune estimator's training compute
+    (one epoch of importance-train through the whole network): long blocks get fewer steps."""
+    s = context.settings
+    network = sum(_unit_flops(context.spec, c) for c in Plan.identity(context.spec))
+    examples = len(context.data.train)  # type: ignore[arg-type]
+    budget = 0.1 * examples * network / (s.block_batch_size * max(student_flops, 1))
+    return max(1, min(s.block_steps, int(budget)))
 
 
 def _conv_flops(unit_in: int, unit_out: int, kernel: int, depthwise: bool, out_hw: int) -> int:

@@ -12,9 +12,11 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -26,7 +28,9 @@ from lmzoo.core.tables import ImportanceTable, LatencyTable, write_atomic
 from lmzoo.errors import DataNotFoundError, InvalidArgumentError
 from lmzoo.recipes import Recipe, TrainSection
 from lmzoo.tasks import Task, task_for
-from lmzoo.training import TrainSettings, train
+from lmzoo.training import TrainSettings, distributed, is_main_process, train
+
+T = TypeVar("T")
 
 STAGES = ("base", "latency", "importance", "solve", "finetune", "merge", "evaluate", "card")
 
@@ -326,7 +330,12 @@ def finetune_stage(
     from lmzoo.engine import apply_plan
 
     recipe = ws.recipe
-    folder = ws.stage("finetune", content_key(base_key(recipe), plan.to_dict(), recipe.finetune, recipe.seed))
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if distributed() else 1  # DDP splits batches and BN statistics
+    folder = ws.stage(
+        "finetune", content_key(base_key(recipe), plan.to_dict(), recipe.finetune, recipe.seed, world)
+    )
     weights = folder / "configured.safetensors"
     configured = apply_plan(model, spec, plan)
     if weights.is_file():
@@ -347,10 +356,11 @@ def finetune_stage(
         desc=f"fine-tune {name}",
     )
     configured = configured.cpu().eval()
-    tmp = folder / "configured.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in configured.state_dict().items()}, str(tmp))
-    os.replace(tmp, weights)
-    (folder / "train.state").unlink(missing_ok=True)
+    if is_main_process():
+        tmp = folder / "configured.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in configured.state_dict().items()}, str(tmp))
+        os.replace(tmp, weights)
+        (folder / "train.state").unlink(missing_ok=True)
     return configured
 
 
@@ -490,9 +500,16 @@ def build(
     if until not in STAGES:
         raise InvalidArgumentError(f"unknown stage {until!r}; choose one of {', '.join(STAGES)}")
     stop = STAGES.index(until)
-    say = log or (lambda message: None)
+    device = _init_distributed(device)
+    main_process = is_main_process()
+    say = (log if main_process else None) or (lambda message: None)
+    progress = progress and main_process
+    if distributed():
+        import torch.distributed as dist
+
+        say(f"DDP: {dist.get_world_size()} processes, {dist.get_backend()} backend, fine-tuning on {device}")
     ws = Workspace.for_recipe(recipe, workdir)
-    model = base_stage(ws, device=device, progress=progress)
+    model = _main_first(lambda: base_stage(ws, device=device, progress=progress))
     say(f"base: {ws.stage('base', base_key(recipe))}")
     if stop == 0:
         return []
@@ -500,12 +517,12 @@ def build(
     train_set, test_set = datasets(recipe)
     spec = trace_spec(recipe, model, task, train_set)
     example = example_inputs(task, train_set)
-    latency, latency_path = latency_stage(ws, model, spec, example, progress=progress)
+    latency, latency_path = _main_first(lambda: latency_stage(ws, model, spec, example, progress=progress))
     say(f"latency table: {latency_path}")
     if stop == 1:
         return []
-    importance, importance_path = importance_stage(
-        ws, model, spec, train_set, device=device, progress=progress
+    importance, importance_path = _main_first(
+        lambda: importance_stage(ws, model, spec, train_set, device=device, progress=progress)
     )
     say(f"importance table: {importance_path}")
     if stop == 2:
@@ -513,14 +530,14 @@ def build(
     written = []
     for speedup in speedups or list(recipe.solve.speedups):
         name = recipe.entry_name(speedup)
-        plan, record = solve_stage(ws, latency, importance, speedup)
+        plan, record = _main_first(partial(solve_stage, ws, latency, importance, speedup))
         say(f"{name}: plan predicted at {record['predicted_ms']:.4g} ms")
         if stop == 3:
             continue
         configured = finetune_stage(
             ws, model, spec, plan, train_set, name=name, device=device, progress=progress
         )
-        if stop <= 5:
+        if stop <= 5 or not main_process:
             continue
         merged, evaluation = evaluate_stage(
             ws, model, spec, plan, configured, test_set, latency, name=name, device=device
@@ -548,3 +565,31 @@ def build(
         )
         say(f"{name}: written to {written[-1]}")
     return written
+
+
+def _init_distributed(device: str) -> str:
+    """Under ``torchrun`` (WORLD_SIZE > 1): join the process group (gloo on CPU, NCCL on CUDA) and
+    return this rank's device. Fine-tuning then runs as DDP; the other stages run on rank 0."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or distributed():
+        return device
+    if device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return device
+
+
+def _main_first(stage: Callable[[], T]) -> T:
+    """Run a cached stage on rank 0 first; the other ranks then read its cached result."""
+    if not distributed():
+        return stage()
+    import torch.distributed as dist
+
+    if is_main_process():
+        result = stage()
+        dist.barrier()
+        return result
+    dist.barrier()
+    return stage()

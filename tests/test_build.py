@@ -82,3 +82,25 @@ def test_load_errors(built, monkeypatch, tmp_path):
     (broken / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_checkpoint(broken)
+
+
+def test_finetune_runs_as_ddp_under_torchrun(built, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, work, _ = built
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "LMZOO_HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    command = [str(torchrun), "--nproc-per-node", "2", "-m", "lmzoo.cli", "build", ENTRY]
+    command += ["--profile", "smoke", "--workdir", str(work), "--until", "finetune"]
+    before = set((work / "mobilenetv2-fmnist-layermerge").glob("finetune-*"))
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    new = set((work / "mobilenetv2-fmnist-layermerge").glob("finetune-*")) - before
+    assert len(new) == 1  # world size 2 is its own cached result
+    (folder,) = new
+    assert (folder / "configured.safetensors").is_file() and not (folder / "train.state").exists()
+    assert "DDP: 2 processes, gloo backend" in done.stderr
+    assert done.stderr.count("base:") == 1  # only rank 0 logs; the cached stages are not re-run
