@@ -350,7 +350,7 @@ class _Store:
 
 class _Context:
     """What every estimator needs: the base model and spec, the data, settings, task, device.
-    Pickled once per Ray cluster (``ray.put``); per-process caches are not pickled."""
+    Pickled once per Ray cluster (``ray.put``); per-process caches live in ``_PROCESS_MAPS``."""
 
     def __init__(
         self,
@@ -369,10 +369,6 @@ class _Context:
         self.device = device
         self.base: dict[str, Any] = {}
         self.token = uuid.uuid4().hex
-        self._maps: _BlockMaps | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_maps": None}
 
     def configured(self, plan: Plan, source: nn.Module | None = None) -> nn.Module:
         from lmzoo.engine import apply_plan
