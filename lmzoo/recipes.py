@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from lmzoo.errors import LmzooError
+from lmzoo.training import TrainSettings
 
 ENTRY_NAME = re.compile(r"^(?P<family>[a-z0-9][a-z0-9._-]*?)-(?P<speedup>\d+(?:\.\d+)?)x$")
 
@@ -55,19 +56,9 @@ class DataSection:
 
 
 @dataclass(frozen=True)
-class TrainSection:
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-5
-    batch_size: int = 256
-    epochs: float = 1.0
-    step_fraction: float = 1.0
-    warmup_steps: int = 0
-    label_smoothing: float = 0.0
-    augment: bool = False
-    distill_weight: float = 0.0
-    distill_temperature: float = 1.0
+class TrainSection(TrainSettings):
+    """A training schedule (:class:`lmzoo.training.TrainSettings`) plus recipe-only options."""
+
     #: DDPM fine-tuning: exponential moving average of the weights (0 = off)
     ema_decay: float = 0.0
 

@@ -253,20 +253,3 @@ def _load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     return int(state["step"])
-
-
-@torch.no_grad()
-def evaluate_classifier(
-    model: nn.Module, dataset: Dataset[Any], *, batch_size: int = 512, device: str | torch.device = "cpu"
-) -> dict[str, Any]:
-    """Top-1 accuracy (%) and mean cross-entropy over ``dataset``."""
-    model.to(device).eval()
-    correct = total = 0
-    loss = 0.0
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
-        loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-        total += int(y.numel())
-    return {"accuracy": 100.0 * correct / total, "loss": loss / total, "examples": total}
