@@ -16,6 +16,18 @@ DATASET_IDS = {
 }
 DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "imagenet": "ImageNet-1k"}
 
+#: task -> (Hub task type, metric key in the evaluation and model-index, metric name, table row, format)
+TASK_METRICS = {
+    "classification": ("image-classification", "accuracy", "top-1 accuracy (%)", "top-1 (%), test", "{:.2f}"),
+    "denoising": (
+        "unconditional-image-generation",
+        "loss",
+        "denoising loss (noise-prediction MSE)",
+        "denoising loss, test",
+        "{:.5f}",
+    ),
+}
+
 TEMPLATE = """---
 {{ card_data }}
 ---
@@ -90,36 +102,20 @@ def model_card(
     m = card["measurement"]
     dataset = recipe.data.dataset
     config = f"{m['backend']}, {m.get('device_name', m['device'])}, batch {m['batch_size']}, {m['dtype']}"
-    results = []
-    rows = []
-    if evaluation["task"] == "classification":
-        top1, base_top1 = evaluation["test"]["accuracy"], evaluation["base_test"]["accuracy"]
-        results.append(
-            EvalResult(
-                task_type="image-classification",
-                dataset_type=DATASET_IDS[dataset],
-                dataset_name=DATASET_NAMES[dataset],
-                dataset_split="test",
-                metric_type="accuracy",
-                metric_name="top-1 accuracy (%)",
-                metric_value=round(top1, 3),
-            )
+    task_type, key, label, row_label, fmt = TASK_METRICS[evaluation["task"]]
+    value, base_value = evaluation["test"][key], evaluation["base_test"][key]
+    rows = [(row_label, fmt.format(base_value), fmt.format(value))]
+    results = [
+        EvalResult(
+            task_type=task_type,
+            dataset_type=DATASET_IDS[dataset],
+            dataset_name=DATASET_NAMES[dataset],
+            dataset_split="test",
+            metric_type=key,
+            metric_name=label,
+            metric_value=round(value, 6),
         )
-        rows.append(("top-1 (%), test", f"{base_top1:.2f}", f"{top1:.2f}"))
-    else:
-        loss, base_loss = evaluation["test"]["loss"], evaluation["base_test"]["loss"]
-        results.append(
-            EvalResult(
-                task_type="unconditional-image-generation",
-                dataset_type=DATASET_IDS[dataset],
-                dataset_name=DATASET_NAMES[dataset],
-                dataset_split="test",
-                metric_type="loss",
-                metric_name="denoising loss (noise-prediction MSE)",
-                metric_value=round(loss, 6),
-            )
-        )
-        rows.append(("denoising loss, test", f"{base_loss:.5f}", f"{loss:.5f}"))
+    ]
     results.append(
         EvalResult(
             task_type=results[0].task_type,

@@ -402,10 +402,10 @@ def tables(
     model = pipeline.base_stage(ws, device=device)
     task = task_for(model)
     train_set, _test = pipeline.datasets(resolved)
-    spec = pipeline.trace_spec(resolved, model, task, train_set)
+    spec, example = pipeline.traced(model, task, train_set)
     table: Any
     if kind == "latency":
-        table, path = pipeline.latency_stage(ws, model, spec, pipeline.example_inputs(task, train_set))
+        table, path = pipeline.latency_stage(ws, model, spec, example)
     else:
         table, path = pipeline.importance_stage(
             ws, model, spec, train_set, estimator=estimator, shard=shard, executor=executor, device=device

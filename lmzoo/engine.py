@@ -112,6 +112,9 @@ def check_merge(
 
 
 def tensor_output(output: object) -> torch.Tensor:
-    sample = getattr(output, "sample", output)  # diffusers models return an output dataclass
+    """The tensor a model returns: diffusers' output dataclass ``.sample``, or a tuple's first item."""
+    sample = getattr(output, "sample", output)
+    if isinstance(sample, (tuple, list)):
+        sample = sample[0]
     assert isinstance(sample, torch.Tensor)
     return sample

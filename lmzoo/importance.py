@@ -500,10 +500,14 @@ class _BlockMaps:
         self.context = context
         self.net = context.model_identity()
         self.chain = context.chain(self.net)
-        self.position = 0
-        self.train = self._chain_inputs(context.data.train)
-        self.heldout = self._chain_inputs(context.data.heldout)
         self._targets: dict[int, torch.Tensor] = {}
+        self._restart()
+
+    def _restart(self) -> None:
+        self.position = 0
+        self.train = self._chain_inputs(self.context.data.train)
+        self.heldout = self._chain_inputs(self.context.data.heldout)
+        self._targets.clear()
 
     @torch.no_grad()
     def _chain_inputs(self, dataset: Dataset[Any]) -> list[tuple[torch.Tensor, dict[int, torch.Tensor]]]:
@@ -528,7 +532,7 @@ class _BlockMaps:
     def at(self, position: int) -> None:
         """Advance both caches to the map at ``position`` (restarting when asked to go back)."""
         if position < self.position:
-            self.__init__(self.context)  # type: ignore[misc]
+            self._restart()
         while self.position < position:
             needed = {s.source for s in self.chain.spans if s.target > self.position + 1}
             for batches in (self.train, self.heldout):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
@@ -29,6 +29,9 @@ from lmzoo.errors import DataNotFoundError, InvalidArgumentError
 from lmzoo.recipes import Recipe, TrainSection
 from lmzoo.tasks import Task, task_for
 from lmzoo.training import TrainSettings, distributed, is_main_process, train
+
+if TYPE_CHECKING:
+    from lmzoo.importance import FinetuneSettings, ImportanceData
 
 T = TypeVar("T")
 
@@ -138,8 +141,35 @@ def train_settings(section: TrainSection) -> TrainSettings:
     return TrainSettings(**{k: v for k, v in dataclasses.asdict(section).items() if k in fields})
 
 
-def example_inputs(task: Task, dataset: Dataset[Any], batch_size: int = 1) -> tuple[torch.Tensor, ...]:
-    return task.example_inputs(dataset, batch_size)
+def importance_settings(recipe: Recipe) -> FinetuneSettings:
+    """The recipe's importance section as the estimators' settings."""
+    from lmzoo.importance import FinetuneSettings
+
+    imp = recipe.importance
+    return FinetuneSettings(
+        **dataclasses.asdict(train_settings(imp.train)),
+        eval_batch_size=imp.eval_batch_size,
+        block_steps=imp.block_steps,
+        block_lr=imp.block_lr,
+        block_batch_size=imp.block_batch_size,
+    )
+
+
+def importance_data(recipe: Recipe, train_set: Dataset[Any]) -> ImportanceData:
+    """The recipe's disjoint importance-train and held-out subsets of the training split."""
+    from lmzoo.data import subsets
+    from lmzoo.importance import ImportanceData
+
+    imp = recipe.importance
+    split = subsets(
+        len(train_set),  # type: ignore[arg-type]
+        train_fraction=imp.train_fraction,
+        heldout_fraction=imp.heldout_fraction,
+        seed=imp.seed,
+    )
+    return ImportanceData(
+        train=Subset(train_set, split.train.tolist()), heldout=Subset(train_set, split.heldout.tolist())
+    )
 
 
 # -- stages -----------------------------------------------------------------------------------------
@@ -153,7 +183,7 @@ def base_key(recipe: Recipe) -> str:
 
 def base_stage(ws: Workspace, *, device: str = "cpu", progress: bool = True) -> nn.Module:
     """The base network: pretrained, or trained from scratch (resumable) and cached."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     recipe = ws.recipe
     folder = ws.stage("base", base_key(recipe))
@@ -184,17 +214,26 @@ def base_stage(ws: Workspace, *, device: str = "cpu", progress: bool = True) -> 
         metrics = task.evaluate(model, test_set, batch_size=512, device=torch.device(device))
         write_atomic(folder / "metrics.json", json.dumps({**summary, **metrics, "split": "test"}, indent=2))
     model = model.cpu().eval()
-    tmp = folder / "model.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, weights)
-    (folder / "train.state").unlink(missing_ok=True)
+    _finish_training(model, weights)
     return model
 
 
-def trace_spec(recipe: Recipe, model: nn.Module, task: Task, dataset: Dataset[Any]) -> Spec:
+def _finish_training(model: nn.Module, weights: Path) -> None:
+    """Write a trained stage's weights atomically, then drop the training state it resumed from."""
+    from safetensors.torch import save_file
+
+    tmp = weights.with_name(weights.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, weights)
+    (weights.parent / "train.state").unlink(missing_ok=True)
+
+
+def traced(model: nn.Module, task: Task, dataset: Dataset[Any]) -> tuple[Spec, tuple[torch.Tensor, ...]]:
+    """The spec of ``model`` and the example inputs (one image of ``dataset``) it was traced with."""
     from lmzoo.engine import trace
 
-    return trace(model, example_inputs(task, dataset))
+    example = task.example_inputs(dataset)
+    return trace(model, example), example
 
 
 def latency_stage(
@@ -240,18 +279,11 @@ def importance_stage(
     progress: bool = True,
 ) -> tuple[ImportanceTable, Path]:
     """The importance table (cached; entries resumable and shardable) and its file."""
-    from lmzoo.data import subsets
-    from lmzoo.importance import FinetuneSettings, ImportanceData, importance_table
+    from lmzoo.importance import importance_table
 
     imp = ws.recipe.importance
     estimator = estimator or imp.estimator
-    settings = FinetuneSettings(
-        **dataclasses.asdict(train_settings(imp.train)),
-        eval_batch_size=imp.eval_batch_size,
-        block_steps=imp.block_steps,
-        block_lr=imp.block_lr,
-        block_batch_size=imp.block_batch_size,
-    )
+    settings = importance_settings(ws.recipe)
     folder = ws.stage(
         "importance",
         content_key(base_key(ws.recipe), spec.fingerprint, estimator, settings, imp.train_fraction,
@@ -260,17 +292,10 @@ def importance_stage(
     out = folder / "importance.json"
     if out.is_file():
         return ImportanceTable.load(out), out
-    size = len(train_set)  # type: ignore[arg-type]
-    split = subsets(
-        size, train_fraction=imp.train_fraction, heldout_fraction=imp.heldout_fraction, seed=imp.seed
-    )
-    data = ImportanceData(
-        train=Subset(train_set, split.train.tolist()), heldout=Subset(train_set, split.heldout.tolist())
-    )
     table = importance_table(
         model,
         spec,
-        data,
+        importance_data(ws.recipe, train_set),
         estimator=estimator,
         settings=settings,
         workdir=folder,
@@ -325,7 +350,7 @@ def finetune_stage(
 ) -> nn.Module:
     """The configured network for ``plan``, fine-tuned with the recipe's schedule (resumable),
     optionally distilled from the base."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from lmzoo.engine import apply_plan
 
@@ -357,10 +382,7 @@ def finetune_stage(
     )
     configured = configured.cpu().eval()
     if is_main_process():
-        tmp = folder / "configured.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in configured.state_dict().items()}, str(tmp))
-        os.replace(tmp, weights)
-        (folder / "train.state").unlink(missing_ok=True)
+        _finish_training(configured, weights)
     return configured
 
 
@@ -515,8 +537,7 @@ def build(
         return []
     task = task_for(model)
     train_set, test_set = datasets(recipe)
-    spec = trace_spec(recipe, model, task, train_set)
-    example = example_inputs(task, train_set)
+    spec, example = traced(model, task, train_set)
     latency, latency_path = _main_first(lambda: latency_stage(ws, model, spec, example, progress=progress))
     say(f"latency table: {latency_path}")
     if stop == 1:

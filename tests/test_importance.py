@@ -15,23 +15,25 @@ from lmzoo.testing import TINY_MODELS, random_plan, randomize_norms
 SETTINGS = FinetuneSettings(lr=0.01, batch_size=8, eval_batch_size=32, block_steps=10)
 
 
-@pytest.fixture(scope="module")
-def setup():
+def tiny_setup(n_train: int, n_heldout: int, max_end: int):
+    """A randomised tiny MobileNetV2, its spec, random importance data and a slice of candidates."""
     torch.manual_seed(0)
     tiny = TINY_MODELS["mobilenetv2"]
     model = randomize_norms(tiny.build()).eval()
     spec = lmzoo.trace(model, torch.randn(1, 3, 20, 20))
     g = torch.Generator().manual_seed(1)
-    data = ImportanceData(
-        train=TensorDataset(
-            torch.randn(24, 3, 20, 20, generator=g), torch.randint(0, 10, (24,), generator=g)
-        ),
-        heldout=TensorDataset(
-            torch.randn(32, 3, 20, 20, generator=g), torch.randint(0, 10, (32,), generator=g)
-        ),
-    )
-    cands = [c for c in lmzoo.candidates(spec) if c.end <= 8]  # a slice keeps the test fast
+
+    def images(n):
+        return TensorDataset(torch.randn(n, 3, 20, 20, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+    data = ImportanceData(train=images(n_train), heldout=images(n_heldout))
+    cands = [c for c in lmzoo.candidates(spec) if c.end <= max_end]  # a slice keeps the tests fast
     return model, spec, data, cands
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return tiny_setup(24, 32, 8)
 
 
 def _table(setup, tmp_path, **kwargs):

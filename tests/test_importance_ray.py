@@ -1,12 +1,10 @@
 """The Ray executor on a real local cluster of 2 CPUs (the `lmzoo[ray]` extra)."""
 
 import pytest
-import torch
-from torch.utils.data import TensorDataset
 
 import lmzoo
-from lmzoo.importance import FinetuneSettings, ImportanceData, importance_table
-from lmzoo.testing import TINY_MODELS, randomize_norms
+from lmzoo.importance import FinetuneSettings, importance_table
+from tests.test_importance import tiny_setup
 
 ray = pytest.importorskip("ray", reason="the Ray executor test needs `pip install lmzoo[ray]`")
 
@@ -19,20 +17,7 @@ def cluster():
 
 
 def test_ray_executor_gives_the_local_table_and_resumes(cluster, tmp_path):
-    torch.manual_seed(0)
-    tiny = TINY_MODELS["mobilenetv2"]
-    model = randomize_norms(tiny.build()).eval()
-    spec = lmzoo.trace(model, torch.randn(1, 3, 20, 20))
-    g = torch.Generator().manual_seed(1)
-    data = ImportanceData(
-        train=TensorDataset(
-            torch.randn(16, 3, 20, 20, generator=g), torch.randint(0, 10, (16,), generator=g)
-        ),
-        heldout=TensorDataset(
-            torch.randn(16, 3, 20, 20, generator=g), torch.randint(0, 10, (16,), generator=g)
-        ),
-    )
-    cands = [c for c in lmzoo.candidates(spec) if c.end <= 5]
+    model, spec, data, cands = tiny_setup(16, 16, 5)
     settings = FinetuneSettings(lr=0.01, batch_size=8, eval_batch_size=16)
     kwargs = dict(cands=cands, settings=settings, seed=3, progress=False)
     local = importance_table(model, spec, data, workdir=tmp_path / "local", **kwargs)

@@ -298,12 +298,9 @@ class _Plain(nn.Module):
         self.inner = inner
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        out = self.inner(*args)
-        out = getattr(out, "sample", out)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        assert isinstance(out, torch.Tensor)
-        return out
+        from lmzoo.engine import tensor_output
+
+        return tensor_output(self.inner(*args))
 
 
 def _as_list(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -20,13 +20,11 @@ import time
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from torch.utils.data import Subset
 
 import lmzoo
 from lmzoo import pipeline
 from lmzoo.core.solver import plan_importance
-from lmzoo.data import subsets
-from lmzoo.importance import FinetuneSettings, ImportanceData, importance_table
+from lmzoo.importance import importance_table
 from lmzoo.recipes import load_recipe
 from lmzoo.tasks import task_for
 
@@ -76,17 +74,9 @@ def main() -> None:
         model = pipeline.base_stage(ws)
     task = task_for(model)
     train_set, _ = pipeline.datasets(recipe)
-    spec = pipeline.trace_spec(recipe, model, task, train_set)
-    imp = recipe.importance
-    split = subsets(len(train_set), train_fraction=imp.train_fraction, heldout_fraction=imp.heldout_fraction)
-    data = ImportanceData(Subset(train_set, split.train.tolist()), Subset(train_set, split.heldout.tolist()))
-    settings = FinetuneSettings(
-        **vars(pipeline.train_settings(imp.train)),
-        eval_batch_size=imp.eval_batch_size,
-        block_steps=imp.block_steps,
-        block_lr=imp.block_lr,
-        block_batch_size=imp.block_batch_size,
-    )
+    spec, example = pipeline.traced(model, task, train_set)
+    data = pipeline.importance_data(recipe, train_set)
+    settings = pipeline.importance_settings(recipe)
     cands = sorted({c for m in lmzoo.METHODS for c in lmzoo.candidates(spec, method=m)})
     if args.limit:
         cands = cands[: args.limit]
@@ -129,7 +119,7 @@ def main() -> None:
         report[estimator] = row
 
     if reference is not None and not args.limit:
-        latency, _ = pipeline.latency_stage(ws, model, spec, pipeline.example_inputs(task, train_set))
+        latency, _ = pipeline.latency_stage(ws, model, spec, example)
         for speedup in recipe.solve.speedups:
             for estimator, table in tables.items():
                 plan = lmzoo.solve(latency, table, speedup=speedup)
