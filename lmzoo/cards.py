@@ -3,6 +3,10 @@ ModelCardData and EvalResult: ``model-index`` metrics, and how every number was 
 
 from __future__ import annotations
 
+import csv
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from lmzoo.core.plan import Plan
@@ -58,18 +62,35 @@ measured with `{{ backend }}` on {{ device_name }}, batch {{ batch }}, {{ dtype 
 
 {{ plan_summary }}
 
+![per-block latency, base vs merged](latency.png)
+{% if frontier %}
+![accuracy against measured speed-up: LayerMerge and the baselines](frontier.png)
+{% endif %}{% if samples %}
+![samples of the base (left) and the merged network (right) from the same noise](samples.png)
+
+{{ samples }}.
+{% endif %}
 ## Use
 
 ```python
 import lmzoo
-model = lmzoo.load("{{ name }}")
-```
+
+model = lmzoo.load("{{ name }}")  # the local store ($LMZOO_HOME), then the Hub
+{% if repo_id %}model = lmzoo.load("hf-hub:{{ repo_id }}")  # this repository, or pin @<commit sha>
+{% endif %}```
+
+The merged network is rebuilt from the `{{ base }}` architecture and the plan in `config.json`, then
+`model.safetensors` is loaded strictly; no pickles and no training code are involved.
 
 ## Rebuild
 
 ```bash
-lmzoo build {{ name }}
+pip install lmzoo
+lmzoo build {{ name }}{{ profile_flag }}
 ```
+
+`recipe.yaml` is the recipe it was built from; `tables/` holds the latency and importance tables the
+plan was solved from, `plan.json` the solver's record and `evaluation.json` every measured figure.
 """
 
 
@@ -93,6 +114,7 @@ def model_card(
     evaluation: dict[str, Any],
     target_speedup: float,
     predicted_speedup: float | None,
+    frontier: bool = False,
 ) -> str:
     """The README.md text of a zoo entry."""
     import torch
@@ -131,7 +153,8 @@ def model_card(
         model_name=name,
         license=recipe.license,
         library_name="lmzoo",
-        tags=["layermerge", "depth-compression", "pruning"],
+        tags=["layermerge", "depth-compression", "pruning", "arxiv:2406.12837"],
+        base_model=recipe.model.pretrained.removeprefix("hf-hub:") if recipe.model.pretrained else None,
         datasets=[DATASET_IDS[dataset]],
         eval_results=results,
     )
@@ -158,5 +181,132 @@ def model_card(
         torch=torch.__version__,
         date=m.get("date", ""),
         plan_summary=plan_summary(spec, plan),
+        frontier=frontier,
+        samples=_samples_line(evaluation.get("samples")),
+        repo_id=f"{recipe.hub.org}/{name}" if recipe.hub.org else None,
+        profile_flag="" if recipe.profile == "default" else f" --profile {recipe.profile}",
     ).content
     return str(text)
+
+
+def _samples_line(samples: dict[str, Any] | None) -> str | None:
+    if not samples:
+        return None
+    return f"{samples['count']} samples each, {samples['sampler']}, noise seed {samples['seed']}"
+
+
+def card_from_checkpoint(
+    directory: str | os.PathLike[str], *, results: str | os.PathLike[str] | None = None
+) -> str:
+    """Regenerate the README.md card of a built checkpoint directory from what it holds (config,
+    recipe, plan, evaluation); with ``results`` (a results CSV) also draw ``frontier.png``."""
+    from lmzoo.checkpoint import CheckpointError, build_base, example_inputs, read_config
+    from lmzoo.engine import trace
+    from lmzoo.recipes import parse_recipe
+
+    directory = Path(directory)
+    config = read_config(directory)
+    needed = ("recipe.yaml", "evaluation.json", "plan.json")
+    missing = [f for f in needed if not (directory / f).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{directory} lacks {', '.join(missing)}, which the card is made from; rebuild it with "
+            f"`lmzoo build {config.get('name', directory.name)}`"
+        )
+    recipe = parse_recipe(directory / "recipe.yaml", config.get("profile"))
+    try:
+        evaluation = json.loads((directory / "evaluation.json").read_text())
+        solve_record = json.loads((directory / "plan.json").read_text())
+    except ValueError as err:
+        raise CheckpointError(f"{directory}: evaluation.json or plan.json is not JSON ({err})") from None
+    spec = trace(build_base(config), example_inputs(config))
+    frontier = False
+    if results is not None:
+        frontier = plot_frontier(read_results(results), directory / "frontier.png", entry=config["name"])
+    return model_card(
+        name=config["name"],
+        recipe=recipe,
+        spec=spec,
+        plan=Plan.from_dict(config["plan"]),
+        evaluation=evaluation,
+        target_speedup=float(config["target_speedup"]),
+        predicted_speedup=predicted_speedup(solve_record),
+        frontier=frontier or (directory / "frontier.png").is_file(),
+    )
+
+
+def predicted_speedup(solve_record: dict[str, Any]) -> float | None:
+    predicted, merged = solve_record.get("predicted_base_ms"), solve_record.get("predicted_ms")
+    return predicted / merged if predicted and merged else None
+
+
+#: columns every results CSV row has (``cards/results.csv``)
+RESULT_COLUMNS = (
+    "model",
+    "arch",
+    "dataset",
+    "method",
+    "target_speedup",
+    "measured_speedup",
+    "metric",
+    "value",
+)
+
+
+def read_results(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    from lmzoo.errors import InvalidArgumentError
+
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as err:
+        raise InvalidArgumentError(f"cannot read the results file {path}: {err.strerror}") from None
+    missing = [c for c in RESULT_COLUMNS if rows and c not in rows[0]]
+    if missing:
+        raise InvalidArgumentError(f"{path} lacks the columns {', '.join(missing)}")
+    return rows
+
+
+def plot_frontier(rows: list[dict[str, str]], path: str | os.PathLike[str], *, entry: str) -> bool:
+    """Metric against measured speed-up for every method on the entry's architecture and data set
+    (the base model marked), the entry circled. False when the results hold nothing to compare."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mine = next((r for r in rows if r["model"] == entry), None)
+    if mine is None:
+        return False
+    same = [r for r in rows if r["arch"] == mine["arch"] and r["dataset"] == mine["dataset"]]
+    same = [r for r in same if r["metric"] == mine["metric"]]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    styles = {"layermerge": ("#2f6fbf", "o"), "depth": ("#d9822b", "s"), "layer": ("#7a7a7a", "^")}
+    for method in sorted({r["method"] for r in same}):
+        points = sorted(
+            (float(r["measured_speedup"]), float(r["value"])) for r in same if r["method"] == method
+        )
+        if method == "base":
+            for x, y in points:
+                ax.scatter([x], [y], marker="*", s=140, color="black", label="base", zorder=3)
+            continue
+        color, marker = styles.get(method, ("#444444", "d"))
+        ax.plot([x for x, _ in points], [y for _, y in points], marker=marker, color=color, label=method)
+    ax.scatter(
+        [float(mine["measured_speedup"])],
+        [float(mine["value"])],
+        s=220,
+        facecolors="none",
+        edgecolors="red",
+        zorder=4,
+        label=entry,
+    )
+    ax.set_xlabel("measured speed-up over the base")
+    ax.set_ylabel(mine["metric"])
+    ax.set_title(f"{mine['arch']} on {mine['dataset']}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

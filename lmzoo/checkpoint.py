@@ -131,8 +131,12 @@ def _check_config(config: Any, path: Path) -> None:
     need(isinstance(base.get("kwargs"), dict), "'base.kwargs' must be an object")
     shape = config.get("input_shape")
     need(
-        isinstance(shape, list) and len(shape) == 3 and all(type(s) is int and 0 < s <= 4096 for s in shape),
-        "'input_shape' must be [channels, height, width]",
+        isinstance(shape, list)
+        and len(shape) == 3
+        and all(type(s) is int and s > 0 for s in shape)
+        and shape[0] <= 64
+        and shape[1] * shape[2] <= 2048 * 2048,
+        "'input_shape' must be [channels <= 64, height, width] with height x width <= 2048 x 2048",
     )
     need(config.get("task") in ("classification", "denoising"), "'task' must be classification or denoising")
     need(isinstance(config.get("plan"), dict), "'plan' must be an object")
@@ -150,7 +154,7 @@ def build_architecture(family: str, arch: str, kwargs: Mapping[str, Any]) -> nn.
             from diffusers import UNet2DModel
 
             return UNet2DModel(**kwargs)  # type: ignore[return-value]
-    except (RuntimeError, TypeError, ValueError, KeyError) as err:
+    except Exception as err:  # constructors given bad arguments raise every kind of error
         raise InvalidArgumentError(f"cannot build the {family} model {arch!r}: {err}") from None
     raise InvalidArgumentError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
 
@@ -171,37 +175,43 @@ def example_inputs(config: Mapping[str, Any]) -> tuple[torch.Tensor, ...]:
     return (x,)
 
 
-def load_checkpoint(directory: str | os.PathLike[str], *, device: str = "cpu") -> nn.Module:
-    """The merged network of a checkpoint directory, weights loaded strictly, in eval mode."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def merged_structure(config: Mapping[str, Any], where: str | os.PathLike[str] = "config") -> nn.Module:
+    """The merged network a checkpoint config describes, with random weights: the base architecture
+    traced at the recorded input shape (its fingerprint must match), the plan applied and merged."""
     from lmzoo.engine import apply_plan, merge, trace
 
-    directory = Path(directory)
-    config = read_config(directory)
     model = build_base(config)
     try:
         spec = trace(model, example_inputs(config))
         if spec.fingerprint != config["spec_fingerprint"]:
             raise CheckpointError(
-                f"{directory}: the base architecture traces to another network than the one the plan was "
+                f"{where}: the base architecture traces to another network than the one the plan was "
                 "made for (different timm/diffusers version or constructor arguments)"
             )
         plan = Plan.from_dict(config["plan"])
-        merged = merge(apply_plan(model, spec, plan))
+        return merge(apply_plan(model, spec, plan))
     except CheckpointError:
         raise
     except LmzooError as err:
-        raise CheckpointError(f"{directory}: the plan does not fit the base architecture: {err}") from None
-    weights = directory / WEIGHTS_NAME
+        raise CheckpointError(f"{where}: the plan does not fit the base architecture: {err}") from None
+    except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as err:
+        raise CheckpointError(
+            f"{where}: the base architecture does not run at the recorded input shape ({err})"
+        ) from None
+
+
+def load_weights_strictly(module: nn.Module, weights: Path) -> None:
+    """Load a safetensors file into ``module``: every tensor present, none extra, every shape exact."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         state = load_file(str(weights))
     except FileNotFoundError:
-        raise CheckpointError(f"{directory} has no {WEIGHTS_NAME}; re-download or rebuild it") from None
+        raise CheckpointError(f"{weights.parent} has no {weights.name}; re-download or rebuild it") from None
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{weights} is corrupted ({err}); re-download or rebuild it") from None
-    expected = merged.state_dict()
+    expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
@@ -212,5 +222,20 @@ def load_checkpoint(directory: str | os.PathLike[str], *, device: str = "cpu") -
             if keys
         )
         raise CheckpointError(f"{weights} does not match the merged network ({detail})")
-    merged.load_state_dict(state, strict=True)
-    return merged.to(device).eval()
+    module.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(directory: str | os.PathLike[str], *, device: str = "cpu") -> nn.Module:
+    """The merged network of a checkpoint directory, weights loaded strictly, in eval mode. A merged
+    DDPM UNet comes as :class:`~lmzoo.adapters.diffusers_merged.LayerMergeUNet2DModel`."""
+    directory = Path(directory)
+    config = read_config(directory)
+    merged = merged_structure(config, directory)
+    load_weights_strictly(merged, directory / WEIGHTS_NAME)
+    model: nn.Module = merged
+    if config["base"]["family"] == "diffusers-unet2d":
+        from lmzoo.adapters.diffusers_merged import LayerMergeUNet2DModel
+
+        model = LayerMergeUNet2DModel.wrapping(merged, config)  # type: ignore[assignment]
+    object.__setattr__(model, "lmzoo_checkpoint", str(directory))  # where it came from (cards, provenance)
+    return model.to(device).eval()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +27,8 @@ from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
 from lmzoo.core.tables import ImportanceTable, LatencyTable, write_atomic
 from lmzoo.errors import DataNotFoundError, InvalidArgumentError
-from lmzoo.recipes import Recipe, TrainSection
-from lmzoo.tasks import Task, task_for
+from lmzoo.recipes import EvaluateSection, Recipe, TrainSection
+from lmzoo.tasks import Denoising, Task, task_for
 from lmzoo.training import TrainSettings, distributed, is_main_process, train
 
 if TYPE_CHECKING:
@@ -97,13 +98,28 @@ def load_pretrained(recipe: Recipe) -> nn.Module:
             return timm.create_model(f"hf-hub:{repo}", pretrained=True, **recipe.model.kwargs)
         from diffusers import UNet2DModel
 
-        return UNet2DModel.from_pretrained(repo)
+        model = UNet2DModel.from_pretrained(repo, use_safetensors=True)  # never unpickle a download
     except (OSError, RuntimeError, ValueError) as err:
         raise DataNotFoundError(
             f"cannot get the pretrained weights {name} ({type(err).__name__}: {str(err)[:200]}); "
             "connect to the Hub (or set HF_ENDPOINT to a mirror), or pre-download them with "
-            f"`huggingface-cli download {repo}`"
+            f"`hf download {repo}`"
         ) from None
+    differ = {
+        k: (v, model.config.get(k))
+        for k, v in recipe.model.kwargs.items()
+        if _plain_config(model.config.get(k)) != _plain_config(v)
+    }
+    if differ:
+        key, (want, got) = next(iter(differ.items()))
+        raise InvalidArgumentError(
+            f"{recipe.source}: {name} has {key} = {got!r} but the recipe says {want!r}; fix model.kwargs"
+        )
+    return model
+
+
+def _plain_config(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def datasets(recipe: Recipe) -> tuple[Dataset[Any], Dataset[Any]]:
@@ -210,6 +226,7 @@ def base_stage(ws: Workspace, *, device: str = "cpu", progress: bool = True) -> 
             state_path=folder / "train.state",
             progress=progress,
             desc=f"base {recipe.name}",
+            ema_decay=recipe.base.ema_decay,
         )
         metrics = task.evaluate(model, test_set, batch_size=512, device=torch.device(device))
         write_atomic(folder / "metrics.json", json.dumps({**summary, **metrics, "split": "test"}, indent=2))
@@ -379,6 +396,7 @@ def finetune_stage(
         state_path=folder / "train.state",
         progress=progress,
         desc=f"fine-tune {name}",
+        ema_decay=recipe.finetune.ema_decay,
     )
     configured = configured.cpu().eval()
     if is_main_process():
@@ -442,8 +460,46 @@ def evaluate_stage(
         "merge_relative_error": merge_error,
         "latency_card": card,
     }
+    if isinstance(task, Denoising):
+        record["samples"] = _sample_grid(
+            task, model, merged, probe[0].shape[1:], folder / "samples.png", recipe.evaluate
+        )
     write_atomic(out, json.dumps(record, indent=1, default=float))
     return merged, record
+
+
+def _sample_grid(
+    task: Denoising,
+    base: nn.Module,
+    merged: nn.Module,
+    image_shape: tuple[int, ...],
+    path: Path,
+    settings: EvaluateSection,
+) -> dict[str, Any]:
+    """A PNG of DDIM samples of the base (left) and the merged network (right) from the same noise,
+    so the two can be compared image by image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, count = settings.sample_steps, settings.sample_count
+    side = math.ceil(math.sqrt(count))
+    grids = []
+    for net in (base, merged):
+        images = task.sample(net.cpu(), (count, *image_shape), steps=steps, seed=0)
+        images = torch.cat([images, torch.ones(side * side - count, *image_shape)])  # blank tail
+        rows = [torch.cat(list(images[r * side : (r + 1) * side]), dim=2) for r in range(side)]
+        grids.append(torch.cat(rows, dim=1).permute(1, 2, 0).squeeze(-1).numpy())
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
+    for ax, grid, title in zip(axes, grids, ("base", "merged"), strict=True):
+        ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
+        ax.set_title(f"{title} ({steps}-step DDIM, same noise)", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {"path": str(path), "count": count, "sampler": f"DDIM, {steps} steps, eta 0", "seed": 0}
 
 
 def publish_to_store(
@@ -464,16 +520,12 @@ def publish_to_store(
     plan, recipe, tables) into the local store, atomically."""
     import shutil
 
-    from lmzoo.cards import model_card
+    from lmzoo.cards import model_card, predicted_speedup
     from lmzoo.checkpoint import checkpoint_config, write_checkpoint
     from lmzoo.latency.card import plot_block_latency, write_card
     from lmzoo.zoo import entry_dir
 
     recipe = ws.recipe
-    predicted = solve_record.get("predicted_base_ms")
-    predicted_speedup = (
-        (predicted / solve_record["predicted_ms"]) if predicted and solve_record["predicted_ms"] else None
-    )
     config = checkpoint_config(
         name=name,
         family=recipe.model.family,
@@ -492,18 +544,27 @@ def publish_to_store(
         plan=plan,
         evaluation=evaluation,
         target_speedup=speedup,
-        predicted_speedup=predicted_speedup,
+        predicted_speedup=predicted_speedup(solve_record),
     )
+    public = dict(evaluation)  # no paths of this machine in what is published
+    if "samples" in public:
+        public["samples"] = {
+            **{k: v for k, v in public["samples"].items() if k != "path"},
+            "file": "samples.png",
+        }
     files = {
         "README.md": lambda p: p.write_text(card),
         "latency.json": lambda p: write_card(evaluation["latency_card"], p),
         "latency.png": lambda p: plot_block_latency(latency, spec, plan, p, title=name),
         "plan.json": lambda p: p.write_text(json.dumps(solve_record, indent=1)),
-        "evaluation.json": lambda p: p.write_text(json.dumps(evaluation, indent=1, default=float)),
+        "evaluation.json": lambda p: p.write_text(json.dumps(public, indent=1, default=float)),
         "recipe.yaml": lambda p: shutil.copyfile(recipe.source, p),
         "tables/latency.json": lambda p: latency.save(p),
         "tables/importance.json": lambda p: importance.save(p),
     }
+    if "samples" in evaluation:  # the evaluate stage's grid, next to its record
+        samples = Path(evaluation["samples"]["path"])
+        files["samples.png"] = lambda p: shutil.copyfile(samples, p)
     return write_checkpoint(entry_dir(name), merged, config, files)
 
 

@@ -59,7 +59,7 @@ class DataSection:
 class TrainSection(TrainSettings):
     """A training schedule (:class:`lmzoo.training.TrainSettings`) plus recipe-only options."""
 
-    #: DDPM fine-tuning: exponential moving average of the weights (0 = off)
+    #: exponential moving average of the weights, left in the model at the end (0 = off; DDPM uses it)
     ema_decay: float = 0.0
 
 
@@ -96,6 +96,22 @@ class SolveSection:
 
 
 @dataclass(frozen=True)
+class EvaluateSection:
+    #: DDPM: images generated for the card's sample grid, per network (base and merged)
+    sample_count: int = 16
+    #: DDPM: DDIM steps per sample
+    sample_steps: int = 100
+
+
+@dataclass(frozen=True)
+class HubSection:
+    #: Hub organisation of the published entries: each entry's repo id is "<org>/<entry name>"
+    org: str | None = None
+    #: published entries, pinned: entry name -> commit sha (what `lmzoo.load(NAME)` downloads)
+    revisions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     model: ModelSection
@@ -109,6 +125,8 @@ class Recipe:
     importance: ImportanceSection = field(default_factory=ImportanceSection)
     solve: SolveSection = field(default_factory=SolveSection)
     finetune: TrainSection = field(default_factory=TrainSection)
+    evaluate: EvaluateSection = field(default_factory=EvaluateSection)
+    hub: HubSection = field(default_factory=HubSection)
     #: the profile this recipe was resolved with ("default" when none)
     profile: str = "default"
     #: where the recipe came from (not part of its content)
@@ -279,7 +297,11 @@ def _convert(hint: Any, value: Any, key: str, path: Path) -> Any:
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise RecipeError(f"{path}: {key!r} must be a mapping, got {_kind(value)}")
-        return dict(value)
+        key_type, value_type = typing.get_args(hint) or (str, Any)
+        return {
+            _convert(key_type, k, f"{key} key", path): _convert(value_type, v, f"{key}.{k}", path)
+            for k, v in value.items()
+        }
     if hint is bool:
         if not isinstance(value, bool):
             raise RecipeError(f"{path}: {key!r} must be true or false, got {_kind(value)}")
@@ -328,6 +350,23 @@ def _check_values(recipe: Recipe, path: Path) -> None:
         (
             bool(re.fullmatch(r"[a-z0-9][a-z0-9.-]*", recipe.name)),
             "name must be lower-case letters, digits, . and -",
+        ),
+        (
+            recipe.hub.org is None or bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", recipe.hub.org)),
+            "hub.org must be a Hub organisation or user name",
+        ),
+        (
+            all(n in recipe.entries() for n in recipe.hub.revisions),
+            f"hub.revisions may only pin this recipe's entries ({', '.join(recipe.entries())})",
+        ),
+        (
+            all(re.fullmatch(r"[0-9a-f]{40}", r) for r in recipe.hub.revisions.values()),
+            "hub.revisions pins commit shas (40 hex digits), so a published entry never changes under a user",
+        ),
+        (recipe.hub.org is not None or not recipe.hub.revisions, "hub.revisions needs hub.org"),
+        (
+            recipe.evaluate.sample_count > 0 and recipe.evaluate.sample_steps > 0,
+            "evaluate.sample_* must be > 0",
         ),
     ]
     for section in (recipe.base, recipe.finetune, recipe.importance.train):

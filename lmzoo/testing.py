@@ -6,8 +6,11 @@ seconds (like timm's test models). Adapter authors add their family's tiny model
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -119,4 +122,68 @@ def randomize_norms(model: nn.Module, generator: torch.Generator | None = None) 
     return model
 
 
-__all__ = ["TINY_MODELS", "TinyModel", "ddpm_cifar10_unet", "random_plan", "randomize_norms"]
+#: small architectures for checkpoints made from random weights: family -> (arch, kwargs, input shape, task)
+CHECKPOINT_BASES: dict[str, tuple[str, dict[str, Any], tuple[int, int, int], str]] = {
+    "timm": ("mobilenetv2_035", {"num_classes": 10, "in_chans": 1}, (1, 32, 32), "classification"),
+    "diffusers-unet2d": (
+        "",
+        {
+            "sample_size": 16,
+            "in_channels": 3,
+            "out_channels": 3,
+            "block_out_channels": [16, 32],
+            "layers_per_block": 1,
+            "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+            "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+            "norm_num_groups": 8,
+            "attention_head_dim": None,
+        },
+        (3, 16, 16),
+        "denoising",
+    ),
+}
+
+
+def random_checkpoint(
+    directory: str | os.PathLike[str], *, family: str = "timm", name: str = "test-entry", seed: int = 0
+) -> tuple[Path, nn.Module]:
+    """A checkpoint directory of a small network merged with a random plan from random weights (norms
+    randomised too), as ``lmzoo build`` writes one minus the cards. Returns it and the merged network."""
+    import random
+
+    from lmzoo.checkpoint import build_architecture, checkpoint_config, example_inputs, write_checkpoint
+    from lmzoo.core.candidates import candidates
+    from lmzoo.engine import apply_plan, merge, trace
+
+    arch, kwargs, shape, task = CHECKPOINT_BASES[family]
+    torch.manual_seed(seed)
+    model = randomize_norms(
+        build_architecture(family, arch, kwargs), torch.Generator().manual_seed(seed)
+    ).eval()
+    config_inputs = {"input_shape": list(shape), "task": task}
+    spec = trace(model, example_inputs(config_inputs))
+    plan = random_plan(spec, candidates(spec), random.Random(seed))
+    merged = merge(apply_plan(model, spec, plan)).eval()
+    config = checkpoint_config(
+        name=name,
+        family=family,
+        arch=arch,
+        kwargs=kwargs,
+        input_shape=shape,
+        task=task,
+        spec_fingerprint=spec.fingerprint,
+        plan=plan,
+        extra={"target_speedup": 1.5},
+    )
+    return write_checkpoint(directory, merged, config), merged
+
+
+__all__ = [
+    "CHECKPOINT_BASES",
+    "TINY_MODELS",
+    "TinyModel",
+    "ddpm_cifar10_unet",
+    "random_checkpoint",
+    "random_plan",
+    "randomize_norms",
+]

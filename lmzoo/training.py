@@ -147,12 +147,15 @@ def train(
     save_every: int = 50,
     progress: bool = True,
     desc: str = "train",
+    ema_decay: float = 0.0,
 ) -> dict[str, Any]:
     """Train ``model`` in place on ``dataset`` minimising ``loss_fn``; returns {steps, train_loss}.
 
     With ``state_path`` the run saves its state (weights, optimiser, step) every ``save_every``
     steps and resumes from it, so a killed run continues where it stopped. Under DDP (after
     ``torch.distributed.init_process_group``) each rank trains on its share of every batch.
+    ``ema_decay`` > 0 keeps an exponential moving average of the weights (DDPM) and leaves it in
+    ``model`` at the end.
     """
     device = torch.device(device)
     model.to(device).train()
@@ -163,8 +166,9 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(steps, settings.warmup_steps))
     step = 0
     state_file = Path(state_path) if state_path is not None else None
+    ema = _Ema(model, ema_decay) if ema_decay > 0 else None
     if state_file is not None and state_file.is_file():
-        step = _load_state(state_file, model, optimizer, schedule)
+        step = _load_state(state_file, model, optimizer, schedule, ema)
     generator = torch.Generator().manual_seed(seed)
     from tqdm.auto import tqdm
 
@@ -189,15 +193,37 @@ def train(
                 loss.backward()
                 optimizer.step()
                 schedule.step()
+                if ema is not None:
+                    ema.update(model, step)
                 last_loss = float(loss.detach())
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
                 if state_file is not None and (step % save_every == 0 or step == steps):
-                    _save_state(state_file, model, optimizer, schedule, step)
+                    _save_state(state_file, model, optimizer, schedule, step, ema)
                 if step >= steps:
                     break
+    if ema is not None:
+        model.load_state_dict(ema.state)
     return {"steps": steps, "train_loss": last_loss}
+
+
+class _Ema:
+    """Exponential moving average of every floating tensor of a state dict, with the usual warm-up
+    (decay min(d, (1 + t) / (10 + t)) at step t) so early weights do not dominate short runs."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.state[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                self.state[k].copy_(v)
 
 
 def train_classifier(
@@ -225,7 +251,7 @@ def _cosine(steps: int, warmup: int) -> Callable[[int], float]:
 
 
 def _save_state(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, step: int
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, step: int, ema: _Ema | None
 ) -> None:
     if not is_main_process():
         return
@@ -238,13 +264,16 @@ def _save_state(
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
+            **({"ema": ema.state} if ema is not None else {}),
         },
         tmp,
     )
     os.replace(tmp, path)
 
 
-def _load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any) -> int:
+def _load_state(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, ema: _Ema | None
+) -> int:
     # a local file this process wrote itself; weights_only keeps it free of arbitrary pickles
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("format") != STATE_FORMAT:
@@ -252,4 +281,8 @@ def _load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
+    if ema is not None:
+        if "ema" not in state:
+            raise LmzooError(f"{path} was saved without a weight average; delete it to start the run afresh")
+        ema.state = state["ema"]
     return int(state["step"])

@@ -104,3 +104,42 @@ def test_finetune_runs_as_ddp_under_torchrun(built, tmp_path):
     assert (folder / "configured.safetensors").is_file() and not (folder / "train.state").exists()
     assert "DDP: 2 processes, gloo backend" in done.stderr
     assert done.stderr.count("base:") == 1  # only rank 0 logs; the cached stages are not re-run
+
+
+def test_card_regenerates_from_the_checkpoint_and_mirrors_without_weights(built, monkeypatch, tmp_path):
+    directory, _, _ = built
+    monkeypatch.setenv("LMZOO_HOME", str(directory.parent))
+    written = (directory / "README.md").read_text()
+    runner = CliRunner()
+    result = runner.invoke(main, ["card", ENTRY])
+    assert result.exit_code == 0, result.output
+    assert (directory / "README.md").read_text() == written  # the same card from what the checkpoint holds
+    assert "![per-block latency, base vs merged](latency.png)" in written and "lmzoo build" in written
+    results = tmp_path / "results.csv"
+    rows = [
+        "model,arch,dataset,method,target_speedup,measured_speedup,metric,value",
+        "base,mobilenetv2_100,fashion-mnist,base,1,1,top-1,90.0",
+        f"{ENTRY},mobilenetv2_100,fashion-mnist,layermerge,1.6,1.7,top-1,88.0",
+        "other,mobilenetv2_100,fashion-mnist,depth,1.6,1.5,top-1,87.0",
+    ]
+    results.write_text("\n".join(rows) + "\n")
+    mirror = tmp_path / "cards" / ENTRY
+    result = runner.invoke(main, ["card", ENTRY, "--results", str(results), "--out", str(mirror)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(mirror / "README.md")
+    assert (directory / "frontier.png").stat().st_size > 1000 and (mirror / "frontier.png").is_file()
+    assert "(frontier.png)" in (mirror / "README.md").read_text()
+    assert not (mirror / "model.safetensors").exists() and (mirror / "latency.json").is_file()
+    (directory / "frontier.png").unlink()
+    runner.invoke(main, ["card", ENTRY])  # back to the card without the frontier for the other tests
+
+
+def test_show_loads_runs_and_prints_the_card(built, monkeypatch):
+    directory, _, _ = built
+    monkeypatch.setenv("LMZOO_HOME", str(directory.parent))
+    result = CliRunner().invoke(main, ["show", ENTRY])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (directory / "README.md").read_text() + "\n"
+    assert f"loaded {ENTRY}" in result.stderr and "output (1, 10)" in result.stderr
+    missing = CliRunner().invoke(main, ["show", "mobilenetv2-fmnist-layermerge-2x"])
+    assert missing.exit_code == 2 and "lmzoo build mobilenetv2-fmnist-layermerge-2x" in missing.stderr

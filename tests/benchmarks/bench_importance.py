@@ -61,6 +61,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N candidates (a quick check)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="write the figures here")
+    parser.add_argument(
+        "--repeat-finetune",
+        type=int,
+        default=0,
+        help="also re-measure N random entries with finetune at another seed: the estimator's own noise",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -140,6 +146,29 @@ def main() -> None:
         for speedup in recipe.solve.speedups:
             line = "  ".join(f"{e}: {r[f'plan_{speedup:g}x_finetune_score']:+.4f}" for e, r in report.items())
             print(f"  {speedup:g}x  {line}")
+    if args.repeat_finetune and reference is not None:
+        import random
+
+        sample = sorted(random.Random(1).sample(measured, min(args.repeat_finetune, len(measured))))
+        again = importance_table(
+            model,
+            spec,
+            data,
+            estimator="finetune",
+            settings=settings,
+            cands=sample,
+            workdir=args.workdir,
+            seed=1,
+        )
+        ref = np.array([reference[c] for c in sample])
+        print(f"\nfinetune at seed 1 on {len(sample)} random entries: the paper's estimator against itself")
+        self_rho = spearman(np.array([again[c] for c in sample]), ref)
+        print(f"  finetune seed 1 vs seed 0: Spearman rho {self_rho:.3f}")
+        for estimator, table in tables.items():
+            if estimator != "finetune":
+                rho = spearman(np.array([table[c] for c in sample]), ref)
+                print(f"  {estimator} vs finetune seed 0, same entries: Spearman rho {rho:.3f}")
+                report[estimator]["spearman_vs_finetune_sample"] = rho
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -1,0 +1,56 @@
+"""`lmzoo build` of the other embedded recipes (smoke profile): the DDPM UNet (denoising metrics, EMA
+fine-tuning, a sample grid, a checkpoint that loads as LayerMergeUNet2DModel) and ResNet-34."""
+
+import json
+
+import torch
+from click.testing import CliRunner
+
+import lmzoo
+from lmzoo.cli import main
+
+ENTRY = "ddpm-fmnist-layermerge-1.2x"
+
+
+def test_ddpm_smoke_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMZOO_HOME", str(tmp_path / "store"))
+    result = CliRunner().invoke(
+        main, ["build", ENTRY, "--profile", "smoke", "--workdir", str(tmp_path / "work")]
+    )
+    assert result.exit_code == 0, result.output
+    directory = tmp_path / "store" / ENTRY
+    evaluation = json.loads((directory / "evaluation.json").read_text())
+    assert (
+        evaluation["task"] == "denoising"
+        and evaluation["test"]["loss"] > 0
+        and evaluation["base_test"]["loss"] > 0
+    )
+    assert evaluation["merge_relative_error"] < 1e-4
+    assert evaluation["samples"] == {
+        "count": 4,
+        "sampler": "DDIM, 10 steps, eta 0",
+        "seed": 0,
+        "file": "samples.png",
+    }
+    assert (directory / "samples.png").stat().st_size > 1000
+    card = (directory / "README.md").read_text()
+    assert "(samples.png)" in card and "denoising loss" in card and "unconditional-image-generation" in card
+    model = lmzoo.load(ENTRY)
+    assert type(model).__name__ == "LayerMergeUNet2DModel"
+    with torch.no_grad():
+        out = model(torch.zeros(2, 1, 32, 32), torch.tensor([10, 500])).sample
+    assert out.shape == (2, 1, 32, 32) and torch.isfinite(out).all()
+
+
+def test_resnet34_smoke_build(tmp_path, monkeypatch):
+    entry = "resnet34-fmnist-layermerge-1.6x"
+    monkeypatch.setenv("LMZOO_HOME", str(tmp_path / "store"))
+    result = CliRunner().invoke(
+        main, ["build", entry, "--profile", "smoke", "--workdir", str(tmp_path / "work")]
+    )
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads((tmp_path / "store" / entry / "evaluation.json").read_text())
+    assert evaluation["merge_relative_error"] < 1e-4 and 0 <= evaluation["test"]["accuracy"] <= 100
+    model = lmzoo.load(entry)
+    with torch.no_grad():
+        assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)

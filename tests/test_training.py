@@ -1,0 +1,67 @@
+"""lmzoo.training: the weight average (EMA) and its resume."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from lmzoo.training import TrainSettings, train
+
+SETTINGS = TrainSettings(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=8, epochs=3)
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 4, generator=g)
+    return TensorDataset(x, x @ torch.randn(4, 2, generator=g))
+
+
+def _run(ema_decay, snapshots=None, **kwargs):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+
+    def loss_fn(net, x, y, _generator):
+        if snapshots is not None:
+            snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return nn.functional.mse_loss(net(x), y)
+
+    summary = train(model, _data(), SETTINGS, loss_fn, ema_decay=ema_decay, progress=False, **kwargs)
+    return model, summary
+
+
+def test_the_weight_average_is_the_warmed_up_ema_of_every_step():
+    snapshots = []
+    plain, summary = _run(0.0, snapshots)
+    averaged, _ = _run(0.9)
+    after = [*snapshots[1:], plain.state_dict()]  # weights after steps 1..N
+    assert len(after) == summary["steps"] == 12
+    expected = {k: v.clone() for k, v in snapshots[0].items()}
+    for step, weights in enumerate(after):
+        d = min(0.9, (1 + step) / (10 + step))
+        for k in expected:
+            expected[k] = d * expected[k] + (1 - d) * weights[k]
+    for k, v in averaged.state_dict().items():
+        torch.testing.assert_close(v, expected[k])
+        assert not torch.allclose(v, plain.state_dict()[k])
+
+
+def test_a_resumed_run_keeps_its_weight_average(tmp_path, monkeypatch):
+    import lmzoo.training as training
+
+    whole, _ = _run(0.9)
+    calls = {"n": 0}
+    original = training._save_state
+
+    def crash_after_first_save(*args, **kwargs):
+        original(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save_state", crash_after_first_save)
+    state = tmp_path / "train.state"
+    with pytest.raises(KeyboardInterrupt):
+        _run(0.9, state_path=state, save_every=5)
+    resumed, _ = _run(0.9, state_path=state, save_every=5)
+    for k, v in resumed.state_dict().items():
+        torch.testing.assert_close(v, whole.state_dict()[k])

@@ -1,0 +1,276 @@
+"""The zoo: registry, local store, checkpoint loading (strict, safe, one error type), `lmzoo list / info
+/ publish`, with checkpoints made from random weights."""
+
+import contextlib
+import json
+import subprocess
+
+import pytest
+import torch
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lmzoo
+from lmzoo.checkpoint import CheckpointError, load_checkpoint
+from lmzoo.cli import main
+from lmzoo.testing import random_checkpoint
+
+ENTRY = "mobilenetv2-fmnist-layermerge-1.6x"
+
+
+@pytest.fixture(scope="module")
+def timm_checkpoint(tmp_path_factory):
+    return random_checkpoint(tmp_path_factory.mktemp("store") / "test-entry", family="timm", seed=3)
+
+
+def _outputs(model, family):
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        if family == "timm":
+            return model(torch.randn(4, 1, 32, 32, generator=g))
+        return model(torch.randn(2, 3, 16, 16, generator=g), torch.tensor([3, 700])).sample
+
+
+@pytest.mark.parametrize("family", ["timm", "diffusers-unet2d"])
+def test_save_then_load_is_bit_exact(tmp_path, family):
+    directory, merged = random_checkpoint(tmp_path / "entry", family=family, seed=1)
+    loaded = load_checkpoint(directory)
+    assert not loaded.training
+    assert torch.equal(_outputs(merged, family), _outputs(loaded, family))
+    state = getattr(loaded, "unet", loaded).state_dict()
+    assert merged.state_dict().keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in merged.state_dict().items())
+
+
+def test_a_merged_unet_loads_as_its_own_diffusers_class(tmp_path):
+    from diffusers import ConfigMixin, DDPMPipeline, DDPMScheduler, ModelMixin, UNet2DModel
+
+    from lmzoo.adapters.diffusers_merged import LayerMergeUNet2DModel
+
+    directory, merged = random_checkpoint(tmp_path / "unet", family="diffusers-unet2d")
+    model = lmzoo.load(f"local-dir:{directory}")
+    assert type(model) is LayerMergeUNet2DModel and not isinstance(model, UNet2DModel)
+    assert isinstance(model, ModelMixin) and isinstance(model, ConfigMixin)
+    config = json.loads((directory / "config.json").read_text())
+    assert model.config.plan == config["plan"] and model.config.base_config["block_out_channels"] == [16, 32]
+    assert model.config.sample_size == 16 and model.config.in_channels == 3
+    out = model(sample=torch.zeros(1, 3, 16, 16), timestep=5, return_dict=False)  # UNet2DModel's signature
+    assert isinstance(out, tuple) and out[0].shape == (1, 3, 16, 16)
+    # diffusers' own save/load round-trips it (the structure is rebuilt from the config and the plan)
+    model.save_pretrained(tmp_path / "diffusers")
+    again = LayerMergeUNet2DModel.from_pretrained(tmp_path / "diffusers", low_cpu_mem_usage=False).eval()
+    assert torch.equal(_outputs(again, "diffusers-unet2d"), _outputs(merged, "diffusers-unet2d"))
+    # and a diffusers pipeline drives it like a UNet2DModel
+    pipeline = DDPMPipeline(unet=model, scheduler=DDPMScheduler(num_train_timesteps=20))
+    images = pipeline(
+        batch_size=1, num_inference_steps=2, output_type="np", generator=torch.manual_seed(0)
+    ).images
+    assert images.shape == (1, 16, 16, 3)
+
+
+def test_zoo_names_resolve_local_store_first(timm_checkpoint, monkeypatch):
+    directory, merged = timm_checkpoint
+    monkeypatch.setenv("LMZOO_HOME", str(directory.parent))
+    assert "test-entry" in lmzoo.list_models() and lmzoo.list_models("test-*") == ["test-entry"]
+    assert ENTRY in lmzoo.list_models("mobilenetv2-fmnist-*")
+    assert torch.equal(_outputs(lmzoo.load("test-entry"), "timm"), _outputs(merged, "timm"))
+
+
+def test_load_errors_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMZOO_HOME", str(tmp_path))
+    with pytest.raises(
+        lmzoo.LmzooError, match=rf"not built .* not published; build it with `lmzoo build {ENTRY}`"
+    ):
+        lmzoo.load(ENTRY)
+    with pytest.raises(lmzoo.LmzooError, match=f"did you mean {ENTRY}"):
+        lmzoo.load("mobilenetv2-fmnist-layermerg-1.6x")
+    with pytest.raises(lmzoo.LmzooError, match="hf-hub:ORG/REPO"):
+        lmzoo.load("hf-hub:not a repo")
+    with pytest.raises(lmzoo.LmzooError, match=r"no config\.json"):
+        lmzoo.load(f"local-dir:{tmp_path}")
+
+
+def _copy(directory, target):
+    target.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (target / name).write_bytes((directory / name).read_bytes())
+    return target
+
+
+def _edit_config(directory, edit):
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    edit(config)
+    path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
+            "corrupted",
+        ),
+        (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 64), "corrupted"),
+        (lambda d: (d / "model.safetensors").unlink(), "no model.safetensors"),
+        (lambda d: (d / "config.json").write_text("{not json"), "not valid JSON"),
+        (lambda d: (d / "config.json").write_text('{"format": NaN}'), "not valid JSON"),
+        (lambda d: _edit_config(d, lambda c: c.update(input_shape="32x32")), "input_shape"),
+        (lambda d: _edit_config(d, lambda c: c["base"].update(arch="no_such_net")), "cannot build"),
+        (lambda d: _edit_config(d, lambda c: c["base"].update(family="keras")), "base.family"),
+        (lambda d: _edit_config(d, lambda c: c["base"]["kwargs"].update(num_classes=7)), "does not match"),
+        (lambda d: _edit_config(d, lambda c: c["plan"]["blocks"].pop()), "plan does not fit"),
+        (
+            lambda d: _edit_config(d, lambda c: c.update(spec_fingerprint="0" * 16)),
+            "traces to another network",
+        ),
+    ],
+)
+def test_bad_checkpoints_fail_with_one_error_type(timm_checkpoint, tmp_path, damage, message):
+    broken = _copy(timm_checkpoint[0], tmp_path / "broken")
+    damage(broken)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(broken)
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 70)
+    | st.floats(allow_nan=False, width=32)
+    | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, (*prefix, i))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_configs_raise_only_lmzoo_errors(timm_checkpoint, tmp_path_factory, data):
+    """Any mutation of a valid config.json (a value replaced, a key dropped or added) either still
+    loads a network or raises CheckpointError; nothing else escapes."""
+    directory = timm_checkpoint[0]
+    config = json.loads((directory / "config.json").read_text())
+    paths = [p for p in _paths(config) if p]
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(paths))
+        parent = config
+        for key in path[:-1]:
+            parent = parent[key] if isinstance(parent, (dict, list)) and _has(parent, key) else None
+            if parent is None:
+                break
+        if parent is None or not _has(parent, path[-1]):
+            continue
+        action = data.draw(st.sampled_from(["replace", "drop", "add"]))
+        if action == "replace":
+            parent[path[-1]] = data.draw(JSON)
+        elif action == "drop" and isinstance(parent, dict):
+            del parent[path[-1]]
+        elif action == "add" and isinstance(parent, dict):
+            parent[data.draw(st.text(max_size=8))] = data.draw(JSON)
+    target = tmp_path_factory.mktemp("fuzz")
+    (target / "config.json").write_text(json.dumps(config))
+    (target / "model.safetensors").write_bytes((directory / "model.safetensors").read_bytes())
+    with contextlib.suppress(CheckpointError):
+        load_checkpoint(target)
+
+
+def _has(container, key):
+    return key in container if isinstance(container, dict) else isinstance(key, int) and key < len(container)
+
+
+def test_list_and_info(timm_checkpoint, monkeypatch):
+    directory, _ = timm_checkpoint
+    monkeypatch.setenv("LMZOO_HOME", str(directory.parent))
+    runner = CliRunner()
+    listed = runner.invoke(main, ["list", "mobilenetv2-fmnist-*", "--json"])
+    assert listed.exit_code == 0, listed.output
+    records = json.loads(listed.stdout)
+    assert [r["name"] for r in records] == lmzoo.list_models("mobilenetv2-fmnist-*")
+    one = next(r for r in records if r["name"] == ENTRY)
+    assert one["target_speedup"] == 1.6 and one["dataset"] == "fashion-mnist" and one["local_path"] is None
+    text = runner.invoke(main, ["list"])
+    assert "test-entry" in text.stdout and "built" in text.stdout and "recipe only" in text.stdout
+    info = runner.invoke(main, ["info", ENTRY, "--json"])
+    assert json.loads(info.stdout)["arch"] == "mobilenetv2_100"
+    built = runner.invoke(main, ["info", "test-entry"])
+    assert built.exit_code == 0 and str(directory) in built.stdout
+    unknown = runner.invoke(main, ["info", "mobilenetv2-fmnist-layermerge-1.7x"])
+    assert unknown.exit_code == 2 and "did you mean" in unknown.stderr and "Traceback" not in unknown.output
+
+
+def test_publish_to_git_commits_plain_blobs_and_tags(timm_checkpoint, tmp_path):
+    directory, _ = timm_checkpoint
+    mirror = tmp_path / "models" / "org" / "repo"
+    runner = CliRunner()
+    first = runner.invoke(main, ["publish", f"local-dir:{directory}", "--to-git", str(mirror), "--tag", "v1"])
+    assert first.exit_code == 0, first.output
+    sha = first.stdout.strip()
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=mirror, capture_output=True, text=True, check=True).stdout
+
+    assert (
+        len(sha) == 40
+        and git("rev-parse", "HEAD").strip() == sha
+        and git("rev-parse", "v1^{commit}").strip() == sha
+    )
+    assert sorted(git("ls-files").split()) == ["config.json", "model.safetensors"]
+    blob = subprocess.run(
+        ["git", "show", "HEAD:model.safetensors"], cwd=mirror, capture_output=True, check=True
+    )
+    assert blob.stdout == (directory / "model.safetensors").read_bytes()  # a plain blob, not an LFS pointer
+    again = runner.invoke(main, ["publish", f"local-dir:{directory}", "--to-git", str(mirror), "--tag", "v2"])
+    assert again.exit_code == 0 and git("rev-list", "--count", "HEAD").strip() == "2"
+    both = runner.invoke(
+        main, ["publish", f"local-dir:{directory}", "--to-git", str(mirror), "--repo-id", "a/b"]
+    )
+    assert both.exit_code == 2 and "exactly one" in both.stderr
+
+
+def test_publish_to_hub_is_one_commit_and_a_tag(timm_checkpoint, monkeypatch):
+    """Wiring of `lmzoo publish --repo-id` to huggingface_hub (the Hub itself is out of reach here):
+    one upload_folder commit of the checkpoint directory, a tag on that commit, the sha printed, and
+    the token never printed."""
+    from huggingface_hub import CommitInfo, HfApi
+
+    directory, _ = timm_checkpoint
+    calls = []
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value")
+
+    def upload_folder(self, **kwargs):
+        calls.append(("upload_folder", kwargs))
+        return CommitInfo(
+            commit_url="https://huggingface.co/org/repo/commit/" + "a" * 40,
+            commit_message="m",
+            commit_description="",
+            oid="a" * 40,
+            pr_url=None,
+        )
+
+    monkeypatch.setattr(
+        HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create_repo", repo_id, kw))
+    )
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(
+        HfApi, "create_tag", lambda self, repo_id, **kw: calls.append(("create_tag", repo_id, kw))
+    )
+    result = CliRunner().invoke(
+        main, ["publish", f"local-dir:{directory}", "--repo-id", "org/repo", "--tag", "t1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "a" * 40 and "hf_secret" not in result.output
+    assert [c[0] for c in calls] == ["create_repo", "upload_folder", "create_tag"]
+    assert calls[1][1]["folder_path"] == directory and calls[1][1]["repo_id"] == "org/repo"
+    assert calls[2][2]["tag"] == "t1" and calls[2][2]["revision"] == "a" * 40
