@@ -176,9 +176,10 @@ def example_inputs(config: Mapping[str, Any]) -> tuple[torch.Tensor, ...]:
 
 
 def merged_structure(config: Mapping[str, Any], where: str | os.PathLike[str] = "config") -> nn.Module:
-    """The merged network a checkpoint config describes, with random weights: the base architecture
-    traced at the recorded input shape (its fingerprint must match), the plan applied and merged."""
-    from lmzoo.engine import apply_plan, merge, trace
+    """The merged network a checkpoint config describes, with random weights (to load a state dict
+    into): the base architecture traced at the recorded input shape (its fingerprint must match), the
+    plan applied and merged in place."""
+    from lmzoo.engine import merged_in_place, trace
 
     model = build_base(config)
     try:
@@ -189,7 +190,7 @@ def merged_structure(config: Mapping[str, Any], where: str | os.PathLike[str] = 
                 "made for (different timm/diffusers version or constructor arguments)"
             )
         plan = Plan.from_dict(config["plan"])
-        return merge(apply_plan(model, spec, plan))
+        return merged_in_place(model, spec, plan)
     except CheckpointError:
         raise
     except LmzooError as err:

@@ -389,7 +389,9 @@ def info(name: str, as_json: bool) -> None:
         click.echo(json.dumps(record, indent=1))
         return
     for key, value in record.items():
-        if isinstance(value, dict):
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, dict):
             value = ", ".join(
                 f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items()
             )
@@ -437,6 +439,7 @@ def _hub_card(name: str, snapshot: Any) -> Any:
     from lmzoo.hub import HUB_PREFIX, download_card, parse_hub_name
     from lmzoo.zoo import registry
 
+    repo_id: str | None
     if name.startswith(HUB_PREFIX):
         repo_id = parse_hub_name(name)[0]
     else:

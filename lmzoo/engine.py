@@ -48,13 +48,25 @@ def apply_plan(model: nn.Module, spec: Spec, plan: Plan) -> nn.Module:
     function of ``merge`` of it. ``model`` is not modified."""
     if hasattr(model, PLAN_ATTRIBUTE):
         raise InvalidPlanError("this model already had a plan applied; apply plans to the original model")
+    return _configure(model, spec, plan, in_place=False)
+
+
+def merged_in_place(model: nn.Module, spec: Spec, plan: Plan) -> nn.Module:
+    """``merge(apply_plan(model, spec, plan))`` without the two copies: ``model`` itself becomes the
+    deploy network (checkpoint loading, where the randomly initialised base is thrown away)."""
+    configured = _configure(model, spec, plan, in_place=True)
+    _replace_mergeable(configured)
+    return configured
+
+
+def _configure(model: nn.Module, spec: Spec, plan: Plan, *, in_place: bool) -> nn.Module:
     if not isinstance(plan, Plan):
         raise InvalidPlanError(f"expected an lmzoo.Plan, got {type(plan).__name__}")
     adapter = adapter_for(model)
     if spec.family != adapter.family:
         raise InvalidPlanError(f"the spec is for a {spec.family} model but this is a {adapter.family} model")
     plan.validate(spec)
-    configured = adapter.apply_plan(model, spec, plan)
+    configured = adapter.apply_plan(model, spec, plan, in_place=in_place)
     setattr(configured, PLAN_ATTRIBUTE, plan)
     setattr(configured, FAMILY_ATTRIBUTE, adapter.family)
     return configured

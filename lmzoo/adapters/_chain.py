@@ -280,10 +280,10 @@ class ChainAdapter(Adapter):
             input_shapes=tuple(tuple(x.shape) for x in example_inputs if isinstance(x, torch.Tensor)),
         )
 
-    def apply_plan(self, model: nn.Module, spec: Spec, plan: Plan) -> nn.Module:
+    def apply_plan(self, model: nn.Module, spec: Spec, plan: Plan, *, in_place: bool = False) -> nn.Module:
         layout = self.layout(model)
         _check_layout_matches(layout, model, spec)
-        configured = copy.deepcopy(model)
+        configured = model if in_place else copy.deepcopy(model)
         chain = _build_chain(configured, layout, spec, plan)
         configured.set_submodule(layout.containers[0], chain)
         for name in layout.containers[1:]:

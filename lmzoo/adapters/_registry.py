@@ -39,8 +39,9 @@ class Adapter(ABC):
         """The model's spec, from its module structure and one forward pass at batch 1."""
 
     @abstractmethod
-    def apply_plan(self, model: nn.Module, spec: Spec, plan: Plan) -> nn.Module:
-        """A configured copy of ``model`` (the plan is already validated against ``spec``)."""
+    def apply_plan(self, model: nn.Module, spec: Spec, plan: Plan, *, in_place: bool = False) -> nn.Module:
+        """A configured copy of ``model`` (the plan is already validated against ``spec``);
+        ``in_place``: configure ``model`` itself (loading, where the base is thrown away)."""
 
 
 _ADAPTERS: dict[str, type[Adapter]] = {}

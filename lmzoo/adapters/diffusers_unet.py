@@ -115,14 +115,14 @@ class DiffusersUNet2DAdapter(Adapter):
             input_shapes=tuple(tuple(x.shape) for x in example_inputs if isinstance(x, torch.Tensor)),
         )
 
-    def apply_plan(self, model: nn.Module, spec: Spec, plan: Plan) -> nn.Module:
+    def apply_plan(self, model: nn.Module, spec: Spec, plan: Plan, *, in_place: bool = False) -> nn.Module:
         groups = _groups(model)
         if [p for g in groups for p in g.conv_paths] != [u.path for u in spec.units]:
             raise InvalidPlanError(
                 "the spec was traced from a different network than the one given: trace this model "
                 "with lmzoo.trace and solve again"
             )
-        configured = copy.deepcopy(model)
+        configured = model if in_place else copy.deepcopy(model)
         by_end = {c.end: c for c in plan}
         first_unit = 1
         for g in groups:
