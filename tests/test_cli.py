@@ -175,7 +175,7 @@ def test_tables_builds_both_tables_from_the_smoke_recipe_and_reuses_them(tmp_pat
     assert latency.exit_code == 0, latency.output
     lat = LatencyTable.load(latency.stdout.strip())
     # calibrated against the base network (the fixed cost itself may clamp to 0 on a loaded machine)
-    assert lat.metadata["batch_size"] == 8 and "context_scale" in lat.metadata["calibration"]
+    assert lat.metadata["batch_size"] == 32 and "context_scale" in lat.metadata["calibration"]
     assert lat.fixed_ms >= 0
     out = tmp_path / "imp.json"
     importance = runner.invoke(main, ["tables", "importance", *args, "--out", str(out)])
