@@ -363,9 +363,10 @@ def list_command(pattern: str | None, as_json: bool) -> None:
     """List zoo entries (fnmatch PATTERN, e.g. 'mobilenetv2-*'): built locally, published, or
     defined by a recipe only."""
     import lmzoo
-    from lmzoo.zoo import info
+    from lmzoo.zoo import info, registry
 
-    records = [info(name) for name in lmzoo.list_models(pattern)]
+    entries = registry()
+    records = [info(name, entries=entries) for name in lmzoo.list_models(pattern)]
     if as_json:
         click.echo(json.dumps(records, indent=1))
         return
@@ -405,6 +406,8 @@ def info(name: str, as_json: bool) -> None:
 def show(name: str, revision: str | None) -> None:
     """Load entry NAME (or hf-hub:ORG/REPO, local-dir:PATH) as `lmzoo.load` does, check that it runs,
     and print its model card."""
+    from pathlib import Path
+
     import torch
 
     import lmzoo
@@ -412,7 +415,7 @@ def show(name: str, revision: str | None) -> None:
     from lmzoo.engine import tensor_output
 
     model = lmzoo.load(name, revision=revision)
-    directory = _checkpoint_directory(model)
+    directory = Path(str(model.lmzoo_checkpoint))  # set by lmzoo.checkpoint.load_checkpoint
     config = read_config(directory)
     with torch.no_grad():
         out = tensor_output(model(*example_inputs(config)))
@@ -427,12 +430,6 @@ def show(name: str, revision: str | None) -> None:
     if not card.is_file():  # a Hub download fetches only what loading needs; the card comes now
         card = _hub_card(name, directory) or card
     click.echo(card.read_text() if card.is_file() else f"(no card in {directory})")
-
-
-def _checkpoint_directory(model: Any) -> Any:
-    from pathlib import Path
-
-    return Path(model.lmzoo_checkpoint)
 
 
 def _hub_card(name: str, snapshot: Any) -> Any:

@@ -40,6 +40,11 @@ def parse_hub_name(name: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
+def _endpoint() -> str | None:
+    """``HF_ENDPOINT`` as it is now (huggingface_hub reads it once, at import)."""
+    return os.environ.get("HF_ENDPOINT") or None
+
+
 def _offline() -> bool:
     """huggingface_hub's offline mode (``HF_HUB_OFFLINE``, read when huggingface_hub is imported)."""
     from huggingface_hub import constants
@@ -61,7 +66,7 @@ def download_checkpoint(repo_id: str, revision: str | None = None) -> Path:
 
     from lmzoo import __version__
 
-    endpoint = os.environ.get("HF_ENDPOINT") or None
+    endpoint = _endpoint()
     where = f"{repo_id}@{revision or 'main'}" + (f" on {endpoint}" if endpoint else "")
     paths = []
     for filename in (CONFIG_NAME, WEIGHTS_NAME):
@@ -116,9 +121,7 @@ def download_card(repo_id: str, revision: str) -> Path | None:
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
     try:
-        path = hf_hub_download(
-            repo_id, "README.md", revision=revision, endpoint=os.environ.get("HF_ENDPOINT") or None
-        )
+        path = hf_hub_download(repo_id, "README.md", revision=revision, endpoint=_endpoint())
     except (EntryNotFoundError, HfHubHTTPError, OSError):
         return None
     return Path(path)
@@ -155,7 +158,7 @@ def publish_to_hub(
     _check_publishable(directory)
     if not REPO_ID.match(repo_id):
         raise InvalidArgumentError(f"--repo-id must be ORG/REPO, got {repo_id!r}")
-    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+    api = HfApi(endpoint=_endpoint(), token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         commit = api.upload_folder(

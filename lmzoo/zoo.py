@@ -107,10 +107,11 @@ def _unknown(name: str) -> UnknownModelError:
     return UnknownModelError(f"unknown model {name!r}{hint}")
 
 
-def info(name: str) -> dict[str, Any]:
+def info(name: str, *, entries: dict[str, ZooEntry] | None = None) -> dict[str, Any]:
     """What the zoo knows of an entry: its registry record, whether it is built (and where) and,
-    when built, its headline figures from the checkpoint's evaluation and latency card."""
-    entry = registry().get(name)
+    when built, its headline figures from the checkpoint's evaluation and latency card. ``entries``:
+    a :func:`registry` already read (listing many entries parses the recipes once)."""
+    entry = (registry() if entries is None else entries).get(name)
     local = entry_dir(name)
     built = (local / CONFIG_NAME).is_file()
     if entry is None and not built:
