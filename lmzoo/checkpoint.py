@@ -175,10 +175,13 @@ def example_inputs(config: Mapping[str, Any]) -> tuple[torch.Tensor, ...]:
     return (x,)
 
 
-def merged_structure(config: Mapping[str, Any], where: str | os.PathLike[str] = "config") -> nn.Module:
-    """The merged network a checkpoint config describes, with random weights (to load a state dict
-    into): the base architecture traced at the recorded input shape (its fingerprint must match), the
-    plan applied and merged in place."""
+def merged_structure(
+    config: Mapping[str, Any], where: str | os.PathLike[str] = "config", *, weights: bool = False
+) -> nn.Module:
+    """The merged network a checkpoint config describes, to load a state dict into: the base
+    architecture traced at the recorded input shape (its fingerprint must match), the plan applied
+    and merged in place. The merged modules hold uninitialised memory, or with ``weights`` the merge
+    of the random base."""
     from lmzoo.engine import merged_in_place, trace
 
     model = build_base(config)
@@ -190,7 +193,7 @@ def merged_structure(config: Mapping[str, Any], where: str | os.PathLike[str] = 
                 "made for (different timm/diffusers version or constructor arguments)"
             )
         plan = Plan.from_dict(config["plan"])
-        return merged_in_place(model, spec, plan)
+        return merged_in_place(model, spec, plan, weights=weights)
     except CheckpointError:
         raise
     except LmzooError as err:

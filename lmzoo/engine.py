@@ -51,11 +51,14 @@ def apply_plan(model: nn.Module, spec: Spec, plan: Plan) -> nn.Module:
     return _configure(model, spec, plan, in_place=False)
 
 
-def merged_in_place(model: nn.Module, spec: Spec, plan: Plan) -> nn.Module:
+def merged_in_place(model: nn.Module, spec: Spec, plan: Plan, *, weights: bool = True) -> nn.Module:
     """``merge(apply_plan(model, spec, plan))`` without the two copies: ``model`` itself becomes the
-    deploy network (checkpoint loading, where the randomly initialised base is thrown away)."""
+    deploy network (checkpoint loading, where the randomly initialised base is thrown away).
+
+    ``weights=False`` builds only the merged structure, to load a state dict into: the merge computes
+    geometry, no weights, and the merged modules hold uninitialised memory."""
     configured = _configure(model, spec, plan, in_place=True)
-    _replace_mergeable(configured)
+    _replace_mergeable(configured, structure_only=not weights)
     return configured
 
 
@@ -84,14 +87,25 @@ def merge(model: nn.Module) -> nn.Module:
     return merged
 
 
-def _replace_mergeable(module: nn.Module) -> None:
+def _replace_mergeable(module: nn.Module, *, structure_only: bool = False) -> None:
     for name, child in list(module.named_children()):
-        merged = getattr(child, "lmzoo_merged", None)
-        if callable(merged):
-            with torch.no_grad():
-                setattr(module, name, merged())
-        else:
-            _replace_mergeable(child)
+        lmzoo_merged = getattr(child, "lmzoo_merged", None)
+        if not callable(lmzoo_merged):
+            _replace_mergeable(child, structure_only=structure_only)
+            continue
+        with torch.no_grad():
+            merged = lmzoo_merged(structure_only)
+        if structure_only:
+            _check_no_hidden_buffers(merged)
+        setattr(module, name, merged)
+
+
+def _check_no_hidden_buffers(module: nn.Module) -> None:
+    """A merged structure is filled by loading a state dict; a non-persistent buffer would never be
+    loaded and would keep uninitialised memory."""
+    hidden = {name for name, _ in module.named_buffers()} - set(module.state_dict())
+    if hidden:
+        raise RuntimeError(f"merged module has non-persistent buffers {sorted(hidden)}; merge with weights")
 
 
 @dataclass(frozen=True)

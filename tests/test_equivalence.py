@@ -195,3 +195,37 @@ def test_merged_network_runs_in_onnxruntime(name, tmp_path):
     with torch.no_grad():
         expected = _output(merged(*inputs))
     assert _relative_error(expected, torch.from_numpy(result)) <= FLOAT32_TOLERANCE
+
+
+@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+def test_structure_only_merge_has_the_layout_of_the_computed_merge(name):
+    """Checkpoint loading builds the merged network from the plan without merge arithmetic
+    (``merged_in_place(..., weights=False)``); loading the computed merge's state dict into it must
+    give the same network: same module types, same keys and shapes, same outputs."""
+    from lmzoo.engine import merged_in_place
+
+    model, inputs, spec = _setup(name)
+    rng = random.Random(f"{name}-structure")
+    plans = [random_plan(spec, lmzoo.candidates(spec), rng) for _ in range(8)]
+    plans += [_baseline_plan(spec, method, rng) for method in ("depth", "layer") for _ in range(3)]
+    for plan in plans:
+        merged = lmzoo.merge(lmzoo.apply_plan(model, spec, plan)).eval()
+        structure = merged_in_place(copy.deepcopy(model), spec, plan, weights=False).eval()
+        assert [type(m) for m in structure.modules()] == [type(m) for m in merged.modules()]
+        expected = merged.state_dict()
+        got = structure.state_dict()
+        assert list(got) == list(expected)
+        assert all(got[k].shape == v.shape and got[k].dtype == v.dtype for k, v in expected.items())
+        convs = [
+            (m.kernel_size, m.stride, m.padding, m.groups)
+            for m in merged.modules()
+            if isinstance(m, nn.Conv2d)
+        ]
+        assert convs == [
+            (m.kernel_size, m.stride, m.padding, m.groups)
+            for m in structure.modules()
+            if isinstance(m, nn.Conv2d)
+        ]
+        structure.load_state_dict(expected, strict=True)
+        with torch.no_grad():
+            assert torch.equal(_output(structure(*inputs)), _output(merged(*inputs)))

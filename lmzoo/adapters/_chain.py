@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import copy
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from lmzoo.adapters._modules import (
     check_mergeable_conv,
     make_activation,
     module_map,
+    module_shape,
     plain_batchnorm,
     to_module,
     unit_from_conv,
@@ -31,6 +32,7 @@ from lmzoo.adapters._registry import Adapter
 from lmzoo.adapters._tracing import run_with_hooks
 from lmzoo.core import kernels
 from lmzoo.core.candidates import Candidate
+from lmzoo.core.kernels import MapShape
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Position, ResidualSpan, Spec
 from lmzoo.errors import InvalidPlanError, UnsupportedModelError
@@ -72,6 +74,12 @@ class UnitStep(nn.Module):
     def conv_map(self) -> kernels.ConvMap:
         m = module_map(self.conv, self.conv.in_channels, padding=self.original_padding)
         return kernels.compose(m, module_map(self.norm, self.conv.out_channels, device=m.weight.device))
+
+    def map_shape(self) -> MapShape:
+        return module_shape(self.conv, self.conv.in_channels, padding=self.original_padding)
+
+
+M = TypeVar("M", kernels.ConvMap, MapShape)
 
 
 @dataclass(frozen=True)
@@ -146,25 +154,47 @@ class ConfiguredBlock(nn.Module):
         """A tensor with the block's device and dtype (a block keeping no conv has no parameters)."""
         return next(self.parameters(), torch.empty(0))
 
-    def merged_map(self) -> kernels.ConvMap:
-        device = self._like().device
-        current = kernels.identity_map(self.in_channels, dtype=MERGE_DTYPE, device=device)
+    def _fold(
+        self,
+        identity: Callable[[int], M],
+        unit: Callable[[UnitStep], M],
+        shortcut: Callable[[nn.Module, int], M],
+        then: Callable[[M, M], M],
+        plus: Callable[[M, M], M],
+    ) -> M:
+        """The block's maps composed in order, inner shortcuts added at their targets; generic over
+        maps (:meth:`merged_map`) and their bare geometry (:meth:`merged_shape`)."""
+        current = identity(self.in_channels)
         saved = {self.start: current}
         for pos, step in enumerate(self.steps, start=self.start + 1):
             if isinstance(step, UnitStep):
-                current = kernels.compose(current, step.conv_map())
-            for span, shortcut in zip(self.inner_spans, self.shortcuts):
+                current = then(current, unit(step))
+            for span, module in zip(self.inner_spans, self.shortcuts):
                 if span.target == pos:
                     source = saved[span.source]
-                    shortcut_map = module_map(shortcut, source.out_channels, device=device)
-                    branch = kernels.compose(source, shortcut_map)
-                    current = kernels.add(current, branch)
+                    current = plus(current, then(source, shortcut(module, source.out_channels)))
             if pos in self._sources:
                 saved[pos] = current
         return current
 
-    def lmzoo_merged(self) -> nn.Module:
-        return to_module(self.merged_map(), like=self._like())
+    def merged_map(self) -> kernels.ConvMap:
+        device = self._like().device
+        return self._fold(
+            lambda channels: kernels.identity_map(channels, dtype=MERGE_DTYPE, device=device),
+            UnitStep.conv_map,
+            lambda module, channels: module_map(module, channels, device=device),
+            kernels.compose,
+            kernels.add,
+        )
+
+    def merged_shape(self) -> MapShape:
+        return self._fold(MapShape.identity, UnitStep.map_shape, module_shape, MapShape.then, MapShape.plus)
+
+    def lmzoo_merged(self, structure_only: bool = False) -> nn.Module:
+        if not self.inner_spans and not any(isinstance(s, UnitStep) for s in self.steps):
+            return nn.Identity()
+        merged = self.merged_shape() if structure_only else self.merged_map()
+        return to_module(merged, like=self._like())
 
 
 class Chain(nn.Module):
@@ -228,15 +258,21 @@ class Chain(nn.Module):
         finally:
             self._resume = None
 
-    def lmzoo_merged(self) -> Chain:
+    def lmzoo_merged(self, structure_only: bool = False) -> Chain:
         blocks = [
-            b.lmzoo_merged() if isinstance(b, ConfiguredBlock) else copy.deepcopy(b) for b in self.blocks
+            b.lmzoo_merged(structure_only) if isinstance(b, ConfiguredBlock) else copy.deepcopy(b)
+            for b in self.blocks
         ]
         like = next(p for p in self.parameters())
-        shortcuts = [
-            to_module(module_map(s, ch, device=like.device), like=like)
-            for s, ch in zip(self.shortcuts, self.span_channels)
-        ]
+
+        def merged_shortcut(module: nn.Module, channels: int) -> nn.Module:
+            if isinstance(module, nn.Identity):
+                return nn.Identity()
+            if structure_only:
+                return to_module(module_shape(module, channels), like=like)
+            return to_module(module_map(module, channels, device=like.device), like=like)
+
+        shortcuts = [merged_shortcut(s, ch) for s, ch in zip(self.shortcuts, self.span_channels)]
         return Chain(
             blocks,
             self.ends,

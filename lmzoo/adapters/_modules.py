@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lmzoo.core import kernels
-from lmzoo.core.kernels import ConvMap
+from lmzoo.core.kernels import ConvMap, MapShape
 from lmzoo.core.spec import Unit
 from lmzoo.errors import UnsupportedModelError
 
@@ -111,6 +111,27 @@ def module_map(
     raise TypeError(f"{type(module).__name__} is not a linear module lmzoo can merge")
 
 
+def module_shape(module: nn.Module, channels: int, *, padding: int | None = None) -> MapShape:
+    """The geometry of :func:`module_map` of ``module``, without computing the map."""
+    if isinstance(module, nn.Sequential):
+        shape = MapShape.identity(channels)
+        for sub in module:
+            shape = shape.then(module_shape(sub, shape.out_channels))
+        return shape
+    if isinstance(module, nn.Conv2d):
+        return MapShape(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size[0],
+            module.stride[0],
+            int(module.padding[0]) if padding is None else padding,
+            module.groups > 1,
+        )
+    if isinstance(module, (nn.Identity, nn.BatchNorm2d)):
+        return MapShape.identity(module.num_features if isinstance(module, nn.BatchNorm2d) else channels)
+    raise TypeError(f"{type(module).__name__} is not a linear module lmzoo can merge")
+
+
 def compose_all(maps: Iterable[ConvMap], channels: int, *, device: torch.device | None = None) -> ConvMap:
     """Compose maps in order; the identity when there are none."""
     result: ConvMap | None = None
@@ -121,23 +142,39 @@ def compose_all(maps: Iterable[ConvMap], channels: int, *, device: torch.device 
     return result
 
 
-def to_module(m: ConvMap, *, like: torch.Tensor) -> nn.Module:
-    """One nn.Conv2d realising the map (nn.Identity when the map is exactly the identity)."""
-    if kernels.is_identity(m):
+def compose_all_shapes(shapes: Iterable[MapShape], channels: int) -> MapShape:
+    """The geometry of :func:`compose_all` of maps with these shapes."""
+    result: MapShape | None = None
+    for shape in shapes:
+        result = shape if result is None else result.then(shape)
+    return MapShape.identity(channels) if result is None else result
+
+
+def to_module(m: ConvMap | MapShape | None, *, like: torch.Tensor) -> nn.Module:
+    """One nn.Conv2d realising the map; ``None`` (a block that keeps nothing) is nn.Identity; a bare
+    :class:`MapShape` gives the conv with uninitialised weights (to load a state dict into).
+
+    Whether a block merges to the identity is decided by its structure, never by its weight values,
+    so the merged module tree depends on the plan alone."""
+    if m is None:
         return nn.Identity()
-    conv = nn.Conv2d(
-        m.in_channels,
-        m.out_channels,
-        m.kernel,
-        stride=m.stride,
-        padding=m.padding,
-        groups=m.out_channels if m.depthwise else 1,
+    shape = m if isinstance(m, MapShape) else m.shape
+    conv = torch.nn.utils.skip_init(
+        nn.Conv2d,
+        shape.in_channels,
+        shape.out_channels,
+        shape.kernel,
+        stride=shape.stride,
+        padding=shape.padding,
+        groups=shape.out_channels if shape.depthwise else 1,
         bias=True,
+        device=like.device,
+        dtype=like.dtype,
     )
-    conv = conv.to(device=like.device, dtype=like.dtype)
-    with torch.no_grad():
-        conv.weight.copy_(m.weight)
-        cast(torch.Tensor, conv.bias).copy_(m.bias)
+    if isinstance(m, ConvMap):
+        with torch.no_grad():
+            conv.weight.copy_(m.weight)
+            cast(torch.Tensor, conv.bias).copy_(m.bias)
     return conv
 
 

@@ -46,7 +46,9 @@ class LayerMergeUNet2DModel(ModelMixin, ConfigMixin):
         if merged is None:
             from lmzoo.checkpoint import merged_structure
 
-            merged = merged_structure(_checkpoint_config(base_config, plan, input_shape, spec_fingerprint))
+            merged = merged_structure(
+                _checkpoint_config(base_config, plan, input_shape, spec_fingerprint), weights=True
+            )
         self.unet = merged
 
     @classmethod

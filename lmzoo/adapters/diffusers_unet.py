@@ -21,7 +21,9 @@ from lmzoo.adapters._modules import (
     MERGE_DTYPE,
     check_mergeable_conv,
     compose_all,
+    compose_all_shapes,
     module_map,
+    module_shape,
     to_module,
     unit_from_conv,
 )
@@ -236,30 +238,43 @@ class LayerMergeResnetBlock2D(nn.Module):
     def is_merged(self) -> bool:
         return isinstance(self.after, nn.Identity) and self.pad == 0 and isinstance(self.dropout, nn.Identity)
 
-    def lmzoo_merged(self) -> LayerMergeResnetBlock2D:
+    def lmzoo_merged(self, structure_only: bool = False) -> LayerMergeResnetBlock2D:
         if self.is_merged:
             return copy.deepcopy(self)
         if self.split:
             merged = copy.deepcopy(self)
             merged.dropout = nn.Identity()
             return merged
-        maps = [
-            module_map(conv, conv.in_channels, padding=p)
+        kept = [
+            (conv, p)
             for conv, p in zip((self.before, self.after), self.original_paddings)
             if isinstance(conv, nn.Conv2d)
         ]
         like = next(iter(self.norm_out.parameters()))
-        merged_conv = to_module(compose_all(maps, self.norm_out.num_channels), like=like)
+        channels = self.norm_out.num_channels
+        merged_conv = to_module(
+            None
+            if not kept
+            else compose_all_shapes([module_shape(c, c.in_channels, padding=p) for c, p in kept], channels)
+            if structure_only
+            else compose_all([module_map(c, c.in_channels, padding=p) for c, p in kept], channels),
+            like=like,
+        )
         time_emb_proj = copy.deepcopy(self.time_emb_proj)
         if isinstance(self.after, nn.Conv2d) and isinstance(time_emb_proj, nn.Linear):
             # The time shift t enters before conv2: conv2(h + t) = conv2(h) + sum_spatial(W2) t.
-            push = self.after.weight.detach().to(MERGE_DTYPE).sum(dim=(2, 3))
-            with torch.no_grad():
-                w = push @ time_emb_proj.weight.to(MERGE_DTYPE)
-                b = push @ time_emb_proj.bias.to(MERGE_DTYPE)
-                pushed = nn.Linear(w.shape[1], w.shape[0]).to(like)
-                pushed.weight.copy_(w)
-                pushed.bias.copy_(b)
+            pushed = torch.nn.utils.skip_init(
+                nn.Linear,
+                time_emb_proj.in_features,
+                self.after.out_channels,
+                device=like.device,
+                dtype=like.dtype,
+            )
+            if not structure_only:
+                push = self.after.weight.detach().to(MERGE_DTYPE).sum(dim=(2, 3))
+                with torch.no_grad():
+                    pushed.weight.copy_(push @ time_emb_proj.weight.to(MERGE_DTYPE))
+                    pushed.bias.copy_(push @ time_emb_proj.bias.to(MERGE_DTYPE))
             time_emb_proj = pushed
         return LayerMergeResnetBlock2D(
             norm1=copy.deepcopy(self.norm1),

@@ -17,6 +17,49 @@ from torch import Tensor
 
 
 @dataclass(frozen=True)
+class MapShape:
+    """The geometry of a :class:`ConvMap` without its tensors: what composing and adding maps does
+    to channels, kernel, stride and padding (checkpoint loading builds merged modules from it)."""
+
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    padding: int
+    depthwise: bool
+
+    @classmethod
+    def identity(cls, channels: int) -> MapShape:
+        return cls(channels, channels, 1, 1, 0, True)
+
+    def then(self, second: MapShape) -> MapShape:
+        """``second`` applied after this map: K = k1 + s1 (k2 - 1), S = s1 s2, P = p1 + s1 p2."""
+        if self.out_channels != second.in_channels:
+            raise ValueError(
+                f"cannot compose: {self.out_channels} channels feed a map expecting {second.in_channels}"
+            )
+        return MapShape(
+            self.in_channels,
+            second.out_channels,
+            self.kernel + self.stride * (second.kernel - 1),
+            self.stride * second.stride,
+            self.padding + self.stride * second.padding,
+            self.depthwise and second.depthwise,
+        )
+
+    def plus(self, other: MapShape) -> MapShape:
+        """The sum of two maps on one grid aligned by their paddings."""
+        if self.stride != other.stride:
+            raise ValueError(f"cannot add maps of strides {self.stride} and {other.stride}")
+        if (self.in_channels, self.out_channels) != (other.in_channels, other.out_channels):
+            raise ValueError("cannot add maps of different channel counts")
+        padding = max(self.padding, other.padding)
+        kernel = padding + max(self.kernel - self.padding, other.kernel - other.padding)
+        depthwise = self.depthwise and other.depthwise
+        return MapShape(self.in_channels, self.out_channels, kernel, self.stride, padding, depthwise)
+
+
+@dataclass(frozen=True)
 class ConvMap:
     weight: Tensor  # (out, in, K, K), or (C, 1, K, K) when depthwise
     bias: Tensor  # (out,)
@@ -35,6 +78,12 @@ class ConvMap:
     @property
     def in_channels(self) -> int:
         return self.out_channels if self.depthwise else int(self.weight.shape[1])
+
+    @property
+    def shape(self) -> MapShape:
+        return MapShape(
+            self.in_channels, self.out_channels, self.kernel, self.stride, self.padding, self.depthwise
+        )
 
 
 def identity_map(channels: int, *, dtype: torch.dtype, device: torch.device | str = "cpu") -> ConvMap:
@@ -96,13 +145,10 @@ def compose(first: ConvMap, second: ConvMap) -> ConvMap:
     products W2[j] W1[k] with m = s1 j + k (a full convolution of W1 with W2 dilated by s1, with the
     channel dimension contracted). bias = b2 + sum_{c, j} W2[., c, j] b1[c].
     """
-    if first.out_channels != second.in_channels:
-        raise ValueError(
-            f"cannot compose: {first.out_channels} channels feed a map expecting {second.in_channels}"
-        )
+    geometry = first.shape.then(second.shape)
     s1 = first.stride
     k1, k2 = first.kernel, second.kernel
-    kernel = k1 + s1 * (k2 - 1)
+    kernel = geometry.kernel
     w1, w2 = first.weight, second.weight
     if second.depthwise:
         out_shape = (w1.shape[0], w1.shape[1], kernel, kernel)
@@ -122,25 +168,15 @@ def compose(first: ConvMap, second: ConvMap) -> ConvMap:
             else:  # W[o, i] += sum_c W2[o, c, j] W1[c, i]: one matrix product
                 contrib = (tap @ w1.reshape(w1.shape[0], -1)).reshape(tap.shape[0], *w1.shape[1:])
             weight[:, :, s1 * jy : s1 * jy + k1, s1 * jx : s1 * jx + k1] += contrib
-    return ConvMap(
-        weight,
-        bias,
-        s1 * second.stride,
-        first.padding + s1 * second.padding,
-        first.depthwise and second.depthwise,
-    )
+    return ConvMap(weight, bias, geometry.stride, geometry.padding, geometry.depthwise)
 
 
 def add(a: ConvMap, b: ConvMap) -> ConvMap:
     """The map a(x) + b(x): both kernels placed on one grid aligned by their paddings."""
-    if a.stride != b.stride:
-        raise ValueError(f"cannot add maps of strides {a.stride} and {b.stride}")
-    if a.out_channels != b.out_channels or a.in_channels != b.in_channels:
-        raise ValueError("cannot add maps of different channel counts")
+    geometry = a.shape.plus(b.shape)
     if a.depthwise != b.depthwise:
         a, b = densify(a), densify(b)
-    padding = max(a.padding, b.padding)
-    kernel = padding + max(a.kernel - a.padding, b.kernel - b.padding)
+    padding, kernel = geometry.padding, geometry.kernel
     weight = a.weight.new_zeros(*a.weight.shape[:2], kernel, kernel)
     for m in (a, b):
         o = padding - m.padding
