@@ -40,10 +40,7 @@ TEMPLATE = """---
 
 {{ description }}
 
-Built with [lmzoo](https://github.com/lmzoo/lmzoo) from `{{ base }}` with LayerMerge
-([Kim et al., ICML 2024]({{ paper }})): activation and convolution layers removed jointly, the remaining
-consecutive convolutions merged into single convolutions, chosen by an exact dynamic program under a
-latency budget.
+{{ intro }}
 
 ## Results
 
@@ -69,6 +66,8 @@ measured with `{{ backend }}` on {{ device_name }}, batch {{ batch }}, {{ dtype 
 ![samples of the base (left) and the merged network (right) from the same noise](samples.png)
 
 {{ samples }}.
+{% endif %}{% if frechet_line %}
+{{ frechet_line }}
 {% endif %}
 ## Use
 
@@ -92,6 +91,30 @@ lmzoo build {{ name }}{{ profile_flag }}
 `recipe.yaml` is the recipe it was built from; `tables/` holds the latency and importance tables the
 plan was solved from, `plan.json` the solver's record and `evaluation.json` every measured figure.
 """
+
+
+#: what each baseline method removes (the solver's restricted candidate sets, DESIGN §7)
+METHOD_TEXT = {
+    "depth": "depth compression (Kim et al., 2023): activation layers removed and the convolutions "
+    "between them merged, no convolution pruned",
+    "layer": "layer pruning: convolution layers removed, every activation layer kept",
+}
+
+
+def _intro(method: str, base: str) -> str:
+    lmzoo = "[lmzoo](https://github.com/lmzoo/lmzoo)"
+    paper = f"([Kim et al., ICML 2024]({PAPER}))"
+    if method == "layermerge":
+        return (
+            f"Built with {lmzoo} from `{base}` with LayerMerge {paper}: activation and convolution layers "
+            "removed jointly, the remaining consecutive convolutions merged into single convolutions, "
+            "chosen by an exact dynamic program under a latency budget."
+        )
+    return (
+        f"A **baseline** built with {lmzoo} from `{base}` for comparison with LayerMerge {paper}: "
+        f"{METHOD_TEXT[method]}, chosen by the same exact dynamic program under the same latency budget, "
+        "tables and fine-tuning."
+    )
 
 
 def plan_summary(spec: Spec, plan: Plan) -> str:
@@ -138,6 +161,22 @@ def model_card(
             metric_value=round(value, 6),
         )
     ]
+    frechet = evaluation.get("frechet")
+    if frechet:
+        rows.append((f"Fréchet distance, {frechet['feature_model']} features", *_frechet_cells(frechet)))
+        results.append(
+            EvalResult(
+                task_type=task_type,
+                dataset_type=DATASET_IDS[dataset],
+                dataset_name=DATASET_NAMES[dataset],
+                dataset_split="test",
+                metric_type="frechet_distance",
+                metric_name="Fréchet distance in lmzoo classifier features (not Inception FID)",
+                metric_value=round(frechet["merged"], 4),
+                metric_config=f"{frechet['feature_model']}, {frechet['samples']} samples, "
+                f"{frechet['sampler']}",
+            )
+        )
     results.append(
         EvalResult(
             task_type=results[0].task_type,
@@ -165,7 +204,6 @@ def model_card(
         name=name,
         description=recipe.description,
         base=base,
-        paper=PAPER,
         metric_rows=rows,
         base_ms=card["base"]["median_ms"],
         merged_ms=card["merged"]["median_ms"],
@@ -183,10 +221,26 @@ def model_card(
         plan_summary=plan_summary(spec, plan),
         frontier=frontier,
         samples=_samples_line(evaluation.get("samples")),
+        frechet_line=_frechet_line(frechet),
         repo_id=f"{recipe.hub.org}/{name}" if recipe.hub.org else None,
         profile_flag="" if recipe.profile == "default" else f" --profile {recipe.profile}",
+        intro=_intro(recipe.solve.method, base),
     ).content
     return str(text)
+
+
+def _frechet_cells(frechet: dict[str, Any]) -> tuple[str, str]:
+    return f"{frechet['base']:.3f}", f"{frechet['merged']:.3f}"
+
+
+def _frechet_line(frechet: dict[str, Any] | None) -> str | None:
+    if not frechet:
+        return None
+    return (
+        f"The Fréchet distance compares {frechet['samples']} generated images ({frechet['sampler']}) with "
+        f"{frechet['reference']} in the penultimate features of the zoo classifier "
+        f"`{frechet['feature_model']}`. It is not Inception FID: it compares models measured the same way."
+    )
 
 
 def _samples_line(samples: dict[str, Any] | None) -> str | None:
@@ -219,6 +273,7 @@ def card_from_checkpoint(
         solve_record = json.loads((directory / "plan.json").read_text())
     except ValueError as err:
         raise CheckpointError(f"{directory}: evaluation.json or plan.json is not JSON ({err})") from None
+    recipe = recipe.with_method(solve_record.get("method", recipe.solve.method))  # baselines
     spec = trace(build_base(config), example_inputs(config))
     frontier = False
     if results is not None:
@@ -251,6 +306,112 @@ RESULT_COLUMNS = (
     "metric",
     "value",
 )
+#: every column :func:`results_rows` writes: how each number was measured, next to it
+RESULT_FIELDS = (
+    *RESULT_COLUMNS[:6],
+    "predicted_speedup",
+    "backend",
+    "device",
+    "batch",
+    "dtype",
+    "threads",
+    "base_ms",
+    "merged_ms",
+    *RESULT_COLUMNS[6:],
+    "base_value",
+    "frechet",
+    "base_frechet",
+    "depth",
+    "convs_kept",
+    "date",
+    "lmzoo_version",
+)
+
+
+def results_rows(directories: list[Path]) -> list[dict[str, Any]]:
+    """One row per built checkpoint directory (model, method, target / predicted / measured
+    speed-up, the latency setting, the test metric), plus one ``base`` row per base network and
+    latency setting (speed-up 1, its test metric). Directories without an evaluation are skipped."""
+    rows: list[dict[str, Any]] = []
+    bases: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for directory in sorted(directories):
+        files = [directory / n for n in ("config.json", "evaluation.json", "plan.json", "recipe.yaml")]
+        if not all(f.is_file() for f in files):
+            continue
+        config, evaluation, solve_record = (json.loads(f.read_text()) for f in files[:3])
+        dataset = _recipe_dataset(files[3])
+        card = evaluation["latency_card"]
+        m = card["measurement"]
+        _, key, label, _, _ = TASK_METRICS[evaluation["task"]]
+        plan = Plan.from_dict(config["plan"])
+        setting = {
+            "arch": config["base"]["arch"],
+            "dataset": dataset,
+            "backend": m["backend"],
+            "device": m.get("device_name", m["device"]),
+            "batch": m["batch_size"],
+            "dtype": m["dtype"],
+            "threads": m.get("threads"),
+            "metric": label,
+        }
+        rows.append(
+            {
+                "model": config["name"],
+                "method": solve_record.get("method", "layermerge"),
+                "target_speedup": config.get("target_speedup"),
+                "predicted_speedup": _round(predicted_speedup(solve_record)),
+                "measured_speedup": _round(card["speedup"]),
+                "base_ms": _round(card["base"]["median_ms"]),
+                "merged_ms": _round(card["merged"]["median_ms"]),
+                "value": _round(evaluation["test"][key]),
+                "base_value": _round(evaluation["base_test"][key]),
+                "frechet": _round(evaluation.get("frechet", {}).get("merged")),
+                "base_frechet": _round(evaluation.get("frechet", {}).get("base")),
+                "depth": sum(1 for b in plan if b.kept),
+                "convs_kept": len(plan.kept_units),
+                "date": m.get("date", ""),
+                "lmzoo_version": config.get("lmzoo_version", ""),
+                **setting,
+            }
+        )
+        bases.setdefault(
+            tuple(setting.values()),
+            {
+                "model": f"{config['base']['arch']} (base)",
+                "method": "base",
+                "target_speedup": 1,
+                "predicted_speedup": 1,
+                "measured_speedup": 1,
+                "base_ms": _round(card["base"]["median_ms"]),
+                "value": _round(evaluation["base_test"][key]),
+                "base_value": _round(evaluation["base_test"][key]),
+                "frechet": _round(evaluation.get("frechet", {}).get("base")),
+                "depth": plan.length,
+                "convs_kept": plan.length,
+                "date": m.get("date", ""),
+                "lmzoo_version": config.get("lmzoo_version", ""),
+                **setting,
+            },
+        )
+    return list(bases.values()) + rows
+
+
+def write_results(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=RESULT_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def _recipe_dataset(path: Path) -> str:
+    import yaml
+
+    recipe = yaml.safe_load(path.read_text())
+    return str(recipe.get("data", {}).get("dataset", "")) if isinstance(recipe, dict) else ""
 
 
 def read_results(path: str | os.PathLike[str]) -> list[dict[str, str]]:
@@ -267,19 +428,31 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     return rows
 
 
-def plot_frontier(rows: list[dict[str, str]], path: str | os.PathLike[str], *, entry: str) -> bool:
-    """Metric against measured speed-up for every method on the entry's architecture and data set
-    (the base model marked), the entry circled. False when the results hold nothing to compare."""
+def plot_frontier(
+    rows: list[dict[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    entry: str | None = None,
+    group: tuple[str, str] | None = None,
+) -> bool:
+    """Metric against measured speed-up for every method on one architecture and data set (the base
+    model marked): the ``entry``'s (circled), or ``group`` = (arch, dataset). False when the results
+    hold nothing to draw."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     mine = next((r for r in rows if r["model"] == entry), None)
-    if mine is None:
+    if mine is not None:
+        group = (mine["arch"], mine["dataset"])
+    if group is None:
         return False
-    same = [r for r in rows if r["arch"] == mine["arch"] and r["dataset"] == mine["dataset"]]
-    same = [r for r in same if r["metric"] == mine["metric"]]
+    same = [r for r in rows if (r["arch"], r["dataset"]) == group]
+    metric = mine["metric"] if mine is not None else next((r["metric"] for r in same), None)
+    same = [r for r in same if r["metric"] == metric]
+    if not any(r["method"] != "base" for r in same):
+        return False
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     styles = {"layermerge": ("#2f6fbf", "o"), "depth": ("#d9822b", "s"), "layer": ("#7a7a7a", "^")}
     for method in sorted({r["method"] for r in same}):
@@ -292,18 +465,24 @@ def plot_frontier(rows: list[dict[str, str]], path: str | os.PathLike[str], *, e
             continue
         color, marker = styles.get(method, ("#444444", "d"))
         ax.plot([x for x, _ in points], [y for _, y in points], marker=marker, color=color, label=method)
-    ax.scatter(
-        [float(mine["measured_speedup"])],
-        [float(mine["value"])],
-        s=220,
-        facecolors="none",
-        edgecolors="red",
-        zorder=4,
-        label=entry,
+    if mine is not None:
+        ax.scatter(
+            [float(mine["measured_speedup"])],
+            [float(mine["value"])],
+            s=220,
+            facecolors="none",
+            edgecolors="red",
+            zorder=4,
+            label=entry,
+        )
+    setting = same[-1]
+    ax.set_xlabel(
+        f"measured speed-up over the base ({setting.get('backend', '?')}, {setting.get('device', '?')}, "
+        f"batch {setting.get('batch', '?')})",
+        fontsize=8,
     )
-    ax.set_xlabel("measured speed-up over the base")
-    ax.set_ylabel(mine["metric"])
-    ax.set_title(f"{mine['arch']} on {mine['dataset']}", fontsize=9)
+    ax.set_ylabel(str(metric))
+    ax.set_title(f"{group[0]} on {group[1]}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from lmzoo.core.plan import Plan
+from lmzoo.core.spec import Spec
 from lmzoo.errors import InvalidArgumentError, LmzooError
 
 CHECKPOINT_FORMAT = "lmzoo.checkpoint/1"
@@ -182,11 +183,11 @@ def merged_structure(
     architecture traced at the recorded input shape (its fingerprint must match), the plan applied
     and merged in place. The merged modules hold uninitialised memory, or with ``weights`` the merge
     of the random base."""
-    from lmzoo.engine import merged_in_place, trace
+    from lmzoo.engine import merged_in_place
 
     model = build_base(config)
     try:
-        spec = trace(model, example_inputs(config))
+        spec = _traced_shapes(model, example_inputs(config), config["spec_fingerprint"])
         if spec.fingerprint != config["spec_fingerprint"]:
             raise CheckpointError(
                 f"{where}: the base architecture traces to another network than the one the plan was "
@@ -202,6 +203,24 @@ def merged_structure(
         raise CheckpointError(
             f"{where}: the base architecture does not run at the recorded input shape ({err})"
         ) from None
+
+
+def _traced_shapes(model: nn.Module, inputs: tuple[torch.Tensor, ...], fingerprint: str) -> Spec:
+    """The spec of ``model`` at ``inputs``. Only shapes matter when loading, so the forward first runs
+    on an empty batch (no arithmetic; most of a load's trace time otherwise); a model that cannot
+    run an empty batch, or whose spec then differs from the checkpoint's, is traced at batch 1."""
+    import dataclasses
+
+    from lmzoo.engine import trace
+
+    try:
+        spec = trace(model, tuple(x[:0] for x in inputs))
+        spec = dataclasses.replace(spec, input_shapes=tuple(tuple(x.shape) for x in inputs))
+        if spec.fingerprint == fingerprint:
+            return spec
+    except LmzooError:
+        pass
+    return trace(model, inputs)
 
 
 def load_weights_strictly(module: nn.Module, weights: Path) -> None:

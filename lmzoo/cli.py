@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import random
 import sys
@@ -334,15 +335,25 @@ def bench(
     help="Stop after this stage.",
 )
 @click.option("--device", default="cpu", show_default=True, help="Device for training and evaluation.")
+@click.option(
+    "--method",
+    type=click.Choice(["layermerge", "depth", "layer"]),
+    default=None,
+    help="Selection method: the paper's baselines are depth (depth compression) and layer (layer "
+    "pruning); their entries are named <stem>-depth-<s>x / <stem>-layer-<s>x [default: the recipe's].",
+)
 @_user_errors
-def build(recipe: str, profile: str | None, workdir: str | None, until: str, device: str) -> None:
+def build(
+    recipe: str, profile: str | None, workdir: str | None, until: str, device: str, method: str | None
+) -> None:
     """Build zoo entries from RECIPE (a recipe file, a recipe name for all its speed-ups, or one zoo
-    entry name such as mobilenetv2-fmnist-layermerge-1.6x). Every stage is cached under the work
-    directory, so a rerun resumes; the checkpoints go to the local store ($LMZOO_HOME)."""
+    entry name such as mobilenetv2-fmnist-layermerge-1.6x or the baseline mobilenetv2-fmnist-depth-1.6x).
+    Every stage is cached under the work directory, so a rerun resumes and the baselines reuse the
+    base and tables; the checkpoints go to the local store ($LMZOO_HOME)."""
     from lmzoo import pipeline
     from lmzoo.recipes import load_recipe
 
-    resolved, speedup = load_recipe(recipe, profile)
+    resolved, speedup = load_recipe(recipe, profile, method=method)
     written = pipeline.build(
         resolved,
         speedups=[speedup] if speedup is not None else None,
@@ -464,6 +475,47 @@ def _built_entry(name: str) -> Any:
             f"{name} is not built in {directory.parent}; build it with `lmzoo build {name}`"
         )
     return directory
+
+
+@main.command()
+@click.argument("pattern", required=False)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default="cards/results.csv",
+    show_default=True,
+    help="The results CSV to write; a frontier plot per architecture and data set goes next to it.",
+)
+@_user_errors
+def results(pattern: str | None, out: str) -> None:
+    """Collect the built entries of the local store (fnmatch PATTERN) into a results CSV: one row per
+    model and one per base, with target, predicted and measured speed-ups, the latency setting and the
+    test metric; plus frontier-<arch>-<dataset>.png (metric against measured speed-up, all methods)."""
+    from pathlib import Path
+
+    from lmzoo.cards import plot_frontier, results_rows, write_results
+    from lmzoo.errors import InvalidArgumentError
+    from lmzoo.zoo import store_root
+
+    root = store_root()
+    directories = [
+        p
+        for p in (root.iterdir() if root.is_dir() else [])
+        if pattern is None or fnmatch.fnmatch(p.name, pattern)
+    ]
+    rows = results_rows(directories)
+    if not rows:
+        raise InvalidArgumentError(
+            f"no built entries in {root} match {pattern or '*'}; build some with `lmzoo build`"
+        )
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_results(rows, target)
+    click.echo(f"{target}: {sum(r['method'] != 'base' for r in rows)} models")
+    for group in sorted({(r["arch"], r["dataset"]) for r in rows}):
+        plot = target.with_name(f"frontier-{group[0]}-{group[1]}.png")
+        if plot_frontier(rows, plot, group=group):
+            click.echo(str(plot))
 
 
 @main.command()

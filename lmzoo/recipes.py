@@ -101,6 +101,15 @@ class EvaluateSection:
     sample_count: int = 16
     #: DDPM: DDIM steps per sample
     sample_steps: int = 100
+    #: DDPM: a zoo classifier on the same data whose penultimate features define the Fréchet
+    #: distance between generated and real test images (not Inception FID); none: no distance
+    feature_model: str | None = None
+    #: DDPM: generated (and real) images per network for the Fréchet distance
+    frechet_samples: int = 500
+    #: end-to-end timing of base and merged for the card: runs of each, split over interleaved
+    #: rounds (None: the latency section's runs); more runs and rounds resist a noisy machine
+    latency_runs: int | None = 200
+    latency_rounds: int = 10
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,17 @@ class Recipe:
     source: str = field(default="", compare=False)
 
     def entry_name(self, speedup: float) -> str:
-        return f"{self.name}-{speedup:g}x"
+        """``<recipe>-<s>x``; a baseline method replaces the recipe's ``-layermerge`` suffix (or is
+        appended): mobilenetv2-fmnist-depth-1.6x is the depth-compression baseline at 1.6x."""
+        return f"{baseline_stem(self.name, self.solve.method)}-{speedup:g}x"
+
+    def with_method(self, method: str) -> Recipe:
+        """This recipe solving with another selection method (the paper's baselines)."""
+        from lmzoo.core.candidates import METHODS
+
+        if method not in METHODS:
+            raise RecipeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        return dataclasses.replace(self, solve=dataclasses.replace(self.solve, method=method))
 
     def entries(self) -> list[str]:
         return [self.entry_name(s) for s in self.solve.speedups]
@@ -142,6 +161,14 @@ class Recipe:
         data = dataclasses.asdict(self)
         data.pop("source")
         return _plain(data)
+
+
+def baseline_stem(recipe_name: str, method: str) -> str:
+    """The entry-name stem of ``recipe_name`` solved with ``method``."""
+    if method == "layermerge":
+        return recipe_name
+    stem = recipe_name.removesuffix("-layermerge")
+    return f"{stem}-{method}"
 
 
 def _plain(value: Any) -> Any:
@@ -174,22 +201,21 @@ def recipe_files() -> dict[str, Path]:
 
 
 def load_recipe(
-    name_or_path: str | os.PathLike[str], profile: str | None = None
+    name_or_path: str | os.PathLike[str], profile: str | None = None, *, method: str | None = None
 ) -> tuple[Recipe, float | None]:
-    """A recipe from a file path, a recipe family name, or a zoo entry name (``<family>-<s>x``).
+    """A recipe from a file path, a recipe family name, or a zoo entry name (``<family>-<s>x``, or a
+    baseline's ``<stem>-depth-<s>x`` / ``<stem>-layer-<s>x``).
 
-    Returns the recipe resolved with ``profile`` and, for an entry name, its target speed-up.
+    Returns the recipe resolved with ``profile`` (and ``method``, which a baseline's entry name
+    implies) and, for an entry name, its target speed-up.
     """
     text = str(name_or_path)
     speedup: float | None = None
     path = Path(text)
     if not (text.endswith((".yaml", ".yml")) or path.is_file()):
         files = recipe_files()
-        family = text
-        match = ENTRY_NAME.match(text)
-        if text not in files and match and match["family"] in files:
-            family, speedup = match["family"], float(match["speedup"])
-        if family not in files:
+        family, speedup, implied = _resolve_name(text, files)
+        if family is None:
             import difflib
 
             known = sorted(files) + [e for f in files for e in _entry_names(files[f])]
@@ -200,14 +226,38 @@ def load_recipe(
                 else f"; known recipes: {', '.join(sorted(files))}"
             )
             raise RecipeError(f"no recipe named {text!r}{hint}")
+        if implied is not None:
+            if method not in (None, implied):
+                raise RecipeError(f"{text!r} names the {implied} baseline, not {method}")
+            method = implied
         path = files[family]
     recipe = parse_recipe(path, profile)
+    if method is not None:
+        recipe = recipe.with_method(method)
     if speedup is not None and not any(abs(s - speedup) < 1e-9 for s in recipe.solve.speedups):
         raise RecipeError(
             f"{path}: {text!r} is not one of its entries ({', '.join(recipe.entries())}); "
             "add the speed-up to solve.speedups"
         )
     return recipe, speedup
+
+
+def _resolve_name(text: str, files: dict[str, Path]) -> tuple[str | None, float | None, str | None]:
+    """(recipe name, entry speed-up, baseline method the name implies) of a recipe or entry name."""
+    from lmzoo.core.candidates import METHODS
+
+    if text in files:
+        return text, None, None
+    match = ENTRY_NAME.match(text)
+    if match is None:
+        return None, None, None
+    family, speedup = match["family"], float(match["speedup"])
+    if family in files:
+        return family, speedup, None
+    stem, _, method = family.rpartition("-")
+    if method in METHODS and method != "layermerge" and f"{stem}-layermerge" in files:
+        return f"{stem}-layermerge", speedup, method
+    return None, None, None
 
 
 def _entry_names(path: Path) -> list[str]:
@@ -367,6 +417,11 @@ def _check_values(recipe: Recipe, path: Path) -> None:
         (
             recipe.evaluate.sample_count > 0 and recipe.evaluate.sample_steps > 0,
             "evaluate.sample_* must be > 0",
+        ),
+        (
+            recipe.evaluate.frechet_samples >= 2
+            and (recipe.evaluate.latency_runs or 1) >= recipe.evaluate.latency_rounds >= 1,
+            "evaluate needs frechet_samples >= 2 and latency_runs >= latency_rounds >= 1",
         ),
     ]
     for section in (recipe.base, recipe.finetune, recipe.importance.train):

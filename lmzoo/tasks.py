@@ -103,11 +103,22 @@ class Denoising(Task):
         return self.scheduler.add_noise(x, noise, t), t, noise
 
     def loss(self, settings: TrainSettings, teacher: nn.Module | None = None) -> Loss:
+        """Noise-prediction MSE; with a ``teacher`` and ``settings.distill_weight`` w > 0, the
+        target is (1 - w) * noise + w * teacher(x_t, t) in loss terms: the student also matches the
+        base network's prediction on the same noisy input."""
+        weight = settings.distill_weight if teacher is not None else 0.0
+
         def loss(
             net: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
         ) -> torch.Tensor:
             noisy, t, noise = self._noisy(x, generator)
-            return nn.functional.mse_loss(tensor_output(net(noisy, t)), noise)
+            prediction = tensor_output(net(noisy, t))
+            value = nn.functional.mse_loss(prediction, noise)
+            if weight == 0 or teacher is None:
+                return value
+            with torch.no_grad():
+                target = tensor_output(teacher(noisy, t))
+            return (1 - weight) * value + weight * nn.functional.mse_loss(prediction, target)
 
         return loss
 

@@ -143,3 +143,51 @@ def test_show_loads_runs_and_prints_the_card(built, monkeypatch):
     assert f"loaded {ENTRY}" in result.stderr and "output (1, 10)" in result.stderr
     missing = CliRunner().invoke(main, ["show", "mobilenetv2-fmnist-layermerge-2x"])
     assert missing.exit_code == 2 and "lmzoo build mobilenetv2-fmnist-layermerge-2x" in missing.stderr
+
+
+def test_the_depth_baseline_reuses_base_and_tables_and_says_what_it_is(built, monkeypatch):
+    """`lmzoo build <stem>-depth-<s>x` builds the paper's depth-compression baseline from the same
+    base, tables and fine-tuning schedule: only solve, fine-tune, evaluate and card run."""
+    directory, work, _ = built
+    monkeypatch.setenv("LMZOO_HOME", str(directory.parent))
+    name = "mobilenetv2-fmnist-depth-1.6x"
+    stages = work / "mobilenetv2-fmnist-layermerge"
+    before = {p.name for p in stages.iterdir()}
+    result = CliRunner().invoke(main, ["build", name, "--profile", "smoke", "--workdir", str(work)])
+    assert result.exit_code == 0, result.output
+    new = {p.name for p in stages.iterdir()} - before
+    assert {n.split("-")[0] for n in new} == {"solve", "finetune", "evaluate"}
+    baseline = directory.parent / name
+    assert json.loads((baseline / "plan.json").read_text())["method"] == "depth"
+    plan = lmzoo.Plan.from_dict(json.loads((baseline / "config.json").read_text())["plan"])
+    assert all(len(b.kept) == b.length for b in plan)  # depth compression prunes nothing
+    card = (baseline / "README.md").read_text()
+    assert "**baseline**" in card and "depth compression" in card and f"lmzoo build {name}" in card
+    model = lmzoo.load(name)
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    (baseline / "README.md").unlink()
+    assert CliRunner().invoke(main, ["card", name]).exit_code == 0
+    assert (baseline / "README.md").read_text() == card
+
+
+def test_results_collects_every_built_entry_with_how_it_was_measured(built, monkeypatch, tmp_path):
+    directory, _, _ = built
+    monkeypatch.setenv("LMZOO_HOME", str(directory.parent))
+    out = tmp_path / "cards" / "results.csv"
+    result = CliRunner().invoke(main, ["results", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    by_model = {r["model"]: r for r in rows}
+    entry = by_model[ENTRY]
+    evaluation = json.loads((directory / "evaluation.json").read_text())
+    assert float(entry["value"]) == pytest.approx(evaluation["test"]["accuracy"], abs=1e-4)
+    assert float(entry["measured_speedup"]) == pytest.approx(evaluation["latency_card"]["speedup"], abs=1e-4)
+    assert entry["method"] == "layermerge" and entry["backend"] == "torch" and entry["batch"] == "32"
+    assert entry["dataset"] == "fashion-mnist" and entry["metric"] == "top-1 accuracy (%)"
+    base = by_model["mobilenetv2_100 (base)"]
+    assert base["method"] == "base" and float(base["value"]) == evaluation["base_test"]["accuracy"]
+    assert (out.parent / "frontier-mobilenetv2_100-fashion-mnist.png").stat().st_size > 1000
+    nothing = CliRunner().invoke(main, ["results", "nothing-*", "--out", str(out)])
+    assert nothing.exit_code != 0 and "no built entries" in nothing.output

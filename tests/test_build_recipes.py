@@ -8,12 +8,16 @@ from click.testing import CliRunner
 
 import lmzoo
 from lmzoo.cli import main
+from lmzoo.testing import random_checkpoint
 
 ENTRY = "ddpm-fmnist-layermerge-1.2x"
 
 
 def test_ddpm_smoke_build(tmp_path, monkeypatch):
     monkeypatch.setenv("LMZOO_HOME", str(tmp_path / "store"))
+    # the recipe's Fréchet-distance feature model: a Fashion-MNIST classifier of the zoo (random here)
+    feature_model = "mobilenetv2-fmnist-layermerge-1.3x"
+    random_checkpoint(tmp_path / "store" / feature_model, family="timm", name=feature_model)
     result = CliRunner().invoke(
         main, ["build", ENTRY, "--profile", "smoke", "--workdir", str(tmp_path / "work")]
     )
@@ -33,8 +37,12 @@ def test_ddpm_smoke_build(tmp_path, monkeypatch):
         "file": "samples.png",
     }
     assert (directory / "samples.png").stat().st_size > 1000
+    frechet = evaluation["frechet"]
+    assert frechet["feature_model"] == feature_model and frechet["samples"] == 8
+    assert frechet["base"] > 0 and frechet["merged"] > 0 and "not Inception FID" in frechet["features"]
     card = (directory / "README.md").read_text()
     assert "(samples.png)" in card and "denoising loss" in card and "unconditional-image-generation" in card
+    assert f"Fréchet distance, {feature_model} features" in card and "not Inception FID" in card
     model = lmzoo.load(ENTRY)
     assert type(model).__name__ == "LayerMergeUNet2DModel"
     with torch.no_grad():
@@ -54,3 +62,13 @@ def test_resnet34_smoke_build(tmp_path, monkeypatch):
     model = lmzoo.load(entry)
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    # the layer-pruning baseline: ResNet-34's 3x3 convs inside basic blocks keep their shape
+    baseline = "resnet34-fmnist-layer-1.3x"
+    result = CliRunner().invoke(
+        main, ["build", baseline, "--profile", "smoke", "--workdir", str(tmp_path / "work")]
+    )
+    assert result.exit_code == 0, result.output
+    plan = lmzoo.Plan.from_dict(
+        json.loads((tmp_path / "store" / baseline / "config.json").read_text())["plan"]
+    )
+    assert all(b.length == 1 for b in plan) and not plan.linear and any(not b.kept for b in plan)

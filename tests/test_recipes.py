@@ -38,6 +38,26 @@ def test_an_entry_name_resolves_to_its_recipe_and_speedup():
         load_recipe("mobilenetv2-fmnist-layermerg")
 
 
+def test_baseline_entry_names_resolve_to_their_recipe_and_method():
+    for method in ("depth", "layer"):
+        recipe, speedup = load_recipe(f"resnet34-fmnist-{method}-1.6x")
+        assert (recipe.name, recipe.solve.method, speedup) == ("resnet34-fmnist-layermerge", method, 1.6)
+        assert recipe.entry_name(1.6) == f"resnet34-fmnist-{method}-1.6x"
+    recipe, _ = load_recipe("resnet34-fmnist-layermerge", method="depth")
+    assert recipe.entries() == [
+        "resnet34-fmnist-depth-1.3x",
+        "resnet34-fmnist-depth-1.6x",
+        "resnet34-fmnist-depth-2x",
+    ]
+    assert load_recipe("resnet34-fmnist-layermerge-1.6x")[0].solve.method == "layermerge"
+    with pytest.raises(RecipeError, match="names the depth baseline, not layer"):
+        load_recipe("resnet34-fmnist-depth-1.6x", method="layer")
+    with pytest.raises(RecipeError, match="no recipe named"):
+        load_recipe("resnet34-fmnist-pruned-1.6x")
+    with pytest.raises(RecipeError, match="unknown method"):
+        load_recipe("resnet34-fmnist-layermerge", method="magic")
+
+
 def test_profiles_merge_over_the_defaults(tmp_path):
     path = _write(tmp_path, GOOD)
     default, smoke = parse_recipe(path), parse_recipe(path, "smoke")

@@ -65,3 +65,39 @@ def test_a_resumed_run_keeps_its_weight_average(tmp_path, monkeypatch):
     resumed, _ = _run(0.9, state_path=state, save_every=5)
     for k, v in resumed.state_dict().items():
         torch.testing.assert_close(v, whole.state_dict()[k])
+
+
+def _copies(build, inputs_fn):
+    torch.manual_seed(0)
+    student = build().eval()
+    teacher = build().eval()
+    teacher.load_state_dict(student.state_dict())
+    return student, teacher
+
+
+@pytest.mark.parametrize("kind", ["classification", "denoising"])
+def test_distillation_pulls_the_student_towards_the_base(kind):
+    """Fine-tuning loss with distillation weight w: (1 - w) * task loss + w * a divergence from the
+    teacher on the same (augmented / noised) input, which is 0 when student equals teacher."""
+    from lmzoo.tasks import Classification, Denoising
+    from lmzoo.testing import TINY_MODELS
+
+    tiny = TINY_MODELS["ddpm-unet" if kind == "denoising" else "mobilenetv2"]
+    task = Denoising() if kind == "denoising" else Classification()
+    student, teacher = _copies(tiny.build, tiny.inputs)
+    x = tiny.inputs(4, torch.float32)[0]
+    y = torch.randint(0, 2, (4,))
+
+    def value(settings, net, teacher=None):
+        return float(task.loss(settings, teacher)(net, x, y, torch.Generator().manual_seed(1)))
+
+    plain = value(TrainSettings(), student)
+    assert value(TrainSettings(distill_weight=0.5), student) == pytest.approx(plain)  # no teacher given
+    assert value(TrainSettings(distill_weight=1.0), student, teacher) == pytest.approx(0.0, abs=1e-6)
+    assert value(TrainSettings(distill_weight=0.25), student, teacher) == pytest.approx(
+        0.75 * plain, rel=1e-5
+    )
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert value(TrainSettings(distill_weight=1.0), student, teacher) > 1e-6

@@ -159,8 +159,7 @@ def to_module(m: ConvMap | MapShape | None, *, like: torch.Tensor) -> nn.Module:
     if m is None:
         return nn.Identity()
     shape = m if isinstance(m, MapShape) else m.shape
-    conv = torch.nn.utils.skip_init(
-        nn.Conv2d,
+    conv = _uninitialised_conv(
         shape.in_channels,
         shape.out_channels,
         shape.kernel,
@@ -175,6 +174,20 @@ def to_module(m: ConvMap | MapShape | None, *, like: torch.Tensor) -> nn.Module:
         with torch.no_grad():
             conv.weight.copy_(m.weight)
             cast(torch.Tensor, conv.bias).copy_(m.bias)
+    return conv
+
+
+class _UninitialisedConv2d(nn.Conv2d):
+    def reset_parameters(self) -> None:
+        """Skipped: the weights are about to be overwritten (a merged map, or a loaded state dict)."""
+
+
+def _uninitialised_conv(*args: object, **kwargs: object) -> nn.Conv2d:
+    """A plain nn.Conv2d whose parameters hold uninitialised memory: built without the random
+    initialisation (which costs more than a whole checkpoint load for large merged kernels, and
+    torch.nn.utils.skip_init's meta-device detour is slower still), then given back its own class."""
+    conv: nn.Conv2d = _UninitialisedConv2d(*args, **kwargs)  # type: ignore[arg-type]
+    conv.__class__ = nn.Conv2d
     return conv
 
 
