@@ -155,8 +155,10 @@ def test_the_depth_baseline_reuses_base_and_tables_and_says_what_it_is(built, mo
     before = {p.name for p in stages.iterdir()}
     result = CliRunner().invoke(main, ["build", name, "--profile", "smoke", "--workdir", str(work)])
     assert result.exit_code == 0, result.output
-    new = {p.name for p in stages.iterdir()} - before
-    assert {n.split("-")[0] for n in new} == {"solve", "finetune", "evaluate"}
+    new = {n.split("-")[0] for n in {p.name for p in stages.iterdir()} - before}
+    # base and tables are reused; fine-tune and evaluate are keyed by the plan, so they are cached
+    # too when the (noisy) smoke tables happen to give the LayerMerge plan
+    assert "solve" in new and new <= {"solve", "finetune", "evaluate"}
     baseline = directory.parent / name
     assert json.loads((baseline / "plan.json").read_text())["method"] == "depth"
     plan = lmzoo.Plan.from_dict(json.loads((baseline / "config.json").read_text())["plan"])
