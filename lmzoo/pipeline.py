@@ -536,20 +536,18 @@ def _classifier_input(images01: torch.Tensor, own: Any, feature: Any) -> torch.T
         raise InvalidArgumentError(
             f"the feature model sees {feature.pad_to}-pixel images, this recipe makes {own.pad_to}-pixel ones"
         )
-    mean, std = (
+    dataset_stats = (
         (lmdata.FASHION_MNIST_MEAN, lmdata.FASHION_MNIST_STD)
         if own.dataset == "fashion-mnist"
         else (lmdata.CIFAR10_MEAN, lmdata.CIFAR10_STD)
     )
-    mean_t = torch.tensor(mean).view(1, -1, 1, 1)
-    std_t = torch.tensor(std).view(1, -1, 1, 1)
-    if feature.normalize == "symmetric":
-        return images01 * 2 - 1
-    x = (images01 - mean_t) / std_t
+    # the data module's own normalisation rule: its mean, std and padding value
+    mean, std, pad_value = lmdata._normalization(feature.normalize, *dataset_stats)
+    x = (images01 - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
     border = ((own.pad_to or 0) - NATIVE_SIZE.get(own.dataset, own.pad_to or 0)) // 2
-    if border > 0:  # standard normalisation pads with 0, the data set's mean
+    if border > 0:
         inner = x[..., border:-border, border:-border]
-        x = torch.nn.functional.pad(inner, (border,) * 4)
+        x = torch.nn.functional.pad(inner, (border,) * 4, value=pad_value)
     return x
 
 
