@@ -101,20 +101,31 @@ METHOD_TEXT = {
 }
 
 
-def _intro(method: str, base: str) -> str:
+#: what the dynamic program maximised (lmzoo.core.solver's objectives)
+OBJECTIVE_TEXT = {
+    "sum": "The program maximised the sum of the blocks' importances I = exp(Δ/100), as the paper does.",
+    "product": "The program maximised the product of the blocks' importances I = exp(Δ/100), i.e. their "
+    "summed accuracy change, which, unlike the paper's sum of I, does not reward plans for having more "
+    "blocks.",
+}
+
+
+def _intro(method: str, base: str, objective: str) -> str:
     lmzoo = "[lmzoo](https://github.com/lmzoo/lmzoo)"
     paper = f"([Kim et al., ICML 2024]({PAPER}))"
     if method == "layermerge":
-        return (
+        text = (
             f"Built with {lmzoo} from `{base}` with LayerMerge {paper}: activation and convolution layers "
             "removed jointly, the remaining consecutive convolutions merged into single convolutions, "
             "chosen by an exact dynamic program under a latency budget."
         )
-    return (
-        f"A **baseline** built with {lmzoo} from `{base}` for comparison with LayerMerge {paper}: "
-        f"{METHOD_TEXT[method]}, chosen by the same exact dynamic program under the same latency budget, "
-        "tables and fine-tuning."
-    )
+    else:
+        text = (
+            f"A **baseline** built with {lmzoo} from `{base}` for comparison with LayerMerge {paper}: "
+            f"{METHOD_TEXT[method]}, chosen by the same exact dynamic program under the same latency "
+            "budget, tables and fine-tuning."
+        )
+    return f"{text} {OBJECTIVE_TEXT[objective]}"
 
 
 def plan_summary(spec: Spec, plan: Plan) -> str:
@@ -224,7 +235,7 @@ def model_card(
         frechet_line=_frechet_line(frechet),
         repo_id=f"{recipe.hub.org}/{name}" if recipe.hub.org else None,
         profile_flag="" if recipe.profile == "default" else f" --profile {recipe.profile}",
-        intro=_intro(recipe.solve.method, base),
+        intro=_intro(recipe.solve.method, base, recipe.solve.objective),
     ).content
     return str(text)
 
@@ -308,7 +319,9 @@ RESULT_COLUMNS = (
 )
 #: every column :func:`results_rows` writes: how each number was measured, next to it
 RESULT_FIELDS = (
-    *RESULT_COLUMNS[:6],
+    *RESULT_COLUMNS[:4],
+    "objective",
+    *RESULT_COLUMNS[4:6],
     "predicted_speedup",
     "backend",
     "device",
@@ -358,6 +371,7 @@ def results_rows(directories: list[Path]) -> list[dict[str, Any]]:
             {
                 "model": config["name"],
                 "method": solve_record.get("method", "layermerge"),
+                "objective": solve_record.get("objective", "sum"),
                 "target_speedup": config.get("target_speedup"),
                 "predicted_speedup": _round(predicted_speedup(solve_record)),
                 "measured_speedup": _round(card["speedup"]),

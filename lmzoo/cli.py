@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from lmzoo.core.candidates import DEFAULT_METHOD, METHODS
-from lmzoo.core.solver import DEFAULT_LEVELS
+from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_OBJECTIVE, OBJECTIVES
 from lmzoo.latency.backends import BACKENDS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -125,6 +125,13 @@ def inspect(
     "--levels", type=int, default=DEFAULT_LEVELS, show_default=True, help="Grid steps over the budget."
 )
 @click.option(
+    "--objective",
+    type=click.Choice(OBJECTIVES),
+    default=DEFAULT_OBJECTIVE,
+    show_default=True,
+    help="Maximise the sum of I (the paper's) or the product of I (blind to the block count).",
+)
+@click.option(
     "--output", "-o", type=click.Path(dir_okay=False), help="Write the JSON here instead of stdout."
 )
 @_user_errors
@@ -136,6 +143,7 @@ def solve(
     whole_frontier: bool,
     method: str,
     levels: int,
+    objective: str,
     output: str | None,
 ) -> None:
     """Choose plans from a latency and an importance table (JSON files written by lmzoo).
@@ -151,9 +159,10 @@ def solve(
     latency = LatencyTable.load(latency_table)
     importance = ImportanceTable.load(importance_table)
     m = solver.check_method(method)
+    o: solver.Objective = "product" if objective == "product" else "sum"
     results: list[dict[str, Any]] = []
     if whole_frontier:
-        for point in solver.frontier(latency, importance, levels=levels, method=m):
+        for point in solver.frontier(latency, importance, levels=levels, method=m, objective=o):
             results.append(_plan_record(latency, point.plan, importance=point.importance))
     targets = [{"budget_ms": b} for b in budgets] + [{"speedup": s} for s in speedups]
     for target in targets:
@@ -164,12 +173,13 @@ def solve(
             speedup=target.get("speedup"),
             levels=levels,
             method=m,
+            objective=o,
         )
-        value = solver.plan_importance(importance, plan)
+        value = solver.plan_importance(importance, plan, objective=o)
         results.append(_plan_record(latency, plan, importance=value, target=target))
     for record in results:
         click.echo(_plan_summary(record), err=True)
-    text = json.dumps({"method": m, "plans": results}, indent=1)
+    text = json.dumps({"method": m, "objective": o, "plans": results}, indent=1)
     if output:
         from pathlib import Path
 

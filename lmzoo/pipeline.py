@@ -334,21 +334,29 @@ def solve_stage(
     from lmzoo.core.solver import plan_importance, solve
 
     s = ws.recipe.solve
-    key = content_key(latency.to_dict(), importance.to_dict(), s.method, s.levels, speedup)
+    key = content_key(latency.to_dict(), importance.to_dict(), s.method, s.levels, s.objective, speedup)
     folder = ws.stage("solve", key)
     out = folder / "plan.json"
     if out.is_file():
         record = json.loads(out.read_text())
         return Plan.from_dict(record["plan"]), record
-    plan = solve(latency, importance, speedup=speedup, method=s.method, levels=s.levels)  # type: ignore[arg-type]
+    plan = solve(
+        latency,
+        importance,
+        speedup=speedup,
+        method=s.method,  # type: ignore[arg-type]
+        levels=s.levels,
+        objective=s.objective,  # type: ignore[arg-type]
+    )
     identity = Plan.identity(latency.spec) if latency.spec is not None else None
     record = {
         "target_speedup": speedup,
         "method": s.method,
         "levels": s.levels,
+        "objective": s.objective,
         "predicted_ms": latency.predict(plan),
         "predicted_base_ms": latency.predict(identity) if identity is not None else None,
-        "importance": plan_importance(importance, plan),
+        "importance": plan_importance(importance, plan, objective=s.objective),  # type: ignore[arg-type]
         "plan": plan.to_dict(),
     }
     write_atomic(out, json.dumps(record, indent=1))

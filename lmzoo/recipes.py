@@ -93,6 +93,9 @@ class SolveSection:
     method: str = "layermerge"
     speedups: tuple[float, ...] = ()
     levels: int = 10_000
+    #: what the DP maximises: "sum" of I (the paper's) or "product" of I (sum of log I: blind to
+    #: the block count; lmzoo.core.solver explains the difference)
+    objective: str = "sum"
 
 
 @dataclass(frozen=True)
@@ -379,6 +382,7 @@ def _kind(value: Any) -> str:
 
 def _check_values(recipe: Recipe, path: Path) -> None:
     from lmzoo.core.candidates import METHODS
+    from lmzoo.core.solver import OBJECTIVES
     from lmzoo.importance import ESTIMATORS
     from lmzoo.latency.backends import BACKENDS
 
@@ -396,6 +400,10 @@ def _check_values(recipe: Recipe, path: Path) -> None:
         ),
         (recipe.latency.backend in BACKENDS, f"latency.backend must be one of {', '.join(BACKENDS)}"),
         (recipe.solve.method in METHODS, f"solve.method must be one of {', '.join(METHODS)}"),
+        (
+            recipe.solve.objective in OBJECTIVES,
+            f"solve.objective must be one of {', '.join(OBJECTIVES)}",
+        ),
         (all(s > 1 for s in recipe.solve.speedups), "solve.speedups must all be > 1"),
         (
             bool(re.fullmatch(r"[a-z0-9][a-z0-9.-]*", recipe.name)),

@@ -78,6 +78,10 @@ def test_profiles_merge_over_the_defaults(tmp_path):
         (("pad_to: 32}", "pad_to: thirty}"), "'data.pad_to' must be an integer, got str 'thirty'"),
         (("speedups: [1.5, 2]", "speedups: 1.5"), "'solve.speedups' must be a list"),
         (("speedups: [1.5, 2]", "speedups: [0.5]"), "solve.speedups must all be > 1"),
+        (
+            ("speedups: [1.5, 2]", "speedups: [1.5], objective: max"),
+            "solve.objective must be one of sum, product",
+        ),
         (("family: timm", "family: keras"), "model.family must be timm or diffusers-unet2d"),
         (("name: tiny-fmnist-layermerge\n", ""), "missing key 'name'"),
         (("base: {epochs: 0.5}", "base: {epochs: [1]}"), "'base.epochs' must be a number"),

@@ -16,6 +16,15 @@ Methods (DESIGN §7) are the same DP over different options:
   (i, j] that has an all-convs-kept candidate, the fastest way to run it as one or several merged
   convs (a shortest path over the all-kept candidates inside it); stage 2 is the DP above over
   segments, with the segment's importance and its stage-1 latency.
+
+Objectives (what "summed importance" sums):
+
+- ``sum`` (the paper's, and its official code's): maximise sum_c I_c. With I = exp(Δ/100) every
+  block contributes about 1 whatever its accuracy, so this objective also rewards plans with more
+  blocks (more kept activations): one block more is worth about 100 points of Δtop-1.
+- ``product``: maximise prod_c I_c, i.e. sum_c log I_c = sum_c Δ_c / 100 for classifiers: the
+  additive estimate of the compressed network's accuracy change. Splitting an unchanged block
+  (Δ = 0, log I = 0) in two changes nothing, so the block count carries no weight.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Literal
 
 import numpy as np
 
@@ -37,6 +47,11 @@ from lmzoo.errors import InfeasibleBudgetError, InvalidArgumentError, InvalidTab
 #: most one step per block to rounding, so with ~50 blocks the grid costs < 0.5 % of the budget;
 #: the DP still takes only milliseconds at this size (tests/benchmarks/bench_solver.py).
 DEFAULT_LEVELS = 10_000
+
+Objective = Literal["sum", "product"]
+OBJECTIVES: tuple[Objective, ...] = ("sum", "product")
+#: the paper's objective (DESIGN §7)
+DEFAULT_OBJECTIVE: Objective = "sum"
 
 
 @dataclass(frozen=True)
@@ -148,6 +163,7 @@ def solve(
     levels: int | None = None,
     method: Method = DEFAULT_METHOD,
     spec: Spec | None = None,
+    objective: Objective = DEFAULT_OBJECTIVE,
 ) -> Plan:
     """The plan of largest summed importance whose table latency fits the budget.
 
@@ -158,11 +174,12 @@ def solve(
     latency never exceeds the budget. Among equally important plans the one with the fewest grid
     steps wins; the result is deterministic. ``spec``, when given, restricts the options to exactly
     ``candidates(spec, method=method)`` (the tables must cover them) and validates the plan; by
-    default the spec a table carries is used.
+    default the spec a table carries is used. ``objective`` is ``"sum"`` (the paper's sum of I)
+    or ``"product"`` (the product of I, i.e. the sum of log I; see the module docstring).
 
     Raises InfeasibleBudgetError (naming the smallest feasible budget) when no plan fits.
     """
-    problem = _problem(latency, importance, method, spec)
+    problem = _problem(latency, importance, method, spec, objective)
     levels = _check_levels(levels)
     budget = _budget(problem, budget_ms, speedup)
     if budget <= 0:
@@ -184,6 +201,7 @@ def frontier(
     levels: int | None = None,
     method: Method = DEFAULT_METHOD,
     spec: Spec | None = None,
+    objective: Objective = DEFAULT_OBJECTIVE,
 ) -> list[FrontierPoint]:
     """The accuracy-latency frontier from one DP pass, sorted by latency; importance strictly
     increases along it (dominated plans are dropped).
@@ -192,12 +210,12 @@ def frontier(
     nothing improves). For any budget, the last point whose ``latency_ms`` fits it is the optimal
     plan for that budget on this grid, so one call serves every target speed-up of a model.
     """
-    problem = _problem(latency, importance, method, spec)
+    problem = _problem(latency, importance, method, spec, objective)
     levels = _check_levels(levels)
     top = _extreme_plan(problem, most_important=True)
     top_ms = problem.chain_ms(top)
     if top_ms == 0:
-        return [FrontierPoint(problem, np.array(top), math.fsum(problem.importances[top]))]
+        return [FrontierPoint(problem, np.array(top), _left_to_right(problem.importances[top]))]
     # each block may lose one step to rounding up: leave room so the top plan stays on the grid
     table = _dp(problem, _grid_weights(problem, levels / Fraction(top_ms)), levels + problem.length)
     best = table.best(problem.length)
@@ -212,9 +230,14 @@ def frontier(
     return [FrontierPoint(problem, plans[k], float(plan_importance[k])) for k in keep]
 
 
-def plan_importance(importance: ImportanceTable, plan: Plan) -> float:
-    """Summed importance of ``plan``: one term per activation-free segment (a depth-compression
-    segment run as several convs counts once, with its all-convs-kept candidate's entry)."""
+def plan_importance(
+    importance: ImportanceTable, plan: Plan, *, objective: Objective = DEFAULT_OBJECTIVE
+) -> float:
+    """The objective's value for ``plan``: one term per activation-free segment (a
+    depth-compression segment run as several convs counts once, with its all-convs-kept
+    candidate's entry); I itself under ``"sum"``, log I under ``"product"``. The terms are added
+    left to right as the DP adds them, so this is bit for bit the value the solver maximised."""
+    score = _scorer(objective)
     total = []
     blocks = list(plan)
     first = 0
@@ -223,7 +246,7 @@ def plan_importance(importance: ImportanceTable, plan: Plan) -> float:
             continue
         segment = blocks[first : k + 1]
         if len(segment) == 1:
-            total.append(importance[block])
+            total.append(score(importance[block], block))
         else:
             start = segment[0].start
             kept = tuple(range(start + 1, block.end + 1))
@@ -232,9 +255,17 @@ def plan_importance(importance: ImportanceTable, plan: Plan) -> float:
                 raise InvalidTableError(
                     f"the importance table has no all-kept entry for segment ({start}, {block.end}]"
                 )
-            total.append(importance[matches[0]])
+            total.append(score(importance[matches[0]], matches[0]))
         first = k + 1
-    return math.fsum(total)
+    return _left_to_right(total)
+
+
+def _left_to_right(terms: Iterable[float]) -> float:
+    """Plain float addition in order, as the DP accumulates (``sum`` compensates since 3.12)."""
+    value = 0.0
+    for term in terms:
+        value += float(term)
+    return value
 
 
 def identity_latency(latency: LatencyTable) -> float:
@@ -257,13 +288,34 @@ _IN_METHOD: dict[Method, Callable[[Candidate], bool]] = {
 }
 
 
-def _problem(latency: object, importance: object, method: object, spec: Spec | None) -> _Problem:
+def _scorer(objective: object) -> Callable[[float, Candidate], float]:
+    """The per-block term of the objective, from the table's importance I."""
+    if objective not in OBJECTIVES:
+        raise InvalidArgumentError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if objective == "sum":
+        return lambda value, cand: value
+
+    def log_importance(value: float, cand: Candidate) -> float:
+        if value <= 0:
+            raise InvalidTableError(
+                f"the product objective needs importances > 0, but {_describe(cand)} has {value!r}: "
+                "use objective='sum', or a table of I = exp(...) values"
+            )
+        return math.log(value)
+
+    return log_importance
+
+
+def _problem(
+    latency: object, importance: object, method: object, spec: Spec | None, objective: object
+) -> _Problem:
     if not isinstance(latency, LatencyTable) or not isinstance(importance, ImportanceTable):
         raise InvalidArgumentError(
             "solve/frontier take a LatencyTable and an ImportanceTable (in that order), got "
             f"{type(latency).__name__} and {type(importance).__name__}"
         )
     method = check_method(method)
+    score = _scorer(objective)
     spec = spec or latency.spec or importance.spec
     _check_same_network(latency, importance, spec)
     if spec is not None:
@@ -293,10 +345,12 @@ def _problem(latency: object, importance: object, method: object, spec: Spec | N
     if any(c.end > length for c in universe):
         raise InvalidTableError("the tables hold candidates past the last unit of their identity plan")
     if method == "depth":
-        options = _depth_options(universe, latency, importance)
+        options = _depth_options(universe, latency, importance, score)
     else:
         lat, imp = latency.entries, importance.entries
-        options = [_Option(c.start, c.end, lat[c], imp[c], (c,)) for c in sorted(universe, key=_order)]
+        options = [
+            _Option(c.start, c.end, lat[c], score(imp[c], c), (c,)) for c in sorted(universe, key=_order)
+        ]
     return _Problem(
         length=length,
         options=options,
@@ -337,7 +391,10 @@ def _identity_candidates(universe: Iterable[Candidate], kind: str) -> list[Candi
 
 
 def _depth_options(
-    universe: set[Candidate], latency: LatencyTable, importance: ImportanceTable
+    universe: set[Candidate],
+    latency: LatencyTable,
+    importance: ImportanceTable,
+    score: Callable[[float, Candidate], float],
 ) -> list[_Option]:
     """Stage 1 of Kim et al.: the fastest merge pattern of every activation-free segment."""
     by_start: dict[int, list[Candidate]] = {}
@@ -363,9 +420,8 @@ def _depth_options(
                     fastest[c.end] = (total, (*path, c))
         for seg in segments:
             total, path = fastest[seg.end]
-            options.append(
-                _Option(start, seg.end, math.fsum(latency.entries[b] for b in path), importance[seg], path)
-            )
+            path_ms = math.fsum(latency.entries[b] for b in path)
+            options.append(_Option(start, seg.end, path_ms, score(importance[seg], seg), path))
     return options
 
 

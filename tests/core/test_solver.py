@@ -82,18 +82,21 @@ def _all_plans(cands, length, method):
     return list(walk(0, 0, [], []))
 
 
-def _score(plan_blocks, linear, lat, imp):
+def _score(plan_blocks, linear, lat, imp, objective="sum"):
     latency = sum(lat.entries[b] for b in plan_blocks)
     plan = lmzoo.Plan(plan_blocks, linear)
-    return latency, plan_importance(imp, plan)
+    return latency, plan_importance(imp, plan, objective=objective)
 
 
 # -- brute force on windows of real specs ---------------------------------------------------------
 
 
+@pytest.mark.parametrize("objective", ["sum", "product"])
 @pytest.mark.parametrize("method", ["layermerge", "depth", "layer"])
-def test_solve_matches_brute_force_on_windows_of_real_specs(specs, method):
-    rng = random.Random(f"windows-{method}")
+def test_solve_matches_brute_force_on_windows_of_real_specs(specs, method, objective):
+    # plan_importance adds the terms left to right as the DP does, and rounded addition is
+    # monotone, so the DP's optimum is exactly the largest brute-force value even for log I
+    rng = random.Random(f"windows-{method}-{objective}")
     names = sorted(specs)
     checked = infeasible = 0
     for _ in range(N_WINDOW_CASES // 3):
@@ -103,21 +106,23 @@ def test_solve_matches_brute_force_on_windows_of_real_specs(specs, method):
         cands = _window(lmzoo.candidates(spec, method=method), first, last)
         length = last - first
         lat, imp = _integer_tables(cands, rng, importance_steps=rng.choice([4, 64]))
-        plans = [(*_score(b, lin, lat, imp), b, lin) for b, lin in _all_plans(cands, length, method)]
+        plans = [
+            (*_score(b, lin, lat, imp, objective), b, lin) for b, lin in _all_plans(cands, length, method)
+        ]
         fastest = int(min(p[0] for p in plans))
         slowest = int(max(p[0] for p in plans))
         budget = rng.randint(max(1, fastest - 2), slowest + 1)
         feasible = [p for p in plans if p[0] <= budget]
         if not feasible:
             with pytest.raises(InfeasibleBudgetError) as err:
-                lmzoo.solve(lat, imp, budget_ms=budget, levels=budget, method=method)
+                lmzoo.solve(lat, imp, budget_ms=budget, levels=budget, method=method, objective=objective)
             assert err.value.min_budget_ms >= fastest
             infeasible += 1
             continue
         best_value = max(p[1] for p in feasible)
         best_latency = min(p[0] for p in feasible if p[1] == best_value)
-        plan = lmzoo.solve(lat, imp, budget_ms=budget, levels=budget, method=method)
-        latency, value = _score(list(plan), plan.linear, lat, imp)
+        plan = lmzoo.solve(lat, imp, budget_ms=budget, levels=budget, method=method, objective=objective)
+        latency, value = _score(list(plan), plan.linear, lat, imp, objective)
         assert value == best_value
         assert latency == best_latency <= budget
         checked += 1
@@ -127,8 +132,8 @@ def test_solve_matches_brute_force_on_windows_of_real_specs(specs, method):
 # -- the frontier against an exact Pareto-set DP ---------------------------------------------------
 
 
-def _pareto(cands, length, lat, imp):
-    """Exact frontier without a grid: for each position, best importance per exact latency."""
+def _pareto(cands, length, lat, imp, score):
+    """Exact frontier without a grid: for each position, best objective per exact latency."""
     best = {0: {0: 0.0}}
     for end in range(1, length + 1):
         here = {}
@@ -136,7 +141,7 @@ def _pareto(cands, length, lat, imp):
             if c.end != end:
                 continue
             for t, v in best[c.start].items():
-                key, value = t + lat.entries[c], v + imp.entries[c]
+                key, value = t + lat.entries[c], v + score(imp.entries[c])
                 if value > here.get(key, -math.inf):
                     here[key] = value
         best[end] = here
@@ -148,20 +153,23 @@ def _pareto(cands, length, lat, imp):
     return points
 
 
-@pytest.mark.parametrize("method", ["layermerge", "layer"])
+@pytest.mark.parametrize(
+    ("method", "objective"), [("layermerge", "sum"), ("layer", "sum"), ("layermerge", "product")]
+)
 @pytest.mark.parametrize("name", sorted(TINY_MODELS))
-def test_frontier_is_the_exact_pareto_set(specs, name, method):
+def test_frontier_is_the_exact_pareto_set(specs, name, method, objective):
     spec = specs[name]
     cands = lmzoo.candidates(spec, method=method)
+    score = math.log if objective == "product" else float
     for seed in range(3):
         lat, imp = _integer_tables(cands, random.Random(f"{name}-{method}-{seed}"))
-        exact = _pareto(cands, spec.length, lat, imp)
+        exact = _pareto(cands, spec.length, lat, imp, score)
         top_ms = exact[-1][0]  # the most important plan, fastest among equals: grid step 1 ms
-        points = lmzoo.frontier(lat, imp, levels=int(top_ms), method=method, spec=spec)
+        points = lmzoo.frontier(lat, imp, levels=int(top_ms), method=method, spec=spec, objective=objective)
         assert [(p.latency_ms, p.importance) for p in points] == exact
         for p in points[:: max(1, len(points) // 10)]:
             assert lat.chain_ms(p.plan) == p.latency_ms
-            assert plan_importance(imp, p.plan) == p.importance
+            assert plan_importance(imp, p.plan, objective=objective) == p.importance
 
 
 # -- arbitrary float tables on full-size specs ----------------------------------------------------
@@ -231,6 +239,34 @@ def test_solve_is_deterministic_and_prefers_the_faster_of_equal_plans():
         assert plans == {lmzoo.Plan(expected)}
 
 
+def test_sum_objective_rewards_blocks_and_product_does_not():
+    # three units at equal cost: merge units 1-2 and keep 3 (one block fewer, -0.5 points), or keep
+    # 1 and 2 apart and prune 3 (-5 points). I = exp(delta / 100) as the importance estimators give.
+    keep = [Candidate(u - 1, u, 3, 1, False, (u,)) for u in (1, 2, 3)]
+    merged = Candidate(0, 2, 5, 1, False, (1, 2))
+    pruned = Candidate(2, 3, 0, 1, False, ())
+    lat = LatencyTable({keep[0]: 1.0, keep[1]: 1.0, keep[2]: 1.0, merged: 1.0, pruned: 0.0})
+    delta = {keep[0]: 0.0, keep[1]: 0.0, keep[2]: 0.0, merged: -0.5, pruned: -5.0}
+    imp = ImportanceTable({c: math.exp(d / 100) for c, d in delta.items()})
+    more_blocks = lmzoo.Plan([keep[0], keep[1], pruned])
+    better_accuracy = lmzoo.Plan([merged, keep[2]])
+    assert lmzoo.solve(lat, imp, budget_ms=2.0) == more_blocks
+    assert lmzoo.solve(lat, imp, budget_ms=2.0, objective="product") == better_accuracy
+    # the product objective is the summed accuracy change / 100, whatever the block count
+    for plan in (more_blocks, better_accuracy):
+        expected = sum(delta[b] for b in plan) / 100
+        assert plan_importance(imp, plan, objective="product") == pytest.approx(expected, abs=1e-15)
+
+
+def test_product_objective_needs_positive_importances():
+    lat, imp = _two_unit_tables()
+    keep1, merged, keep2 = sorted(imp.entries)
+    zero = ImportanceTable({keep1: 0.5, keep2: 0.5, merged: 0.0})
+    assert lmzoo.solve(lat, zero, budget_ms=3.0) == lmzoo.Plan([keep1, keep2])
+    with pytest.raises(InvalidTableError, match="product objective needs importances > 0"):
+        lmzoo.solve(lat, zero, budget_ms=3.0, objective="product")
+
+
 # -- bad input ------------------------------------------------------------------------------------
 
 
@@ -264,6 +300,7 @@ def test_infeasible_budget_names_the_smallest_feasible_one():
         ({"speedup": -1.0}, "speedup must be a finite number"),
         ({"budget_ms": 2.0, "levels": 0}, "levels must be a positive integer"),
         ({"budget_ms": 2.0, "method": "prune"}, "unknown method 'prune'"),
+        ({"budget_ms": 2.0, "objective": "max"}, "objective must be one of sum, product"),
     ],
 )
 def test_bad_arguments(kwargs, message):
