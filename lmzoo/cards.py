@@ -442,6 +442,21 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     return rows
 
 
+def frontier_series(
+    rows: list[dict[str, Any]],
+) -> dict[tuple[str, str], tuple[str, list[tuple[float, float]]]]:
+    """The frontier plot's lines: (method, objective) -> (legend label, points sorted by measured
+    speed-up). The objective enters the label only when the rows mix objectives."""
+    objectives = {r.get("objective") or "sum" for r in rows if r["method"] != "base"}
+    series: dict[tuple[str, str], tuple[str, list[tuple[float, float]]]] = {}
+    for r in rows:
+        objective = "" if r["method"] == "base" else (r.get("objective") or "sum")
+        label = r["method"] if len(objectives) < 2 or not objective else f"{r['method']}, {objective} of I"
+        point = (float(r["measured_speedup"]), float(r["value"]))
+        series.setdefault((r["method"], objective), (label, []))[1].append(point)
+    return {key: (label, sorted(points)) for key, (label, points) in sorted(series.items())}
+
+
 def plot_frontier(
     rows: list[dict[str, Any]],
     path: str | os.PathLike[str],
@@ -469,16 +484,14 @@ def plot_frontier(
         return False
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     styles = {"layermerge": ("#2f6fbf", "o"), "depth": ("#d9822b", "s"), "layer": ("#7a7a7a", "^")}
-    for method in sorted({r["method"] for r in same}):
-        points = sorted(
-            (float(r["measured_speedup"]), float(r["value"])) for r in same if r["method"] == method
-        )
+    for (method, objective), (label, points) in frontier_series(same).items():
         if method == "base":
             for x, y in points:
                 ax.scatter([x], [y], marker="*", s=140, color="black", label="base", zorder=3)
             continue
         color, marker = styles.get(method, ("#444444", "d"))
-        ax.plot([x for x, _ in points], [y for _, y in points], marker=marker, color=color, label=method)
+        line = "--" if objective == "sum" and label != method else "-"
+        ax.plot([x for x, _ in points], [y for _, y in points], line, marker=marker, color=color, label=label)
     if mine is not None:
         ax.scatter(
             [float(mine["measured_speedup"])],

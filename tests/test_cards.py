@@ -1,0 +1,44 @@
+"""The results table's frontier plot: which lines it draws from which rows."""
+
+from lmzoo.cards import frontier_series, plot_frontier
+
+
+def _row(model, method, speedup, value, objective="product"):
+    return {
+        "model": model,
+        "arch": "mobilenetv2_100",
+        "dataset": "fashion-mnist",
+        "metric": "top-1 accuracy (%)",
+        "method": method,
+        "objective": "" if method == "base" else objective,
+        "measured_speedup": str(speedup),
+        "value": str(value),
+        "backend": "torch",
+        "device": "cpu",
+        "batch": "64",
+    }
+
+
+def test_one_line_per_method_and_per_objective_only_when_they_mix(tmp_path):
+    rows = [
+        _row("base", "base", 1, 88.9),
+        _row("lm-2x", "layermerge", 2.0, 87.7),
+        _row("lm-1.3x", "layermerge", 1.31, 89.4),
+        _row("depth-2x", "depth", 2.18, 86.5),
+    ]
+    series = frontier_series(rows)
+    assert series[("layermerge", "product")] == ("layermerge", [(1.31, 89.4), (2.0, 87.7)])
+    assert series[("depth", "product")][0] == "depth"
+    assert series[("base", "")] == ("base", [(1.0, 88.9)])
+    mixed_rows = [*rows, _row("lm-2x-sum", "layermerge", 1.95, 86.9, objective="sum")]
+    mixed = frontier_series(mixed_rows)
+    assert mixed[("layermerge", "sum")] == ("layermerge, sum of I", [(1.95, 86.9)])
+    assert mixed[("layermerge", "product")][0] == "layermerge, product of I"
+    assert mixed[("base", "")][0] == "base"
+    # rows written before the objective column existed count as the paper's sum
+    legacy = [{k: v for k, v in r.items() if k != "objective"} for r in rows]
+    assert set(frontier_series(legacy)) == {("base", ""), ("layermerge", "sum"), ("depth", "sum")}
+    path = tmp_path / "frontier.png"
+    assert plot_frontier(mixed_rows, path, group=("mobilenetv2_100", "fashion-mnist"))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plot_frontier(rows[:1], tmp_path / "none.png", group=("mobilenetv2_100", "fashion-mnist"))
