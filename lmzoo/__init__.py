@@ -10,13 +10,14 @@ The engine::
 
 The solver::
 
-    plan = lmzoo.solve(latency_table, importance_table, speedup=1.6)
+    plan = lmzoo.solve(latency_table, importance_table, speedup=1.6)   # objective="sum" | "product"
     points = lmzoo.frontier(latency_table, importance_table)   # every budget at once
 """
 
 from lmzoo.adapters import registered_families
 from lmzoo.core import (
     METHODS,
+    OBJECTIVES,
     PAPER_RULES,
     Candidate,
     CandidateRules,
@@ -51,6 +52,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "METHODS",
+    "OBJECTIVES",
     "PAPER_RULES",
     "Candidate",
     "CandidateRules",

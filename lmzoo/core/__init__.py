@@ -11,13 +11,22 @@ from lmzoo.core.candidates import (
     check_candidate,
 )
 from lmzoo.core.plan import Plan
-from lmzoo.core.solver import DEFAULT_LEVELS, FrontierPoint, frontier, solve
+from lmzoo.core.solver import (
+    DEFAULT_LEVELS,
+    OBJECTIVES,
+    FrontierPoint,
+    Objective,
+    frontier,
+    plan_importance,
+    solve,
+)
 from lmzoo.core.spec import Position, ResidualSpan, Spec, Unit
 from lmzoo.core.tables import ImportanceTable, LatencyTable
 
 __all__ = [
     "DEFAULT_LEVELS",
     "METHODS",
+    "OBJECTIVES",
     "PAPER_RULES",
     "Candidate",
     "CandidateRules",
@@ -25,6 +34,7 @@ __all__ = [
     "ImportanceTable",
     "LatencyTable",
     "Method",
+    "Objective",
     "Plan",
     "Position",
     "ResidualSpan",
@@ -33,5 +43,6 @@ __all__ = [
     "candidates",
     "check_candidate",
     "frontier",
+    "plan_importance",
     "solve",
 ]
