@@ -159,7 +159,7 @@ def solve(
     latency = LatencyTable.load(latency_table)
     importance = ImportanceTable.load(importance_table)
     m = solver.check_method(method)
-    o: solver.Objective = "product" if objective == "product" else "sum"
+    o = solver.check_objective(objective)
     results: list[dict[str, Any]] = []
     if whole_frontier:
         for point in solver.frontier(latency, importance, levels=levels, method=m, objective=o):
@@ -347,7 +347,7 @@ def bench(
 @click.option("--device", default="cpu", show_default=True, help="Device for training and evaluation.")
 @click.option(
     "--method",
-    type=click.Choice(["layermerge", "depth", "layer"]),
+    type=click.Choice(METHODS),
     default=None,
     help="Selection method: the paper's baselines are depth (depth compression) and layer (layer "
     "pruning); their entries are named <stem>-depth-<s>x / <stem>-layer-<s>x [default: the recipe's].",

@@ -331,7 +331,8 @@ def solve_stage(
     ws: Workspace, latency: LatencyTable, importance: ImportanceTable, speedup: float
 ) -> tuple[Plan, dict[str, Any]]:
     """The plan for one target speed-up (cached with its solver summary)."""
-    from lmzoo.core.solver import plan_importance, solve
+    from lmzoo.core.candidates import check_method
+    from lmzoo.core.solver import check_objective, plan_importance, solve
 
     s = ws.recipe.solve
     key = content_key(latency.to_dict(), importance.to_dict(), s.method, s.levels, s.objective, speedup)
@@ -340,14 +341,8 @@ def solve_stage(
     if out.is_file():
         record = json.loads(out.read_text())
         return Plan.from_dict(record["plan"]), record
-    plan = solve(
-        latency,
-        importance,
-        speedup=speedup,
-        method=s.method,  # type: ignore[arg-type]
-        levels=s.levels,
-        objective=s.objective,  # type: ignore[arg-type]
-    )
+    method, objective = check_method(s.method), check_objective(s.objective)
+    plan = solve(latency, importance, speedup=speedup, method=method, levels=s.levels, objective=objective)
     identity = Plan.identity(latency.spec) if latency.spec is not None else None
     record = {
         "target_speedup": speedup,
@@ -356,7 +351,7 @@ def solve_stage(
         "objective": s.objective,
         "predicted_ms": latency.predict(plan),
         "predicted_base_ms": latency.predict(identity) if identity is not None else None,
-        "importance": plan_importance(importance, plan, objective=s.objective),  # type: ignore[arg-type]
+        "importance": plan_importance(importance, plan, objective=objective),
         "plan": plan.to_dict(),
     }
     write_atomic(out, json.dumps(record, indent=1))

@@ -33,7 +33,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -52,6 +52,12 @@ Objective = Literal["sum", "product"]
 OBJECTIVES: tuple[Objective, ...] = ("sum", "product")
 #: the paper's objective (DESIGN §7)
 DEFAULT_OBJECTIVE: Objective = "sum"
+
+
+def check_objective(objective: object) -> Objective:
+    if objective not in OBJECTIVES:
+        raise InvalidArgumentError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    return cast(Objective, objective)
 
 
 @dataclass(frozen=True)
@@ -290,9 +296,7 @@ _IN_METHOD: dict[Method, Callable[[Candidate], bool]] = {
 
 def _scorer(objective: object) -> Callable[[float, Candidate], float]:
     """The per-block term of the objective, from the table's importance I."""
-    if objective not in OBJECTIVES:
-        raise InvalidArgumentError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    if objective == "sum":
+    if check_objective(objective) == "sum":
         return lambda value, cand: value
 
     def log_importance(value: float, cand: Candidate) -> float:

@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import time
-from typing import cast
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ from safetensors.torch import load_file
 
 import lmzoo
 from lmzoo import pipeline
-from lmzoo.core.solver import Objective, plan_importance
+from lmzoo.core.solver import check_objective, plan_importance
 from lmzoo.importance import importance_table
 from lmzoo.recipes import load_recipe
 from lmzoo.tasks import task_for
@@ -129,7 +128,7 @@ def main() -> None:
         latency, _ = pipeline.latency_stage(ws, model, spec, example)
         for speedup in recipe.solve.speedups:
             for estimator, table in tables.items():
-                objective = cast(Objective, recipe.solve.objective)
+                objective = check_objective(recipe.solve.objective)
                 plan = lmzoo.solve(latency, table, speedup=speedup, objective=objective)
                 # under the product objective the identity plan scores 0 and plans of any block
                 # count compare; under the sum, only plans of one speed-up do
