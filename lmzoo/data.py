@@ -40,6 +40,12 @@ FASHION_MNIST_FILES = {
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: side of the stored images of the small data sets, before any ``pad_to``
+NATIVE_SIZE = {"fashion-mnist": 28, "cifar10": 32}
+_STATISTICS = {
+    "fashion-mnist": (FASHION_MNIST_MEAN, FASHION_MNIST_STD),
+    "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
+}
 SPLITS = ("train", "test")
 
 
@@ -117,7 +123,7 @@ def fashion_mnist(
         if (place / images_name).is_file() and (place / labels_name).is_file():
             images = read_idx(place / images_name)
             labels = read_idx(place / labels_name)
-            mean, std, pad_value = _normalization(normalize, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+            mean, std, pad_value = normalization("fashion-mnist", normalize)
             return ImageDataset(
                 images[:, None],
                 labels,
@@ -144,6 +150,15 @@ def _fashion_mnist_places(root: str | os.PathLike[str] | None) -> list[Path]:
     home = _data_home()
     places += [home / "fashion-mnist", home / "FashionMNIST" / "raw", DEBIAN_FASHION_MNIST]
     return places
+
+
+def normalization(dataset: str, normalize: str) -> tuple[tuple[float, ...], tuple[float, ...], float]:
+    """(mean, std, padding value) this module normalises ``dataset``'s images with under ``normalize``
+    ("standard": the data set's statistics, padding with the mean, i.e. 0; "symmetric": [-1, 1],
+    padding black)."""
+    if dataset not in _STATISTICS:
+        raise InvalidArgumentError(f"no image statistics for {dataset!r}; known: {', '.join(_STATISTICS)}")
+    return _normalization(normalize, *_STATISTICS[dataset])
 
 
 def _normalization(
@@ -200,7 +215,7 @@ def cifar10(
 ) -> ImageDataset:
     """CIFAR-10 ``split`` from torchvision's layout (``ROOT/cifar-10-batches-py``), 3x32x32;
     ``normalize`` as for :func:`fashion_mnist` ("symmetric" for DDPM)."""
-    mean, std, _ = _normalization(normalize, CIFAR10_MEAN, CIFAR10_STD)
+    mean, std, _ = normalization("cifar10", normalize)
     _check_split(split)
     candidates = [Path(root)] if root is not None else []
     candidates.append(_data_home())

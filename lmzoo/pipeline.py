@@ -476,10 +476,6 @@ def evaluate_stage(
     return merged, record
 
 
-#: side of the images as stored, before ``data.pad_to``
-NATIVE_SIZE = {"fashion-mnist": 28, "cifar10": 32}
-
-
 def _frechet(
     task: Denoising, base: nn.Module, merged: nn.Module, test_set: Dataset[Any], recipe: Recipe
 ) -> dict[str, Any]:
@@ -539,15 +535,9 @@ def _classifier_input(images01: torch.Tensor, own: Any, feature: Any) -> torch.T
         raise InvalidArgumentError(
             f"the feature model sees {feature.pad_to}-pixel images, this recipe makes {own.pad_to}-pixel ones"
         )
-    dataset_stats = (
-        (lmdata.FASHION_MNIST_MEAN, lmdata.FASHION_MNIST_STD)
-        if own.dataset == "fashion-mnist"
-        else (lmdata.CIFAR10_MEAN, lmdata.CIFAR10_STD)
-    )
-    # the data module's own normalisation rule: its mean, std and padding value
-    mean, std, pad_value = lmdata._normalization(feature.normalize, *dataset_stats)
+    mean, std, pad_value = lmdata.normalization(own.dataset, feature.normalize)
     x = (images01 - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
-    border = ((own.pad_to or 0) - NATIVE_SIZE.get(own.dataset, own.pad_to or 0)) // 2
+    border = ((own.pad_to or 0) - lmdata.NATIVE_SIZE.get(own.dataset, own.pad_to or 0)) // 2
     if border > 0:
         inner = x[..., border:-border, border:-border]
         x = torch.nn.functional.pad(inner, (border,) * 4, value=pad_value)
