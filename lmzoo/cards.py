@@ -367,44 +367,45 @@ def results_rows(directories: list[Path]) -> list[dict[str, Any]]:
             "threads": m.get("threads"),
             "metric": label,
         }
+        frechet = evaluation.get("frechet", {})
+        # what the entry's row and its base's row share: the base as measured with this entry
+        shared = {
+            **setting,
+            "base_ms": _round(card["base"]["median_ms"]),
+            "base_value": _round(evaluation["base_test"][key]),
+            "date": m.get("date", ""),
+            "lmzoo_version": config.get("lmzoo_version", ""),
+        }
         rows.append(
             {
+                **shared,
                 "model": config["name"],
                 "method": solve_record.get("method", "layermerge"),
                 "objective": solve_record.get("objective", "sum"),
                 "target_speedup": config.get("target_speedup"),
                 "predicted_speedup": _round(predicted_speedup(solve_record)),
                 "measured_speedup": _round(card["speedup"]),
-                "base_ms": _round(card["base"]["median_ms"]),
                 "merged_ms": _round(card["merged"]["median_ms"]),
                 "value": _round(evaluation["test"][key]),
-                "base_value": _round(evaluation["base_test"][key]),
-                "frechet": _round(evaluation.get("frechet", {}).get("merged")),
-                "base_frechet": _round(evaluation.get("frechet", {}).get("base")),
+                "frechet": _round(frechet.get("merged")),
+                "base_frechet": _round(frechet.get("base")),
                 "depth": sum(1 for b in plan if b.kept),
                 "convs_kept": len(plan.kept_units),
-                "date": m.get("date", ""),
-                "lmzoo_version": config.get("lmzoo_version", ""),
-                **setting,
             }
         )
         bases.setdefault(
             tuple(setting.values()),
             {
+                **shared,
                 "model": f"{config['base']['arch']} (base)",
                 "method": "base",
                 "target_speedup": 1,
                 "predicted_speedup": 1,
                 "measured_speedup": 1,
-                "base_ms": _round(card["base"]["median_ms"]),
-                "value": _round(evaluation["base_test"][key]),
-                "base_value": _round(evaluation["base_test"][key]),
-                "frechet": _round(evaluation.get("frechet", {}).get("base")),
+                "value": shared["base_value"],
+                "frechet": _round(frechet.get("base")),
                 "depth": plan.length,
                 "convs_kept": plan.length,
-                "date": m.get("date", ""),
-                "lmzoo_version": config.get("lmzoo_version", ""),
-                **setting,
             },
         )
     return list(bases.values()) + rows
