@@ -11,6 +11,7 @@ from typing import Any
 
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
+from lmzoo.frechet import INCEPTION
 
 PAPER = "https://arxiv.org/abs/2406.12837"
 DATASET_IDS = {
@@ -174,15 +175,25 @@ def model_card(
     ]
     frechet = evaluation.get("frechet")
     if frechet:
-        rows.append((f"Fréchet distance, {frechet['feature_model']} features", *_frechet_cells(frechet)))
+        inception = frechet["feature_model"] == INCEPTION
+        rows.append(
+            (
+                f"FID ({frechet['samples']} samples)"
+                if inception
+                else f"Fréchet distance, {frechet['feature_model']} features",
+                *_frechet_cells(frechet),
+            )
+        )
         results.append(
             EvalResult(
                 task_type=task_type,
                 dataset_type=DATASET_IDS[dataset],
                 dataset_name=DATASET_NAMES[dataset],
                 dataset_split="test",
-                metric_type="frechet_distance",
-                metric_name="Fréchet distance in lmzoo classifier features (not Inception FID)",
+                metric_type="fid" if inception else "frechet_distance",
+                metric_name="FID (Inception-v3, pytorch-fid weights)"
+                if inception
+                else "Fréchet distance in lmzoo classifier features (not Inception FID)",
                 metric_value=round(frechet["merged"], 4),
                 metric_config=f"{frechet['feature_model']}, {frechet['samples']} samples, "
                 f"{frechet['sampler']}",
@@ -247,6 +258,12 @@ def _frechet_cells(frechet: dict[str, Any]) -> tuple[str, str]:
 def _frechet_line(frechet: dict[str, Any] | None) -> str | None:
     if not frechet:
         return None
+    if frechet["feature_model"] == INCEPTION:
+        return (
+            f"FID compares {frechet['samples']} generated images ({frechet['sampler']}) with "
+            f"{frechet['reference']} in Inception-v3 pool3 features (pytorch-fid's weights, 8-bit images "
+            "resized to 299 px). Published DDPM FIDs use 50,000 samples; fewer samples read higher."
+        )
     return (
         f"The Fréchet distance compares {frechet['samples']} generated images ({frechet['sampler']}) with "
         f"{frechet['reference']} in the penultimate features of the zoo classifier "

@@ -480,30 +480,15 @@ def _frechet(
     task: Denoising, base: nn.Module, merged: nn.Module, test_set: Dataset[Any], recipe: Recipe
 ) -> dict[str, Any]:
     """Fréchet distance between generated and real test images for the base and the merged network,
-    in the penultimate features of ``evaluate.feature_model`` (a zoo classifier of the same data set):
-    generated and real images go through the classifier's own input pipeline."""
-    import lmzoo
-    from lmzoo.frechet import classifier_features, frechet_distance
-    from lmzoo.zoo import registry
+    in the features ``evaluate.feature_model`` names: Inception-v3 (FID proper) or the penultimate
+    layer of a zoo classifier of the same data set (through the classifier's own input pipeline)."""
+    from lmzoo.frechet import frechet_distance
 
     settings = recipe.evaluate
-    name = settings.feature_model
-    assert name is not None
-    entry = registry().get(name)
-    if entry is None or entry.dataset != recipe.data.dataset:
-        raise InvalidArgumentError(
-            f"evaluate.feature_model {name!r} must be a zoo classifier trained on {recipe.data.dataset}"
-        )
-    feature_data = load_recipe(entry.recipe)[0].data
-    classifier = lmzoo.load(name)  # says how to build it when it is missing
+    features, description = _frechet_features(recipe)
     count = min(settings.frechet_samples, len(test_set))  # type: ignore[arg-type]
     real = torch.stack([test_set[i][0] for i in range(count)])
     shape = tuple(real.shape[1:])
-
-    def features(images_in_minus1_1: torch.Tensor) -> torch.Tensor:
-        images = _classifier_input((images_in_minus1_1.clamp(-1, 1) + 1) / 2, recipe.data, feature_data)
-        return classifier_features(classifier, images)
-
     reference = features(real)
     distances = {}
     for label, net in (("base", base), ("merged", merged)):
@@ -518,12 +503,59 @@ def _frechet(
         distances[label] = frechet_distance(features(generated), reference)
     return {
         **distances,
-        "feature_model": name,
-        "features": "penultimate layer (pooled, before the classifier); not Inception FID",
+        "feature_model": settings.feature_model,
+        "features": description,
         "samples": count,
         "sampler": f"DDIM, {settings.sample_steps} steps, eta 0",
         "reference": f"the first {count} test images",
     }
+
+
+def check_feature_model(recipe: Recipe) -> None:
+    """Fail before any training when ``evaluate.feature_model`` cannot be used: an unknown or
+    wrong-data-set zoo name, or Inception without pytorch-fid or its weights (fetched if missing)."""
+    from lmzoo.frechet import INCEPTION, check_inception
+    from lmzoo.zoo import registry
+
+    name = recipe.evaluate.feature_model
+    if name is None:
+        return
+    if name == INCEPTION:
+        check_inception()
+        return
+    entry = registry().get(name)
+    if entry is None or entry.dataset != recipe.data.dataset:
+        raise InvalidArgumentError(
+            f"evaluate.feature_model {name!r} must be {INCEPTION!r} or a zoo classifier trained on "
+            f"{recipe.data.dataset}"
+        )
+
+
+def _frechet_features(recipe: Recipe) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """The feature map for images in [-1, 1], and how the record describes it."""
+    import lmzoo
+    from lmzoo.frechet import INCEPTION, classifier_features, inception_features, load_fid_inception
+    from lmzoo.zoo import registry
+
+    check_feature_model(recipe)
+    name = recipe.evaluate.feature_model
+    if name == INCEPTION:
+        inception = load_fid_inception()
+        return (
+            lambda images: inception_features(inception, (images.clamp(-1, 1) + 1) / 2),
+            "Inception-v3 pool3 (2048-d), pytorch-fid's pt_inception-2015-12-05 weights: FID",
+        )
+    assert name is not None
+    entry = registry()[name]
+    feature_data = load_recipe(entry.recipe)[0].data
+    classifier = lmzoo.load(name)  # says how to build it when it is missing
+
+    def features(images: torch.Tensor) -> torch.Tensor:
+        return classifier_features(
+            classifier, _classifier_input((images.clamp(-1, 1) + 1) / 2, recipe.data, feature_data)
+        )
+
+    return features, "penultimate layer (pooled, before the classifier); not Inception FID"
 
 
 def _classifier_input(images01: torch.Tensor, own: Any, feature: Any) -> torch.Tensor:
@@ -667,6 +699,8 @@ def build(
         import torch.distributed as dist
 
         say(f"DDP: {dist.get_world_size()} processes, {dist.get_backend()} backend, fine-tuning on {device}")
+    if stop >= STAGES.index("evaluate"):
+        check_feature_model(recipe)  # before hours of training, not after
     ws = Workspace.for_recipe(recipe, workdir)
     clock = _StageClock()
     model = _main_first(lambda: base_stage(ws, device=device, progress=progress))

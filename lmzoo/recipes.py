@@ -104,8 +104,9 @@ class EvaluateSection:
     sample_count: int = 16
     #: DDPM: DDIM steps per sample
     sample_steps: int = 100
-    #: DDPM: a zoo classifier on the same data whose penultimate features define the Fréchet
-    #: distance between generated and real test images (not Inception FID); none: no distance
+    #: DDPM: the features of the Fréchet distance between generated and real test images:
+    #: "inception" (FID proper: pytorch-fid's Inception-v3, the fid extra and its weights), or a zoo
+    #: classifier of the same data (its penultimate features; not Inception FID); none: no distance
     feature_model: str | None = None
     #: DDPM: generated (and real) images per network for the Fréchet distance
     frechet_samples: int = 500

@@ -15,3 +15,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def fid_weights_file(tmp_path_factory):
+    """A weights file laid out as pytorch-fid's pt_inception-2015-12-05 (random values: the real
+    file is downloaded from GitHub, which tests cannot reach)."""
+    from lmzoo.frechet import FID_WEIGHTS_FILE, fid_inception
+
+    state = fid_inception().state_dict()
+    g = torch.Generator().manual_seed(0)
+    state["fc.weight"] = torch.randn(1008, 2048, generator=g) * 0.01
+    state["fc.bias"] = torch.zeros(1008)
+    path = tmp_path_factory.mktemp("fid") / FID_WEIGHTS_FILE
+    torch.save(state, path)
+    return path

@@ -1,19 +1,24 @@
 """`lmzoo build` of the other embedded recipes (smoke profile): the DDPM UNet (denoising metrics, EMA
 fine-tuning, a sample grid, a checkpoint that loads as LayerMergeUNet2DModel) and ResNet-34."""
 
+import dataclasses
 import json
 
+import pytest
 import torch
 from click.testing import CliRunner
 
 import lmzoo
+from lmzoo import pipeline
 from lmzoo.cli import main
+from lmzoo.errors import DataNotFoundError
+from lmzoo.recipes import load_recipe
 from lmzoo.testing import random_checkpoint
 
 ENTRY = "ddpm-fmnist-layermerge-1.2x"
 
 
-def test_ddpm_smoke_build(tmp_path, monkeypatch):
+def test_ddpm_smoke_build(tmp_path, monkeypatch, fid_weights_file):
     monkeypatch.setenv("LMZOO_HOME", str(tmp_path / "store"))
     # the recipe's Fréchet-distance feature model: a Fashion-MNIST classifier of the zoo (random here)
     feature_model = "mobilenetv2-fmnist-layermerge-1.3x"
@@ -48,6 +53,29 @@ def test_ddpm_smoke_build(tmp_path, monkeypatch):
     with torch.no_grad():
         out = model(torch.zeros(2, 1, 32, 32), torch.tensor([10, 500])).sample
     assert out.shape == (2, 1, 32, 32) and torch.isfinite(out).all()
+
+    # FID proper (evaluate.feature_model: inception): checked before any stage runs, then computed by
+    # a rebuild that reuses every stage up to fine-tuning
+    recipe, speedup = load_recipe(ENTRY, "smoke")
+    fid_recipe = dataclasses.replace(
+        recipe, evaluate=dataclasses.replace(recipe.evaluate, feature_model="inception")
+    )
+    monkeypatch.setenv("LMZOO_FID_WEIGHTS", str(tmp_path / "missing.pth"))
+    with pytest.raises(DataNotFoundError, match="LMZOO_FID_WEIGHTS"):
+        pipeline.build(fid_recipe, speedups=[speedup], workdir=tmp_path / "untouched", progress=False)
+    assert not (tmp_path / "untouched").exists()
+    monkeypatch.setenv("LMZOO_FID_WEIGHTS", str(fid_weights_file))
+    stages: list[str] = []
+    pipeline.build(
+        fid_recipe, speedups=[speedup], workdir=tmp_path / "work", progress=False, log=stages.append
+    )
+    finetuned = next(line for line in stages if "fine-tuned" in line)
+    assert float(finetuned.split("(")[1].removesuffix(" s)")) < 5, stages  # cached, not trained again
+    fid = json.loads((directory / "evaluation.json").read_text())["frechet"]
+    assert fid["feature_model"] == "inception" and fid["samples"] == 8 and "FID" in fid["features"]
+    assert fid["base"] > 0 and fid["merged"] > 0
+    card = (directory / "README.md").read_text()
+    assert "| FID (8 samples) |" in card and "type: fid" in card and "Inception-v3 pool3" in card
 
 
 def test_resnet34_smoke_build(tmp_path, monkeypatch):

@@ -1,10 +1,21 @@
 """The Fréchet distance (FID's formula on lmzoo classifier features), checked against an independent
-computation and its invariances over many random feature sets."""
+computation and its invariances over many random feature sets; Inception FID features checked against
+pytorch-fid's own network."""
+
+import urllib.error
 
 import pytest
 import torch
 
-from lmzoo.frechet import classifier_features, frechet_distance
+from lmzoo.errors import DataNotFoundError
+from lmzoo.frechet import (
+    FID_WEIGHTS_FILE,
+    classifier_features,
+    fid_weights_path,
+    frechet_distance,
+    inception_features,
+    load_fid_inception,
+)
 
 
 def _reference(a, b):
@@ -49,3 +60,51 @@ def test_classifier_features_are_the_pre_logits_of_a_timm_model():
         assert torch.allclose(model.get_classifier()(features), model(x), atol=1e-5)
     with pytest.raises(TypeError, match="not a timm classifier"):
         classifier_features(torch.nn.Linear(2, 2), x)
+
+
+def test_fid_features_equal_pytorch_fids_own_inception(fid_weights_file, monkeypatch):
+    """Our Inception (loaded from the file with weights_only) against pytorch-fid's InceptionV3 built
+    by pytorch-fid itself from the same file: same keys and shapes (strict loading) and the same
+    pool3 features, for RGB images and for grey ones repeated to RGB."""
+    from pytorch_fid import inception as reference
+
+    monkeypatch.setenv("LMZOO_FID_WEIGHTS", str(fid_weights_file))
+    monkeypatch.setattr(
+        reference,
+        "load_state_dict_from_url",
+        lambda *_a, **_k: torch.load(fid_weights_file, weights_only=True),
+    )
+    theirs = reference.InceptionV3([3]).eval()
+    ours = load_fid_inception()
+    g = torch.Generator().manual_seed(1)
+    rgb = torch.randint(0, 256, (3, 3, 32, 32), generator=g) / 255  # 8-bit images: quantising is exact
+    with torch.no_grad():
+        expected = theirs(rgb)[0].flatten(1)
+    got = inception_features(ours, rgb)
+    assert got.shape == (3, 2048)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    grey = rgb[:, :1]
+    torch.testing.assert_close(
+        inception_features(ours, grey), inception_features(ours, grey.expand(-1, 3, -1, -1))
+    )
+
+
+def test_fid_weights_missing_or_corrupt_give_one_error_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMZOO_FID_WEIGHTS", str(tmp_path / "nowhere.pth"))
+    with pytest.raises(DataNotFoundError, match=r"LMZOO_FID_WEIGHTS names .*nowhere.pth"):
+        fid_weights_path()
+    monkeypatch.delenv("LMZOO_FID_WEIGHTS")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(DataNotFoundError, match=f"{FID_WEIGHTS_FILE}.*downloading is off.*fetch https://"):
+        fid_weights_path(download=False)
+
+    def offline(*_args, **_kwargs):
+        raise urllib.error.URLError("no route to github.com")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(DataNotFoundError, match=r"downloading it failed: URLError.*LMZOO_FID_WEIGHTS"):
+        fid_weights_path()
+    corrupt = tmp_path / FID_WEIGHTS_FILE
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataNotFoundError, match=r"is not pytorch-fid's .*delete it"):
+        load_fid_inception(corrupt)
