@@ -351,6 +351,7 @@ RESULT_FIELDS = (
     "base_value",
     "frechet",
     "base_frechet",
+    "frechet_features",
     "depth",
     "convs_kept",
     "date",
@@ -390,6 +391,7 @@ def results_rows(directories: list[Path]) -> list[dict[str, Any]]:
             **setting,
             "base_ms": _round(card["base"]["median_ms"]),
             "base_value": _round(evaluation["base_test"][key]),
+            "frechet_features": frechet.get("feature_model"),  # "inception" (FID) or a zoo classifier
             "date": m.get("date", ""),
             "lmzoo_version": config.get("lmzoo_version", ""),
         }

@@ -218,7 +218,8 @@ def test_results_collects_every_built_entry_with_how_it_was_measured(built, monk
     assert entry["backend"] == "torch" and entry["batch"] == "32"
     assert entry["dataset"] == "fashion-mnist" and entry["metric"] == "top-1 accuracy (%)"
     base = by_model["mobilenetv2_100 (base)"]
-    assert base["method"] == "base" and float(base["value"]) == evaluation["base_test"]["accuracy"]
+    assert base["method"] == "base"
+    assert float(base["value"]) == pytest.approx(evaluation["base_test"]["accuracy"], abs=1e-4)  # 4 decimals
     assert (out.parent / "frontier-mobilenetv2_100-fashion-mnist.png").stat().st_size > 1000
     nothing = CliRunner().invoke(main, ["results", "nothing-*", "--out", str(out)])
     assert nothing.exit_code != 0 and "no built entries" in nothing.output

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 import lmzoo
 from lmzoo import pipeline
+from lmzoo.cards import results_rows
 from lmzoo.cli import main
 from lmzoo.errors import DataNotFoundError
 from lmzoo.recipes import load_recipe
@@ -76,6 +77,9 @@ def test_ddpm_smoke_build(tmp_path, monkeypatch, fid_weights_file):
     assert fid["base"] > 0 and fid["merged"] > 0
     card = (directory / "README.md").read_text()
     assert "| FID (8 samples) |" in card and "type: fid" in card and "Inception-v3 pool3" in card
+    base_row, row = results_rows([directory])
+    assert row["frechet"] == round(fid["merged"], 4) and base_row["frechet"] == round(fid["base"], 4)
+    assert row["frechet_features"] == base_row["frechet_features"] == "inception"
 
 
 def test_resnet34_smoke_build(tmp_path, monkeypatch):
