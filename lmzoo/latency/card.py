@@ -20,7 +20,7 @@ from torch import nn
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
 from lmzoo.core.tables import LatencyTable
-from lmzoo.latency.stats import LatencyStats
+from lmzoo.latency.stats import LatencyStats, contended
 
 CARD_FORMAT = "lmzoo.latency-card/1"
 
@@ -115,6 +115,7 @@ def measure_plan(
     }
     if runs is not None:
         measurement["runs"] = runs
+    measurement["contended"] = contended(timed, f"{name} end-to-end latency")
     card = latency_card(
         model=name,
         plan=plan,

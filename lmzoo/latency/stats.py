@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: a measurement whose median run took this many times its fast tenth (p10) was shared with another
+#: process for most of its runs. Quiet CPU tables stay under 1.6 (MobileNetV2's worst of 145 entries:
+#: 1.59); a table timed beside a test run reached 4.6.
+CONTENDED_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,11 @@ class LatencyStats:
         """(p90 - p10) / median: how noisy the measurement was."""
         return (self.p90_ms - self.p10_ms) / self.median_ms if self.median_ms else 0.0
 
+    @property
+    def contended(self) -> bool:
+        """Most runs were slowed by something else on the device (median > CONTENDED_RATIO x p10)."""
+        return self.p10_ms > 0 and self.median_ms > CONTENDED_RATIO * self.p10_ms
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -60,3 +73,23 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def contended(measurements: Mapping[str, LatencyStats], what: str) -> list[str]:
+    """The names of the contended measurements, sorted; logs one warning naming the worst when any.
+    The numbers are kept (they are what was measured): re-measure on an idle device to replace them."""
+    names = sorted(name for name, stats in measurements.items() if stats.contended)
+    if names:
+        worst = max(names, key=lambda n: measurements[n].median_ms / measurements[n].p10_ms)
+        ratio = measurements[worst].median_ms / measurements[worst].p10_ms
+        log.warning(
+            "%s: %d of %d measurements look contended (median over %.1fx the fastest tenth; "
+            "worst %.1fx, %s): another process was probably using the device; re-measure with it idle",
+            what,
+            len(names),
+            len(measurements),
+            CONTENDED_RATIO,
+            ratio,
+            worst,
+        )
+    return names

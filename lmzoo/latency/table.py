@@ -46,7 +46,7 @@ from lmzoo.latency.backends import (
     measure_interleaved,
     measure_times,
 )
-from lmzoo.latency.stats import LatencyStats
+from lmzoo.latency.stats import LatencyStats, contended
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,10 @@ def latency_table(
         "entry": "merged conv + the activation at the block end, at the block's input shape",
     }
     fixed_ms = 0.0
+    measured = {key: stats[key] for key in unique}
     if model is not None:
         calibration = _calibrate(spec, model, example_inputs, chosen, target, batch_size, setting)
+        measured |= {"calibration: identity chain": calibration.chain, "calibration: base": calibration.base}
         identity_ms = math.fsum(entries[c] for c in Plan.identity(spec))
         # isolated convs run with hot caches (their weights stay cached between runs) and at another
         # moment than the end-to-end runs; one factor per table maps them onto the chain timed in
@@ -221,6 +223,7 @@ def latency_table(
             )
     else:
         metadata["calibration"] = {"method": "none (no model given): isolated entries, fixed cost 0"}
+    metadata["contended"] = contended(measured, "latency table")
     return LatencyTable(entries, fixed_ms=fixed_ms, spec=spec, metadata=metadata)
 
 

@@ -10,6 +10,7 @@ from lmzoo.adapters._chain import Chain
 from lmzoo.core.candidates import METHODS
 from lmzoo.core.tables import LatencyTable
 from lmzoo.latency import table as table_module
+from lmzoo.latency.stats import LatencyStats, contended
 from lmzoo.latency.table import conv_config, deploy_form
 from lmzoo.testing import TINY_MODELS, random_plan, randomize_norms
 
@@ -190,3 +191,29 @@ def test_table_on_a_unet_with_calibration():
         for cfg in map(lambda c: conv_config(spec, c), table.entries)
         if cfg
     )
+
+
+def test_latency_stats_flag_contention_when_most_runs_are_slowed():
+    quiet = LatencyStats.from_times([1.0 + 0.01 * i for i in range(50)], warmup=0)  # ordinary jitter
+    shared = LatencyStats.from_times([1.0] * 10 + [4.0] * 40, warmup=0)  # most runs beside another job
+    spike = LatencyStats.from_times([1.0] * 40 + [9.0] * 10, warmup=0)  # a few slow runs: median holds
+    assert not quiet.contended and shared.contended and not spike.contended
+    assert contended({"a": quiet, "b": shared, "c": spike}, "test") == ["b"]
+
+
+def test_table_records_and_warns_about_contended_measurements(tiny, monkeypatch, caplog):
+    _, _, spec = tiny
+    calls = []
+
+    def timed(_module, _inputs, **kwargs):  # the first conv measured while "another job" ran
+        calls.append(1)
+        slow = len(calls) == 1
+        return [0.1, 0.1] + [0.1 * (5 if slow else 1)] * (kwargs["runs"] - 2)
+
+    monkeypatch.setattr(table_module, "measure_times", timed)
+    with caplog.at_level("WARNING"):
+        table = lmzoo.latency_table(spec, **{**FAST, "passes": 1, "runs": 10})
+    flagged = table.metadata["contended"]
+    assert len(flagged) == 1 and "latency table: 1 of" in caplog.text and "re-measure" in caplog.text
+    monkeypatch.setattr(table_module, "measure_times", lambda _m, _i, **kw: [0.1] * kw["runs"])
+    assert lmzoo.latency_table(spec, **{**FAST, "passes": 1, "runs": 10}).metadata["contended"] == []
