@@ -712,6 +712,11 @@ def build(
     spec, example = traced(model, task, train_set)
     latency, latency_path = _main_first(lambda: latency_stage(ws, model, spec, example, progress=progress))
     say(f"latency table: {latency_path} {clock.lap()}")
+    if latency.metadata.get("contended"):
+        say(
+            f"latency table: {len(latency.metadata['contended'])} measurements look contended (another "
+            f"process was running); to re-measure, delete {latency_path.parent} and rerun on an idle machine"
+        )
     if stop == 1:
         return []
     importance, importance_path = _main_first(
@@ -740,6 +745,10 @@ def build(
             f"{name}: measured speed-up {evaluation['latency_card']['speedup']:.2f}x, "
             f"test {evaluation['test']} {clock.lap()}"
         )
+        if evaluation["latency_card"]["measurement"].get("contended"):
+            say(
+                f"{name}: the end-to-end timing looks contended; delete its evaluate-* stage, rerun when idle"
+            )
         if stop == 6:
             continue
         written.append(

@@ -1,6 +1,7 @@
 """`lmzoo build` end to end on the smoke profile of the embedded default recipe."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -223,3 +224,22 @@ def test_results_collects_every_built_entry_with_how_it_was_measured(built, monk
     assert (out.parent / "frontier-mobilenetv2_100-fashion-mnist.png").stat().st_size > 1000
     nothing = CliRunner().invoke(main, ["results", "nothing-*", "--out", str(out)])
     assert nothing.exit_code != 0 and "no built entries" in nothing.output
+
+
+def test_a_contended_latency_table_is_reported_with_how_to_remeasure(built, monkeypatch, tmp_path):
+    from lmzoo.latency.stats import LatencyStats
+
+    _, work, _ = built
+    stages = tmp_path / "work" / "mobilenetv2-fmnist-layermerge"
+    stages.mkdir(parents=True)
+    (base,) = (work / "mobilenetv2-fmnist-layermerge").glob("base-*")
+    shutil.copytree(base, stages / base.name)  # the trained base; the latency table is measured anew
+    monkeypatch.setattr(LatencyStats, "contended", property(lambda self: True))  # as if a job ran beside
+    result = CliRunner().invoke(
+        main,
+        ["build", ENTRY, "--profile", "smoke", "--workdir", str(tmp_path / "work"), "--until", "latency"],
+    )
+    assert result.exit_code == 0, result.output
+    (table,) = stages.glob("latency-*")
+    assert json.loads((table / "latency.json").read_text())["metadata"]["contended"]
+    assert f"look contended (another process was running); to re-measure, delete {table}" in result.stderr
