@@ -45,6 +45,7 @@ def test_baseline_entry_names_resolve_to_their_recipe_and_method():
         assert recipe.entry_name(1.6) == f"resnet34-fmnist-{method}-1.6x"
     recipe, _ = load_recipe("resnet34-fmnist-layermerge", method="depth")
     assert recipe.entries() == [
+        "resnet34-fmnist-depth-1.15x",
         "resnet34-fmnist-depth-1.3x",
         "resnet34-fmnist-depth-1.6x",
         "resnet34-fmnist-depth-2x",
