@@ -175,25 +175,16 @@ def model_card(
     ]
     frechet = evaluation.get("frechet")
     if frechet:
-        inception = frechet["feature_model"] == INCEPTION
-        rows.append(
-            (
-                f"FID ({frechet['samples']} samples)"
-                if inception
-                else f"Fréchet distance, {frechet['feature_model']} features",
-                *_frechet_cells(frechet),
-            )
-        )
+        row_label, metric_type, metric_name = _frechet_labels(frechet)
+        rows.append((row_label, *_frechet_cells(frechet)))
         results.append(
             EvalResult(
                 task_type=task_type,
                 dataset_type=DATASET_IDS[dataset],
                 dataset_name=DATASET_NAMES[dataset],
                 dataset_split="test",
-                metric_type="fid" if inception else "frechet_distance",
-                metric_name="FID (Inception-v3, pytorch-fid weights)"
-                if inception
-                else "Fréchet distance in lmzoo classifier features (not Inception FID)",
+                metric_type=metric_type,
+                metric_name=metric_name,
                 metric_value=round(frechet["merged"], 4),
                 metric_config=f"{frechet['feature_model']}, {frechet['samples']} samples, "
                 f"{frechet['sampler']}",
@@ -249,6 +240,17 @@ def model_card(
         intro=_intro(recipe.solve.method, base, recipe.solve.objective),
     ).content
     return str(text)
+
+
+def _frechet_labels(frechet: dict[str, Any]) -> tuple[str, str, str]:
+    """(table row label, model-index metric type, metric name): FID proper or classifier features."""
+    if frechet["feature_model"] == INCEPTION:
+        return f"FID ({frechet['samples']} samples)", "fid", "FID (Inception-v3, pytorch-fid weights)"
+    return (
+        f"Fréchet distance, {frechet['feature_model']} features",
+        "frechet_distance",
+        "Fréchet distance in lmzoo classifier features (not Inception FID)",
+    )
 
 
 def _frechet_cells(frechet: dict[str, Any]) -> tuple[str, str]:

@@ -34,6 +34,7 @@ from lmzoo.training import TrainSettings, distributed, is_main_process, train
 
 if TYPE_CHECKING:
     from lmzoo.importance import FinetuneSettings, ImportanceData
+    from lmzoo.zoo import ZooEntry
 
 T = TypeVar("T")
 
@@ -515,40 +516,43 @@ def check_feature_model(recipe: Recipe) -> None:
     """Fail before any training when ``evaluate.feature_model`` cannot be used: an unknown or
     wrong-data-set zoo name, or Inception without pytorch-fid or its weights (fetched if missing)."""
     from lmzoo.frechet import INCEPTION, check_inception
+
+    name = recipe.evaluate.feature_model
+    if name == INCEPTION:
+        check_inception()
+    elif name is not None:
+        _feature_classifier(recipe)
+
+
+def _feature_classifier(recipe: Recipe) -> ZooEntry:
+    """The zoo entry ``evaluate.feature_model`` names, checked to be a classifier of this data set."""
+    from lmzoo.frechet import INCEPTION
     from lmzoo.zoo import registry
 
     name = recipe.evaluate.feature_model
-    if name is None:
-        return
-    if name == INCEPTION:
-        check_inception()
-        return
-    entry = registry().get(name)
+    entry = registry().get(name) if name is not None else None
     if entry is None or entry.dataset != recipe.data.dataset:
         raise InvalidArgumentError(
             f"evaluate.feature_model {name!r} must be {INCEPTION!r} or a zoo classifier trained on "
             f"{recipe.data.dataset}"
         )
+    return entry
 
 
 def _frechet_features(recipe: Recipe) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     """The feature map for images in [-1, 1], and how the record describes it."""
     import lmzoo
     from lmzoo.frechet import INCEPTION, classifier_features, inception_features, load_fid_inception
-    from lmzoo.zoo import registry
 
-    check_feature_model(recipe)
-    name = recipe.evaluate.feature_model
-    if name == INCEPTION:
-        inception = load_fid_inception()
+    if recipe.evaluate.feature_model == INCEPTION:
+        inception = load_fid_inception()  # raises the same one-line errors as check_inception
         return (
             lambda images: inception_features(inception, (images.clamp(-1, 1) + 1) / 2),
             "Inception-v3 pool3 (2048-d), pytorch-fid's pt_inception-2015-12-05 weights: FID",
         )
-    assert name is not None
-    entry = registry()[name]
+    entry = _feature_classifier(recipe)
     feature_data = load_recipe(entry.recipe)[0].data
-    classifier = lmzoo.load(name)  # says how to build it when it is missing
+    classifier = lmzoo.load(entry.name)  # says how to build it when it is missing
 
     def features(images: torch.Tensor) -> torch.Tensor:
         return classifier_features(

@@ -78,10 +78,10 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
 def contended(measurements: Mapping[str, LatencyStats], what: str) -> list[str]:
     """The names of the contended measurements, sorted; logs one warning naming the worst when any.
     The numbers are kept (they are what was measured): re-measure on an idle device to replace them."""
-    names = sorted(name for name, stats in measurements.items() if stats.contended)
+    ratios = {name: s.median_ms / s.p10_ms for name, s in measurements.items() if s.contended}
+    names = sorted(ratios)
     if names:
-        worst = max(names, key=lambda n: measurements[n].median_ms / measurements[n].p10_ms)
-        ratio = measurements[worst].median_ms / measurements[worst].p10_ms
+        worst = max(names, key=ratios.__getitem__)
         log.warning(
             "%s: %d of %d measurements look contended (median over %.1fx the fastest tenth; "
             "worst %.1fx, %s): another process was probably using the device; re-measure with it idle",
@@ -89,7 +89,7 @@ def contended(measurements: Mapping[str, LatencyStats], what: str) -> list[str]:
             len(names),
             len(measurements),
             CONTENDED_RATIO,
-            ratio,
+            ratios[worst],
             worst,
         )
     return names

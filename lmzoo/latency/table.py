@@ -192,7 +192,7 @@ def latency_table(
         "entry": "merged conv + the activation at the block end, at the block's input shape",
     }
     fixed_ms = 0.0
-    measured = {key: stats[key] for key in unique}
+    measured = dict(stats)
     if model is not None:
         calibration = _calibrate(spec, model, example_inputs, chosen, target, batch_size, setting)
         measured |= {"calibration: identity chain": calibration.chain, "calibration: base": calibration.base}
