@@ -150,6 +150,7 @@ def model_card(
     target_speedup: float,
     predicted_speedup: float | None,
     frontier: bool = False,
+    unreachable: bool = False,
 ) -> str:
     """The README.md text of a zoo entry."""
     import torch
@@ -222,7 +223,7 @@ def model_card(
         merged_ms=card["merged"]["median_ms"],
         speedup=card["speedup"],
         target=f"{target_speedup:g}",
-        predicted=f"{predicted_speedup:.2f}×" if predicted_speedup else "n/a",
+        predicted=_predicted_text(predicted_speedup, unreachable),
         backend=m["backend"],
         device_name=m.get("device_name", m["device"]),
         batch=m["batch_size"],
@@ -316,8 +317,17 @@ def card_from_checkpoint(
         evaluation=evaluation,
         target_speedup=float(config["target_speedup"]),
         predicted_speedup=predicted_speedup(solve_record),
+        unreachable=bool(solve_record.get("unreachable")),
         frontier=frontier or (directory / "frontier.png").is_file(),
     )
+
+
+def _predicted_text(predicted: float | None, unreachable: bool) -> str:
+    if not predicted:
+        return "n/a"
+    if unreachable:
+        return f"{predicted:.2f}× for its fastest plan: the target was beyond the latency table"
+    return f"{predicted:.2f}×"
 
 
 def predicted_speedup(solve_record: dict[str, Any]) -> float | None:

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, Subset
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
 from lmzoo.core.tables import ImportanceTable, LatencyTable, write_atomic
-from lmzoo.errors import DataNotFoundError, InvalidArgumentError
+from lmzoo.errors import DataNotFoundError, InfeasibleBudgetError, InvalidArgumentError
 from lmzoo.recipes import EvaluateSection, Recipe, TrainSection, load_recipe
 from lmzoo.tasks import Denoising, Task, task_for
 from lmzoo.training import TrainSettings, distributed, is_main_process, train
@@ -343,10 +343,20 @@ def solve_stage(
         record = json.loads(out.read_text())
         return Plan.from_dict(record["plan"]), record
     method, objective = check_method(s.method), check_objective(s.objective)
-    plan = solve(latency, importance, speedup=speedup, method=method, levels=s.levels, objective=objective)
+    solve_within = partial(solve, latency, importance, method=method, levels=s.levels, objective=objective)
+    # A feasible target gives the same plan under either `unreachable` setting, so it is not keyed.
+    unreachable = None
+    try:
+        plan = solve_within(speedup=speedup)
+    except InfeasibleBudgetError as error:
+        if s.unreachable != "fastest":
+            raise
+        plan = solve_within(budget_ms=error.min_budget_ms)
+        unreachable = {"max_speedup": error.max_speedup}
     identity = Plan.identity(latency.spec) if latency.spec is not None else None
     record = {
         "target_speedup": speedup,
+        "unreachable": unreachable,
         "method": s.method,
         "levels": s.levels,
         "objective": s.objective,
@@ -657,6 +667,7 @@ def publish_to_store(
         evaluation=evaluation,
         target_speedup=speedup,
         predicted_speedup=predicted_speedup(solve_record),
+        unreachable=bool(solve_record.get("unreachable")),
     )
     public = dict(evaluation)  # no paths of this machine in what is published
     if "samples" in public:
@@ -734,6 +745,11 @@ def build(
         name = recipe.entry_name(speedup)
         plan, record = _main_first(partial(solve_stage, ws, latency, importance, speedup))
         say(f"{name}: plan predicted at {record['predicted_ms']:.4g} ms {clock.lap()}")
+        if record.get("unreachable"):
+            say(
+                f"{name}: {speedup:g}x is beyond the latency table (its fastest plan: "
+                f"{record['unreachable']['max_speedup']:.3f}x); built that plan (solve.unreachable: fastest)"
+            )
         if stop == 3:
             continue
         configured = finetune_stage(

@@ -96,6 +96,10 @@ class SolveSection:
     #: what the DP maximises: "sum" of I (the paper's) or "product" of I (sum of log I: blind to
     #: the block count; lmzoo.core.solver explains the difference)
     objective: str = "sum"
+    #: a target beyond the latency table's fastest plan: "error" (stop, naming the reachable
+    #: speed-up) or "fastest" (build the fastest plan and say so; smoke profiles, whose tiny
+    #: timings move with the machine's load)
+    unreachable: str = "error"
 
 
 @dataclass(frozen=True)
@@ -404,6 +408,10 @@ def _check_values(recipe: Recipe, path: Path) -> None:
         (
             recipe.solve.objective in OBJECTIVES,
             f"solve.objective must be one of {', '.join(OBJECTIVES)}",
+        ),
+        (
+            recipe.solve.unreachable in ("error", "fastest"),
+            "solve.unreachable must be error or fastest",
         ),
         (all(s > 1 for s in recipe.solve.speedups), "solve.speedups must all be > 1"),
         (

@@ -243,3 +243,44 @@ def test_a_contended_latency_table_is_reported_with_how_to_remeasure(built, monk
     (table,) = stages.glob("latency-*")
     assert json.loads((table / "latency.json").read_text())["metadata"]["contended"]
     assert f"look contended (another process was running); to re-measure, delete {table}" in result.stderr
+
+
+def test_a_target_beyond_the_table_stops_or_builds_the_fastest_plan(built, tmp_path):
+    """By default an unreachable speed-up is an error naming the reachable one; the smoke
+    profiles' `solve.unreachable: fastest` builds the fastest plan instead, and says so."""
+    from lmzoo.core.solver import solve
+    from lmzoo.core.tables import ImportanceTable, LatencyTable
+    from lmzoo.recipes import recipe_files
+
+    _, work, _ = built
+    text = recipe_files()["mobilenetv2-fmnist-layermerge"].read_text()
+    assert "  speedups: [1.3, 1.6, 2.0]" in text and "solve: {unreachable: fastest}" in text
+    text = text.replace("  speedups: [1.3, 1.6, 2.0]", "  speedups: [40]")
+    recipe = tmp_path / "mobilenetv2-fmnist-layermerge.yaml"
+    recipe.write_text(text.replace("solve: {unreachable: fastest}", "solve: {unreachable: error}"))
+    args = ["build", str(recipe), "--profile", "smoke", "--workdir", str(work), "--until", "solve"]
+    stopped = CliRunner().invoke(main, args)
+    assert stopped.exit_code == 2 and "no layermerge plan fits" in stopped.stderr
+    assert "Traceback" not in stopped.output
+
+    recipe.write_text(text)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    stages = work / "mobilenetv2-fmnist-layermerge"
+    (latency_file,) = stages.glob("latency-*/latency.json")
+    (importance_file,) = stages.glob("importance-*/importance.json")
+    latency, importance = LatencyTable.load(latency_file), ImportanceTable.load(importance_file)
+    record = next(
+        r
+        for r in (json.loads(p.read_text()) for p in stages.glob("solve-*/plan.json"))
+        if r["target_speedup"] == 40
+    )
+    reachable = record["unreachable"]["max_speedup"]
+    assert 1 < reachable < 40
+    assert f"40x is beyond the latency table (its fastest plan: {reachable:.3f}x)" in result.stderr
+    settings = {"method": "layermerge", "objective": "product", "levels": 10_000}
+    with pytest.raises(lmzoo.InfeasibleBudgetError) as infeasible:
+        solve(latency, importance, speedup=40, **settings)
+    assert reachable == infeasible.value.max_speedup
+    fastest = solve(latency, importance, budget_ms=infeasible.value.min_budget_ms, **settings)
+    assert lmzoo.Plan.from_dict(record["plan"]) == fastest
