@@ -120,6 +120,14 @@ def _intro(method: str, base: str, objective: str) -> str:
             "removed jointly, the remaining consecutive convolutions merged into single convolutions, "
             "chosen by an exact dynamic program under a latency budget."
         )
+    elif method == "layermerge-union":
+        text = (
+            f"Built with {lmzoo} from `{base}` with an lmzoo extension of LayerMerge {paper}: its blocks "
+            "together with layer pruning's, so a convolution may also be removed while the activations "
+            "around it stay (the paper allows that only on DDPM upsampling convolutions); chosen by the "
+            "same exact dynamic program under a latency budget, whose optimum by the tables is then no "
+            "worse than either method's."
+        )
     else:
         text = (
             f"A **baseline** built with {lmzoo} from `{base}` for comparison with LayerMerge {paper}: "
@@ -515,7 +523,12 @@ def plot_frontier(
     if not any(r["method"] != "base" for r in same):
         return False
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    styles = {"layermerge": ("#2f6fbf", "o"), "depth": ("#d9822b", "s"), "layer": ("#7a7a7a", "^")}
+    styles = {
+        "layermerge": ("#2f6fbf", "o"),
+        "depth": ("#d9822b", "s"),
+        "layer": ("#7a7a7a", "^"),
+        "layermerge-union": ("#2a9d4b", "D"),
+    }
     for (method, objective), (label, points) in frontier_series(same).items():
         if method == "base":
             for x, y in points:

@@ -155,7 +155,7 @@ class Recipe:
         return f"{baseline_stem(self.name, self.solve.method)}-{speedup:g}x"
 
     def with_method(self, method: str) -> Recipe:
-        """This recipe solving with another selection method (the paper's baselines)."""
+        """This recipe solving with another selection method (the paper's baselines, the union)."""
         from lmzoo.core.candidates import METHODS
 
         if method not in METHODS:
@@ -212,7 +212,7 @@ def load_recipe(
     name_or_path: str | os.PathLike[str], profile: str | None = None, *, method: str | None = None
 ) -> tuple[Recipe, float | None]:
     """A recipe from a file path, a recipe family name, or a zoo entry name (``<family>-<s>x``, or a
-    baseline's ``<stem>-depth-<s>x`` / ``<stem>-layer-<s>x``).
+    baseline's ``<stem>-depth-<s>x`` / ``<stem>-layer-<s>x``, or ``<stem>-layermerge-union-<s>x``).
 
     Returns the recipe resolved with ``profile`` (and ``method``, which a baseline's entry name
     implies) and, for an entry name, its target speed-up.
@@ -236,7 +236,7 @@ def load_recipe(
             raise RecipeError(f"no recipe named {text!r}{hint}")
         if implied is not None:
             if method not in (None, implied):
-                raise RecipeError(f"{text!r} names the {implied} baseline, not {method}")
+                raise RecipeError(f"{text!r} names the {implied} method, not {method}")
             method = implied
         path = files[family]
     recipe = parse_recipe(path, profile)
@@ -262,9 +262,10 @@ def _resolve_name(text: str, files: dict[str, Path]) -> tuple[str | None, float 
     family, speedup = match["family"], float(match["speedup"])
     if family in files:
         return family, speedup, None
-    stem, _, method = family.rpartition("-")
-    if method in METHODS and method != "layermerge" and f"{stem}-layermerge" in files:
-        return f"{stem}-layermerge", speedup, method
+    for method in METHODS:
+        stem = family.removesuffix(f"-{method}")
+        if method != "layermerge" and stem != family and f"{stem}-layermerge" in files:
+            return f"{stem}-layermerge", speedup, method
     return None, None, None
 
 

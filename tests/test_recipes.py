@@ -39,7 +39,7 @@ def test_an_entry_name_resolves_to_its_recipe_and_speedup():
 
 
 def test_baseline_entry_names_resolve_to_their_recipe_and_method():
-    for method in ("depth", "layer"):
+    for method in ("depth", "layer", "layermerge-union"):
         recipe, speedup = load_recipe(f"resnet34-fmnist-{method}-1.6x")
         assert (recipe.name, recipe.solve.method, speedup) == ("resnet34-fmnist-layermerge", method, 1.6)
         assert recipe.entry_name(1.6) == f"resnet34-fmnist-{method}-1.6x"
@@ -51,7 +51,7 @@ def test_baseline_entry_names_resolve_to_their_recipe_and_method():
         "resnet34-fmnist-depth-2x",
     ]
     assert load_recipe("resnet34-fmnist-layermerge-1.6x")[0].solve.method == "layermerge"
-    with pytest.raises(RecipeError, match="names the depth baseline, not layer"):
+    with pytest.raises(RecipeError, match="names the depth method, not layer"):
         load_recipe("resnet34-fmnist-depth-1.6x", method="layer")
     with pytest.raises(RecipeError, match="no recipe named"):
         load_recipe("resnet34-fmnist-pruned-1.6x")

@@ -164,9 +164,10 @@ def _transition_allowed(rules: CandidateRules, seen_stride: bool, unit: Unit) ->
     return not (rules.pointwise_after_stride and seen_stride and unit.kernel > 1)
 
 
-#: the selection methods: LayerMerge, and the paper's two baselines as restrictions of it
-Method = Literal["layermerge", "depth", "layer"]
-METHODS: tuple[Method, ...] = ("layermerge", "depth", "layer")
+#: the selection methods: LayerMerge, the paper's two baselines as restrictions of it, and
+#: lmzoo's union of LayerMerge's and layer pruning's sets (an extension, not the paper's)
+Method = Literal["layermerge", "depth", "layer", "layermerge-union"]
+METHODS: tuple[Method, ...] = ("layermerge", "depth", "layer", "layermerge-union")
 DEFAULT_METHOD: Method = "layermerge"
 
 
@@ -185,7 +186,11 @@ def candidates(
     - ``"depth"`` (Kim et al. 2023, depth compression): every valid block with all its convs kept
       (activations removed and convs merged, nothing pruned);
     - ``"layer"`` (layer pruning): single-unit blocks only, each conv kept or, when it preserves the
-      shape, replaced by the identity (kernel 0); every activation stays.
+      shape, replaced by the identity (kernel 0); every activation stays;
+    - ``"layermerge-union"`` (an lmzoo extension; DESIGN §4): LayerMerge's set together with layer
+      pruning's, so a conv may also be dropped while the activations around it stay. The paper's
+      LayerMerge offers that kernel-0 block only on the DDPM upsampling convs; with the union the
+      optimum by the tables is never below either method's.
 
     For each valid block and each reachable (kernel, depthwise) pair one subset of convs is kept:
     the one with the largest sum of weight L1 norms. Irreducible convs (channel change or stride)
@@ -197,6 +202,9 @@ def candidates(
         return _depth_candidates(spec, rules)
     if method == "layer":
         return _layer_candidates(spec)
+    if method == "layermerge-union":
+        union = set(candidates(spec, rules)) | set(_layer_candidates(spec))
+        return sorted(union, key=_order)
     found: list[Candidate] = []
     # State key -> (l1 sum, kept units). Keys fully determine the future, so keeping the best
     # l1 per key is exact.
@@ -222,8 +230,12 @@ def candidates(
                 found.extend(_emit(spec, rules, start, end, states))
             if spec.positions[end].barrier:
                 break
-    found.sort(key=lambda c: (c.start, c.end, c.kernel, c.depthwise, c.kept))
+    found.sort(key=_order)
     return found
+
+
+def _order(c: Candidate) -> tuple[int, int, int, bool, tuple[int, ...]]:
+    return (c.start, c.end, c.kernel, c.depthwise, c.kept)
 
 
 def _offer(

@@ -291,6 +291,7 @@ _IN_METHOD: dict[Method, Callable[[Candidate], bool]] = {
     "layermerge": lambda c: True,
     "depth": lambda c: c.kept == tuple(range(c.start + 1, c.end + 1)),
     "layer": lambda c: c.length == 1,
+    "layermerge-union": lambda c: True,
 }
 
 

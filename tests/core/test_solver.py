@@ -92,7 +92,7 @@ def _score(plan_blocks, linear, lat, imp, objective="sum"):
 
 
 @pytest.mark.parametrize("objective", ["sum", "product"])
-@pytest.mark.parametrize("method", ["layermerge", "depth", "layer"])
+@pytest.mark.parametrize("method", ["layermerge", "depth", "layer", "layermerge-union"])
 def test_solve_matches_brute_force_on_windows_of_real_specs(specs, method, objective):
     # plan_importance adds the terms left to right as the DP does, and rounded addition is
     # monotone, so the DP's optimum is exactly the largest brute-force value even for log I
@@ -186,7 +186,7 @@ def _float_tables(spec, rng, *, method="layermerge", fixed_ms=2.5):
     )
 
 
-@pytest.mark.parametrize("method", ["layermerge", "depth", "layer"])
+@pytest.mark.parametrize("method", ["layermerge", "depth", "layer", "layermerge-union"])
 @pytest.mark.parametrize("name", ["mobilenetv2_100", "resnet34", "ddpm-unet"])
 def test_frontier_and_solve_on_full_size_specs(specs, name, method):
     spec = specs[name]
@@ -348,3 +348,44 @@ def test_spec_restricts_layermerge_to_the_papers_candidates(specs):
     lacking = LatencyTable({c: v for c, v in lat.entries.items() if c.length == 1}, spec_fingerprint=None)
     with pytest.raises(InvalidTableError, match=r"lacks .* layermerge candidates"):
         lmzoo.solve(lacking, imp, speedup=1.2, spec=spec)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "resnet34", "ddpm-unet", "resnet-basic"])
+def test_the_union_is_both_sets_and_never_worse_than_either(specs, name):
+    """layermerge-union's candidates are LayerMerge's and layer pruning's together, so at every
+    budget its optimum is at least the better of the two (same tables, same grid)."""
+    spec = specs[name]
+    paper, layer = set(lmzoo.candidates(spec)), set(lmzoo.candidates(spec, method="layer"))
+    union = lmzoo.candidates(spec, method="layermerge-union")
+    assert set(union) == paper | layer and len(union) == len(set(union)) and union == sorted(union)
+    rng = random.Random(f"union-{name}")
+    lat, imp = _float_tables(spec, rng, method="layer")  # tables over both sets
+    levels = 2000
+    methods = ("layermerge", "layer", "layermerge-union")
+    fronts = {m: lmzoo.frontier(lat, imp, levels=levels, method=m, spec=spec) for m in methods}
+    fastest = fronts["layermerge-union"][0].latency_ms
+    assert fastest <= min(fronts["layermerge"][0].latency_ms, fronts["layer"][0].latency_ms)
+    identity_ms = identity_latency(lat)
+    for objective in ("sum", "product"):
+        for _ in range(12):
+            budget = rng.uniform(fastest * 1.02, identity_ms)
+            values = {}
+            for method in methods:
+                try:
+                    plan = lmzoo.solve(
+                        lat,
+                        imp,
+                        budget_ms=budget,
+                        levels=levels,
+                        method=method,
+                        spec=spec,
+                        objective=objective,
+                    )
+                except InfeasibleBudgetError:
+                    continue
+                plan.validate(spec)
+                values[method] = plan_importance(imp, plan, objective=objective)
+            assert "layermerge-union" in values
+            others = [v for m, v in values.items() if m != "layermerge-union"]
+            # same budget and grid: each rival plan is feasible for the union's program too
+            assert all(values["layermerge-union"] >= v - 1e-12 * abs(v) for v in others)
