@@ -360,15 +360,13 @@ def test_the_union_is_both_sets_and_never_worse_than_either(specs, name):
     assert set(union) == paper | layer and len(union) == len(set(union)) and union == sorted(union)
     rng = random.Random(f"union-{name}")
     lat, imp = _float_tables(spec, rng, method="layer")  # tables over both sets
-    levels = 2000
-    methods = ("layermerge", "layer", "layermerge-union")
-    fronts = {m: lmzoo.frontier(lat, imp, levels=levels, method=m, spec=spec) for m in methods}
-    fastest = fronts["layermerge-union"][0].latency_ms
-    assert fastest <= min(fronts["layermerge"][0].latency_ms, fronts["layer"][0].latency_ms)
+    levels, methods = 2000, ("layermerge", "layer", "layermerge-union")
+    fastest = min(lmzoo.frontier(lat, imp, levels=levels, method=m, spec=spec)[0].latency_ms for m in methods)
     identity_ms = identity_latency(lat)
+    compared = 0
     for objective in ("sum", "product"):
         for _ in range(12):
-            budget = rng.uniform(fastest * 1.02, identity_ms)
+            budget = rng.uniform(fastest * 0.95, identity_ms)
             values = {}
             for method in methods:
                 try:
@@ -385,7 +383,10 @@ def test_the_union_is_both_sets_and_never_worse_than_either(specs, name):
                     continue
                 plan.validate(spec)
                 values[method] = plan_importance(imp, plan, objective=objective)
-            assert "layermerge-union" in values
             others = [v for m, v in values.items() if m != "layermerge-union"]
-            # same budget and grid: each rival plan is feasible for the union's program too
-            assert all(values["layermerge-union"] >= v - 1e-12 * abs(v) for v in others)
+            if others:
+                # same budget and grid: each rival's plan is feasible for the union's program too
+                assert "layermerge-union" in values
+                assert all(values["layermerge-union"] >= v - 1e-12 * abs(v) for v in others)
+                compared += 1
+    assert compared > 16
