@@ -111,6 +111,13 @@ OBJECTIVE_TEXT = {
 }
 
 
+def _description(recipe: Any) -> str:
+    """The recipe's own description, which speaks of LayerMerge; another method's card quotes it."""
+    if recipe.solve.method == "layermerge" or not recipe.description:
+        return str(recipe.description or "")
+    return f"From the recipe `{recipe.name}`, written for LayerMerge: *{recipe.description}*"
+
+
 def _intro(method: str, base: str, objective: str) -> str:
     lmzoo = "[lmzoo](https://github.com/lmzoo/lmzoo)"
     paper = f"([Kim et al., ICML 2024]({PAPER}))"
@@ -224,7 +231,7 @@ def model_card(
         data,
         template_str=TEMPLATE,
         name=name,
-        description=recipe.description,
+        description=_description(recipe),
         base=base,
         metric_rows=rows,
         base_ms=card["base"]["median_ms"],

@@ -166,6 +166,7 @@ def test_the_depth_baseline_reuses_base_and_tables_and_says_what_it_is(built, mo
     assert all(len(b.kept) == b.length for b in plan)  # depth compression prunes nothing
     card = (baseline / "README.md").read_text()
     assert "**baseline**" in card and "depth compression" in card and f"lmzoo build {name}" in card
+    assert "From the recipe `mobilenetv2-fmnist-layermerge`, written for LayerMerge: *" in card
     model = lmzoo.load(name)
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
     (baseline / "README.md").unlink()
