@@ -350,7 +350,8 @@ def bench(
     type=click.Choice(METHODS),
     default=None,
     help="Selection method: the paper's baselines are depth (depth compression) and layer (layer "
-    "pruning); their entries are named <stem>-depth-<s>x / <stem>-layer-<s>x [default: the recipe's].",
+    "pruning); layermerge-union (an lmzoo extension) adds layer pruning's blocks to LayerMerge's; "
+    "entries are named <stem>-<method>-<s>x [default: the recipe's].",
 )
 @_user_errors
 def build(
