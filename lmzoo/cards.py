@@ -163,9 +163,8 @@ def model_card(
     plan: Plan,
     evaluation: dict[str, Any],
     target_speedup: float,
-    predicted_speedup: float | None,
+    solve_record: dict[str, Any],
     frontier: bool = False,
-    unreachable: bool = False,
 ) -> str:
     """The README.md text of a zoo entry."""
     import torch
@@ -238,7 +237,7 @@ def model_card(
         merged_ms=card["merged"]["median_ms"],
         speedup=card["speedup"],
         target=f"{target_speedup:g}",
-        predicted=_predicted_text(predicted_speedup, unreachable),
+        predicted=_predicted_text(solve_record),
         backend=m["backend"],
         device_name=m.get("device_name", m["device"]),
         batch=m["batch_size"],
@@ -331,16 +330,17 @@ def card_from_checkpoint(
         plan=Plan.from_dict(config["plan"]),
         evaluation=evaluation,
         target_speedup=float(config["target_speedup"]),
-        predicted_speedup=predicted_speedup(solve_record),
-        unreachable=bool(solve_record.get("unreachable")),
+        solve_record=solve_record,
         frontier=frontier or (directory / "frontier.png").is_file(),
     )
 
 
-def _predicted_text(predicted: float | None, unreachable: bool) -> str:
+def _predicted_text(solve_record: dict[str, Any]) -> str:
+    """The card's "the table predicted ..." figure, saying when the target was out of reach."""
+    predicted = predicted_speedup(solve_record)
     if not predicted:
         return "n/a"
-    if unreachable:
+    if solve_record.get("unreachable"):
         return f"{predicted:.2f}× for its fastest plan: the target was beyond the latency table"
     return f"{predicted:.2f}×"
 

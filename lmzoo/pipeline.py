@@ -642,7 +642,7 @@ def publish_to_store(
     plan, recipe, tables) into the local store, atomically."""
     import shutil
 
-    from lmzoo.cards import model_card, predicted_speedup
+    from lmzoo.cards import model_card
     from lmzoo.checkpoint import checkpoint_config, write_checkpoint
     from lmzoo.latency.card import plot_block_latency, write_card
     from lmzoo.zoo import entry_dir
@@ -666,8 +666,7 @@ def publish_to_store(
         plan=plan,
         evaluation=evaluation,
         target_speedup=speedup,
-        predicted_speedup=predicted_speedup(solve_record),
-        unreachable=bool(solve_record.get("unreachable")),
+        solve_record=solve_record,
     )
     public = dict(evaluation)  # no paths of this machine in what is published
     if "samples" in public:

@@ -204,7 +204,7 @@ def candidates(
         return _layer_candidates(spec)
     if method == "layermerge-union":
         union = set(candidates(spec, rules)) | set(_layer_candidates(spec))
-        return sorted(union, key=_order)
+        return sorted(union, key=candidate_order)
     found: list[Candidate] = []
     # State key -> (l1 sum, kept units). Keys fully determine the future, so keeping the best
     # l1 per key is exact.
@@ -230,11 +230,12 @@ def candidates(
                 found.extend(_emit(spec, rules, start, end, states))
             if spec.positions[end].barrier:
                 break
-    found.sort(key=_order)
+    found.sort(key=candidate_order)
     return found
 
 
-def _order(c: Candidate) -> tuple[int, int, int, bool, tuple[int, ...]]:
+def candidate_order(c: Candidate) -> tuple[int, int, int, bool, tuple[int, ...]]:
+    """Candidates' natural order, as a key (much faster than the dataclass comparisons)."""
     return (c.start, c.end, c.kernel, c.depthwise, c.kept)
 
 

@@ -37,7 +37,14 @@ from typing import Literal, cast
 
 import numpy as np
 
-from lmzoo.core.candidates import DEFAULT_METHOD, Candidate, Method, candidates, check_method
+from lmzoo.core.candidates import (
+    DEFAULT_METHOD,
+    Candidate,
+    Method,
+    candidate_order,
+    candidates,
+    check_method,
+)
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
 from lmzoo.core.tables import ImportanceTable, LatencyTable, _describe
@@ -282,11 +289,6 @@ def identity_latency(latency: LatencyTable) -> float:
 # -- building the problem --------------------------------------------------------------------
 
 
-def _order(c: Candidate) -> tuple[int, int, int, bool, tuple[int, ...]]:
-    """Candidates' natural order, as a key (much faster than the dataclass comparisons)."""
-    return (c.start, c.end, c.kernel, c.depthwise, c.kept)
-
-
 _IN_METHOD: dict[Method, Callable[[Candidate], bool]] = {
     "layermerge": lambda c: True,
     "depth": lambda c: c.kept == tuple(range(c.start + 1, c.end + 1)),
@@ -354,7 +356,8 @@ def _problem(
     else:
         lat, imp = latency.entries, importance.entries
         options = [
-            _Option(c.start, c.end, lat[c], score(imp[c], c), (c,)) for c in sorted(universe, key=_order)
+            _Option(c.start, c.end, lat[c], score(imp[c], c), (c,))
+            for c in sorted(universe, key=candidate_order)
         ]
     return _Problem(
         length=length,
@@ -403,7 +406,7 @@ def _depth_options(
 ) -> list[_Option]:
     """Stage 1 of Kim et al.: the fastest merge pattern of every activation-free segment."""
     by_start: dict[int, list[Candidate]] = {}
-    for c in sorted(universe, key=_order):
+    for c in sorted(universe, key=candidate_order):
         by_start.setdefault(c.start, []).append(c)
     options = []
     for start in sorted(by_start):
