@@ -29,6 +29,7 @@ from lmzoo.core import (
     candidates,
     frontier,
     solve,
+    solve_reachable,
 )
 from lmzoo.engine import apply_plan, merge, trace
 from lmzoo.errors import (
@@ -85,5 +86,6 @@ __all__ = [
     "merge",
     "registered_families",
     "solve",
+    "solve_reachable",
     "trace",
 ]

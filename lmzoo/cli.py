@@ -132,6 +132,13 @@ def inspect(
     help="Maximise the sum of I (the paper's) or the product of I (blind to the block count).",
 )
 @click.option(
+    "--unreachable",
+    type=click.Choice(["error", "fastest"]),
+    default="error",
+    show_default=True,
+    help="For a target beyond the latency table's fastest plan: stop with an error, or output that plan.",
+)
+@click.option(
     "--output", "-o", type=click.Path(dir_okay=False), help="Write the JSON here instead of stdout."
 )
 @_user_errors
@@ -144,6 +151,7 @@ def solve(
     method: str,
     levels: int,
     objective: str,
+    unreachable: str,
     output: str | None,
 ) -> None:
     """Choose plans from a latency and an importance table (JSON files written by lmzoo).
@@ -165,18 +173,14 @@ def solve(
         for point in solver.frontier(latency, importance, levels=levels, method=m, objective=o):
             results.append(_plan_record(latency, point.plan, importance=point.importance))
     targets = [{"budget_ms": b} for b in budgets] + [{"speedup": s} for s in speedups]
+    solve_target = solver.solve_reachable if unreachable == "fastest" else _solve_no_fallback
     for target in targets:
-        plan = solver.solve(
-            latency,
-            importance,
-            budget_ms=target.get("budget_ms"),
-            speedup=target.get("speedup"),
-            levels=levels,
-            method=m,
-            objective=o,
-        )
+        plan, max_speedup = solve_target(latency, importance, **target, levels=levels, method=m, objective=o)
         value = solver.plan_importance(importance, plan, objective=o)
-        results.append(_plan_record(latency, plan, importance=value, target=target))
+        record = _plan_record(latency, plan, importance=value, target=target)
+        if max_speedup is not None:
+            record["unreachable"] = {"max_speedup": max_speedup}
+        results.append(record)
     for record in results:
         click.echo(_plan_summary(record), err=True)
     text = json.dumps({"method": m, "objective": o, "plans": results}, indent=1)
@@ -186,6 +190,12 @@ def solve(
         Path(output).write_text(text + "\n")
     else:
         click.echo(text)
+
+
+def _solve_no_fallback(latency: Any, importance: Any, **solve_options: Any) -> tuple[Any, None]:
+    from lmzoo.core.solver import solve
+
+    return solve(latency, importance, **solve_options), None
 
 
 def _plan_record(latency: Any, plan: Any, *, importance: float, target: Any = None) -> dict[str, Any]:
@@ -223,6 +233,8 @@ def _plan_summary(record: dict[str, Any]) -> str:
     importance = f", importance {record['importance']:.4f}"
     kernels = ", ".join(f"{k}x{k}:{n}" for k, n in record["merged_kernels"].items()) or "none"
     speed = record["predicted_speedup"]
+    if "unreachable" in record:
+        target += f"beyond the table (its fastest plan: {record['unreachable']['max_speedup']:.3f}x), "
     return (
         f"{target}{record['predicted_ms']:.4g} ms predicted ({speed:.3f}x){importance}; "
         f"activations kept {record['boundaries_kept']}/{record['units']}, "

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, Subset
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
 from lmzoo.core.tables import ImportanceTable, LatencyTable, write_atomic
-from lmzoo.errors import DataNotFoundError, InfeasibleBudgetError, InvalidArgumentError
+from lmzoo.errors import DataNotFoundError, InvalidArgumentError
 from lmzoo.recipes import EvaluateSection, Recipe, TrainSection, load_recipe
 from lmzoo.tasks import Denoising, Task, task_for
 from lmzoo.training import TrainSettings, distributed, is_main_process, train
@@ -333,7 +333,7 @@ def solve_stage(
 ) -> tuple[Plan, dict[str, Any]]:
     """The plan for one target speed-up (cached with its solver summary)."""
     from lmzoo.core.candidates import check_method
-    from lmzoo.core.solver import check_objective, plan_importance, solve
+    from lmzoo.core.solver import check_objective, plan_importance, solve, solve_reachable
 
     s = ws.recipe.solve
     key = content_key(latency.to_dict(), importance.to_dict(), s.method, s.levels, s.objective, speedup)
@@ -343,16 +343,15 @@ def solve_stage(
         record = json.loads(out.read_text())
         return Plan.from_dict(record["plan"]), record
     method, objective = check_method(s.method), check_objective(s.objective)
-    solve_within = partial(solve, latency, importance, method=method, levels=s.levels, objective=objective)
     # A feasible target gives the same plan under either `unreachable` setting, so it is not keyed.
+    options: dict[str, Any] = dict(speedup=speedup, method=method, levels=s.levels, objective=objective)
     unreachable = None
-    try:
-        plan = solve_within(speedup=speedup)
-    except InfeasibleBudgetError as error:
-        if s.unreachable != "fastest":
-            raise
-        plan = solve_within(budget_ms=error.min_budget_ms)
-        unreachable = {"max_speedup": error.max_speedup}
+    if s.unreachable == "fastest":
+        plan, max_speedup = solve_reachable(latency, importance, **options)
+        if max_speedup is not None:
+            unreachable = {"max_speedup": max_speedup}
+    else:
+        plan = solve(latency, importance, **options)
     identity = Plan.identity(latency.spec) if latency.spec is not None else None
     record = {
         "target_speedup": speedup,

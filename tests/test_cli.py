@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from lmzoo.cli import main
@@ -87,6 +88,31 @@ def test_solve_frontier_for_a_baseline_to_a_file(tmp_path):
     assert len(plans) > 3
     speedups = [p["predicted_speedup"] for p in plans]
     assert speedups == sorted(speedups, reverse=True)
+
+
+def test_solve_unreachable_fastest_outputs_the_fastest_plan(tmp_path):
+    import lmzoo
+    from lmzoo.core import solver
+
+    lat, imp = _tables(tmp_path)
+    latency, importance = lmzoo.LatencyTable.load(lat), lmzoo.ImportanceTable.load(imp)
+    with pytest.raises(lmzoo.InfeasibleBudgetError) as caught:
+        solver.solve(latency, importance, speedup=50)
+    result = CliRunner().invoke(
+        main, ["solve", lat, imp, "--speedup", "50", "--speedup", "1.5", "--unreachable", "fastest"]
+    )
+    assert result.exit_code == 0, result.output
+    far, near = json.loads(result.stdout)["plans"]
+    assert far["speedup"] == 50 and far["unreachable"] == {"max_speedup": caught.value.max_speedup}
+    fastest = solver.solve(latency, importance, budget_ms=caught.value.min_budget_ms)
+    assert lmzoo.Plan.from_dict(far["plan"]) == fastest
+    # a reachable target is solved as without the option, and says nothing of reach
+    assert "unreachable" not in near
+    assert lmzoo.Plan.from_dict(near["plan"]) == solver.solve(latency, importance, speedup=1.5)
+    first, second = result.stderr.strip().splitlines()
+    reach = caught.value.max_speedup
+    assert first.startswith(f"target 50x: beyond the table (its fastest plan: {reach:.3f}x)")
+    assert "beyond" not in second
 
 
 def test_solve_bad_input_is_one_clean_line(tmp_path):

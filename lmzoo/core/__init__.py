@@ -20,6 +20,7 @@ from lmzoo.core.solver import (
     frontier,
     plan_importance,
     solve,
+    solve_reachable,
 )
 from lmzoo.core.spec import Position, ResidualSpan, Spec, Unit
 from lmzoo.core.tables import ImportanceTable, LatencyTable
@@ -47,4 +48,5 @@ __all__ = [
     "frontier",
     "plan_importance",
     "solve",
+    "solve_reachable",
 ]

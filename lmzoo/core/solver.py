@@ -33,7 +33,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -205,6 +205,19 @@ def solve(
     t_star = int(np.searchsorted(best, best[levels], side="left"))
     (chosen,) = _backtrack(problem, table, np.array([t_star]))
     return problem.plan(chosen)
+
+
+def solve_reachable(
+    latency: LatencyTable, importance: ImportanceTable, **solve_options: Any
+) -> tuple[Plan, float | None]:
+    """``solve``, except that a target beyond the latency table's fastest plan gives that fastest
+    plan instead of an error. Returns the plan and, when the target was out of reach, the largest
+    speed-up the table allows (else None)."""
+    try:
+        return solve(latency, importance, **solve_options), None
+    except InfeasibleBudgetError as error:
+        solve_options.update(budget_ms=error.min_budget_ms, speedup=None)
+        return solve(latency, importance, **solve_options), error.max_speedup
 
 
 def frontier(
