@@ -3,6 +3,7 @@ fine-tuning, a sample grid, a checkpoint that loads as LayerMergeUNet2DModel) an
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -51,6 +52,24 @@ def test_ddpm_smoke_build(tmp_path, monkeypatch, fid_weights_file):
     assert f"Fréchet distance, {feature_model} features" in card and "not Inception FID" in card
     model = lmzoo.load(ENTRY)
     assert type(model).__name__ == "LayerMergeUNet2DModel"
+
+    # the base's held-out loss and Fréchet distance are the same for every plan: cached once, and
+    # read back (here a planted record) when another plan is evaluated
+    stages = tmp_path / "work" / "ddpm-fmnist-layermerge"
+    (base_file,) = stages.glob("evaluate-base-*/evaluation.json")
+    assert json.loads(base_file.read_text()) == {"test": evaluation["base_test"], "frechet": frechet["base"]}
+    base_file.write_text(json.dumps({"test": {"loss": 123.0}, "frechet": 456.0}))
+    for folder in stages.glob("evaluate-*"):
+        if not folder.name.startswith("evaluate-base-"):
+            shutil.rmtree(folder)
+    result = CliRunner().invoke(
+        main, ["build", ENTRY, "--profile", "smoke", "--workdir", str(tmp_path / "work")]
+    )
+    assert result.exit_code == 0, result.output
+    again = json.loads((directory / "evaluation.json").read_text())
+    assert again["base_test"] == {"loss": 123.0} and again["frechet"]["base"] == 456.0
+    assert again["test"] == pytest.approx(evaluation["test"])
+    assert again["frechet"]["merged"] == pytest.approx(frechet["merged"], rel=1e-5)
     with torch.no_grad():
         out = model(torch.zeros(2, 1, 32, 32), torch.tensor([10, 500])).sample
     assert out.shape == (2, 1, 32, 32) and torch.isfinite(out).all()
