@@ -49,7 +49,6 @@ TEMPLATE = """---
 |---|---|---|
 {% for row in metric_rows %}| {{ row[0] }} | {{ row[1] }} | {{ row[2] }} |
 {% endfor %}
-| latency (median ms) | {{ '%.4g' % base_ms }} | {{ '%.4g' % merged_ms }} |
 
 Speed-up **{{ '%.2f' % speedup }}×** (target {{ target }}×; the table predicted {{ predicted }}),
 measured with `{{ backend }}` on {{ device_name }}, batch {{ batch }}, {{ dtype }}, {{ threads }} threads,
@@ -102,13 +101,25 @@ METHOD_TEXT = {
 }
 
 
-#: what the dynamic program maximised (lmzoo.core.solver's objectives)
-OBJECTIVE_TEXT = {
-    "sum": "The program maximised the sum of the blocks' importances I = exp(Δ/100), as the paper does.",
-    "product": "The program maximised the product of the blocks' importances I = exp(Δ/100), i.e. their "
-    "summed accuracy change, which, unlike the paper's sum of I, does not reward plans for having more "
-    "blocks.",
+#: the importance I of a block (lmzoo.importance) and what a sum of log I adds up, per task
+IMPORTANCE_TEXT = {
+    "classification": ("I = exp(Δ/100), Δ the change of held-out top-1", "summed accuracy change"),
+    "denoising": (
+        "I = exp(−ΔL/L), ΔL the change of the held-out denoising loss L",
+        "summed relative loss change",
+    ),
 }
+
+
+def _objective_text(objective: str, task: str) -> str:
+    """What the dynamic program maximised (lmzoo.core.solver's objectives)."""
+    importance, summed = IMPORTANCE_TEXT[task]
+    if objective == "sum":
+        return f"The program maximised the sum of the blocks' importances {importance}, as the paper does."
+    return (
+        f"The program maximised the product of the blocks' importances {importance}, i.e. their {summed}, "
+        "which, unlike the paper's sum of I, does not reward plans for having more blocks."
+    )
 
 
 def _description(recipe: Any) -> str:
@@ -118,7 +129,7 @@ def _description(recipe: Any) -> str:
     return f"From the recipe `{recipe.name}`, written for LayerMerge: *{recipe.description}*"
 
 
-def _intro(method: str, base: str, objective: str) -> str:
+def _intro(method: str, base: str, objective: str, task: str) -> str:
     lmzoo = "[lmzoo](https://github.com/lmzoo/lmzoo)"
     paper = f"([Kim et al., ICML 2024]({PAPER}))"
     if method == "layermerge":
@@ -141,7 +152,7 @@ def _intro(method: str, base: str, objective: str) -> str:
             f"{METHOD_TEXT[method]}, chosen by the same exact dynamic program under the same latency "
             "budget, tables and fine-tuning."
         )
-    return f"{text} {OBJECTIVE_TEXT[objective]}"
+    return f"{text} {_objective_text(objective, task)}"
 
 
 def plan_summary(spec: Spec, plan: Plan) -> str:
@@ -205,6 +216,8 @@ def model_card(
                 f"{frechet['sampler']}",
             )
         )
+    base_ms, merged_ms = card["base"]["median_ms"], card["merged"]["median_ms"]
+    rows.append(("latency (median ms)", f"{base_ms:.4g}", f"{merged_ms:.4g}"))
     results.append(
         EvalResult(
             task_type=results[0].task_type,
@@ -233,8 +246,6 @@ def model_card(
         description=_description(recipe),
         base=base,
         metric_rows=rows,
-        base_ms=card["base"]["median_ms"],
-        merged_ms=card["merged"]["median_ms"],
         speedup=card["speedup"],
         target=f"{target_speedup:g}",
         predicted=_predicted_text(solve_record),
@@ -252,7 +263,7 @@ def model_card(
         frechet_line=_frechet_line(frechet),
         repo_id=f"{recipe.hub.org}/{name}" if recipe.hub.org else None,
         profile_flag="" if recipe.profile == "default" else f" --profile {recipe.profile}",
-        intro=_intro(recipe.solve.method, base, recipe.solve.objective),
+        intro=_intro(recipe.solve.method, base, recipe.solve.objective, evaluation["task"]),
     ).content
     return str(text)
 

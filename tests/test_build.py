@@ -43,6 +43,10 @@ def test_build_writes_a_loadable_checkpoint_with_card_and_latency(built, monkeyp
     card = (directory / "README.md").read_text()
     assert "model-index" in card and "speedup" in card and f'lmzoo.load("{ENTRY}")' in card
     latency = json.loads((directory / "latency.json").read_text())
+    # one results table: metric rows and the latency row without a break between them
+    base_ms, merged_ms = latency["base"]["median_ms"], latency["merged"]["median_ms"]
+    assert f" |\n| latency (median ms) | {base_ms:.4g} | {merged_ms:.4g} |\n" in card
+    assert "| top-1 (%), test |" in card and "I = exp(Δ/100), Δ the change of held-out top-1" in card
     assert latency["measurement"]["backend"] == "torch" and latency["speedup"] > 0
     monkeypatch.setenv("LMZOO_HOME", str(directory.parent))
     model = lmzoo.load(ENTRY)

@@ -50,6 +50,8 @@ def test_ddpm_smoke_build(tmp_path, monkeypatch, fid_weights_file):
     card = (directory / "README.md").read_text()
     assert "(samples.png)" in card and "denoising loss" in card and "unconditional-image-generation" in card
     assert f"Fréchet distance, {feature_model} features" in card and "not Inception FID" in card
+    assert "I = exp(−ΔL/L), ΔL the change of the held-out denoising loss L" in card
+    assert "top-1" not in card and "accuracy change" not in card
     model = lmzoo.load(ENTRY)
     assert type(model).__name__ == "LayerMergeUNet2DModel"
 
