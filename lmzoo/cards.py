@@ -122,6 +122,11 @@ def _objective_text(objective: str, task: str) -> str:
     )
 
 
+def base_architecture(family: str, arch: str | None) -> str:
+    """The base network's name in cards and results: timm's arch, or the diffusers class."""
+    return arch or {"diffusers-unet2d": "UNet2DModel"}.get(family, family)
+
+
 def _description(recipe: Any) -> str:
     """The recipe's own description, which speaks of LayerMerge; another method's card quotes it."""
     if recipe.solve.method == "layermerge" or not recipe.description:
@@ -238,7 +243,7 @@ def model_card(
         datasets=[DATASET_IDS[dataset]],
         eval_results=results,
     )
-    base = recipe.model.arch or "UNet2DModel"
+    base = base_architecture(recipe.model.family, recipe.model.arch)
     text = ModelCard.from_template(
         data,
         template_str=TEMPLATE,
@@ -414,7 +419,7 @@ def results_rows(directories: list[Path]) -> list[dict[str, Any]]:
         _, key, label, _, _ = TASK_METRICS[evaluation["task"]]
         plan = Plan.from_dict(config["plan"])
         setting = {
-            "arch": config["base"]["arch"],
+            "arch": base_architecture(config["base"]["family"], config["base"]["arch"]),
             "dataset": dataset,
             "backend": m["backend"],
             "device": m.get("device_name", m["device"]),
@@ -454,7 +459,7 @@ def results_rows(directories: list[Path]) -> list[dict[str, Any]]:
             tuple(setting.values()),
             {
                 **shared,
-                "model": f"{config['base']['arch']} (base)",
+                "model": f"{setting['arch']} (base)",
                 "method": "base",
                 "target_speedup": 1,
                 "predicted_speedup": 1,
