@@ -34,33 +34,15 @@ import timm
 import torch
 
 import lmzoo
+from lmzoo.cards import RESULT_FIELDS
 from lmzoo.core.solver import Objective
 from lmzoo.core.tables import ImportanceTable
 from lmzoo.latency import compare
 from lmzoo.latency.table import deploy_form
 
 TARGETS = (1.3, 1.6, 2.0)
-CSV_COLUMNS = [
-    "model",
-    "arch",
-    "dataset",
-    "method",
-    "objective",
-    "target_speedup",
-    "measured_speedup",
-    "predicted_speedup",
-    "backend",
-    "device",
-    "batch",
-    "dtype",
-    "threads",
-    "base_ms",
-    "merged_ms",
-    "input_size",
-    "importance",
-    "date",
-    "lmzoo_version",
-]
+#: results.csv's columns, and what these rows add: the input size and where the importance came from
+CSV_COLUMNS = [*RESULT_FIELDS, "input_size", "importance"]
 
 
 def with_measured_weights(spec: lmzoo.Spec, path: str) -> tuple[lmzoo.Spec, ImportanceTable]:
