@@ -173,9 +173,10 @@ def solve(
         for point in solver.frontier(latency, importance, levels=levels, method=m, objective=o):
             results.append(_plan_record(latency, point.plan, importance=point.importance))
     targets = [{"budget_ms": b} for b in budgets] + [{"speedup": s} for s in speedups]
-    solve_target = solver.solve_reachable if unreachable == "fastest" else _solve_no_fallback
     for target in targets:
-        plan, max_speedup = solve_target(latency, importance, **target, levels=levels, method=m, objective=o)
+        plan, max_speedup = solver.solve_reachable(
+            latency, importance, **target, unreachable=unreachable, levels=levels, method=m, objective=o
+        )
         value = solver.plan_importance(importance, plan, objective=o)
         record = _plan_record(latency, plan, importance=value, target=target)
         if max_speedup is not None:
@@ -190,12 +191,6 @@ def solve(
         Path(output).write_text(text + "\n")
     else:
         click.echo(text)
-
-
-def _solve_no_fallback(latency: Any, importance: Any, **solve_options: Any) -> tuple[Any, None]:
-    from lmzoo.core.solver import solve
-
-    return solve(latency, importance, **solve_options), None
 
 
 def _plan_record(latency: Any, plan: Any, *, importance: float, target: Any = None) -> dict[str, Any]:

@@ -333,7 +333,7 @@ def solve_stage(
 ) -> tuple[Plan, dict[str, Any]]:
     """The plan for one target speed-up (cached with its solver summary)."""
     from lmzoo.core.candidates import check_method
-    from lmzoo.core.solver import check_objective, plan_importance, solve, solve_reachable
+    from lmzoo.core.solver import check_objective, plan_importance, solve_reachable
 
     s = ws.recipe.solve
     key = content_key(latency.to_dict(), importance.to_dict(), s.method, s.levels, s.objective, speedup)
@@ -345,13 +345,8 @@ def solve_stage(
     method, objective = check_method(s.method), check_objective(s.objective)
     # A feasible target gives the same plan under either `unreachable` setting, so it is not keyed.
     options: dict[str, Any] = dict(speedup=speedup, method=method, levels=s.levels, objective=objective)
-    unreachable = None
-    if s.unreachable == "fastest":
-        plan, max_speedup = solve_reachable(latency, importance, **options)
-        if max_speedup is not None:
-            unreachable = {"max_speedup": max_speedup}
-    else:
-        plan = solve(latency, importance, **options)
+    plan, max_speedup = solve_reachable(latency, importance, unreachable=s.unreachable, **options)
+    unreachable = None if max_speedup is None else {"max_speedup": max_speedup}
     identity = Plan.identity(latency.spec) if latency.spec is not None else None
     record = {
         "target_speedup": speedup,

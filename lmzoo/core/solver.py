@@ -208,14 +208,19 @@ def solve(
 
 
 def solve_reachable(
-    latency: LatencyTable, importance: ImportanceTable, **solve_options: Any
+    latency: LatencyTable, importance: ImportanceTable, *, unreachable: str = "fastest", **solve_options: Any
 ) -> tuple[Plan, float | None]:
-    """``solve``, except that a target beyond the latency table's fastest plan gives that fastest
-    plan instead of an error. Returns the plan and, when the target was out of reach, the largest
-    speed-up the table allows (else None)."""
+    """``solve``, except that with ``unreachable="fastest"`` a target beyond the latency table's
+    fastest plan gives that fastest plan instead of an error (``"error"`` raises as ``solve`` does).
+    Returns the plan and, when the target was out of reach, the largest speed-up the table allows
+    (else None)."""
+    if unreachable not in ("error", "fastest"):
+        raise InvalidArgumentError(f"unreachable must be 'error' or 'fastest', got {unreachable!r}")
     try:
         return solve(latency, importance, **solve_options), None
     except InfeasibleBudgetError as error:
+        if unreachable == "error":
+            raise
         solve_options.update(budget_ms=error.min_budget_ms, speedup=None)
         return solve(latency, importance, **solve_options), error.max_speedup
 
