@@ -12,26 +12,17 @@ The solver::
 
     plan = lmzoo.solve(latency_table, importance_table, speedup=1.6)   # objective="sum" | "product"
     points = lmzoo.frontier(latency_table, importance_table)   # every budget at once
+
+The zoo::
+
+    model = lmzoo.load("mobilenetv2-fmnist-layermerge-1.6x")
+
+The names below are imported on first use, so ``import lmzoo`` (and the ``lmzoo`` command) start
+without importing torch.
 """
 
-from lmzoo.adapters import registered_families
-from lmzoo.core import (
-    METHODS,
-    OBJECTIVES,
-    PAPER_RULES,
-    Candidate,
-    CandidateRules,
-    FrontierPoint,
-    ImportanceTable,
-    LatencyTable,
-    Plan,
-    Spec,
-    candidates,
-    frontier,
-    solve,
-    solve_reachable,
-)
-from lmzoo.engine import apply_plan, merge, trace
+from typing import TYPE_CHECKING
+
 from lmzoo.errors import (
     DataNotFoundError,
     InfeasibleBudgetError,
@@ -45,21 +36,29 @@ from lmzoo.errors import (
     NotConfiguredError,
     UnsupportedModelError,
 )
-from lmzoo.importance import importance_table
-from lmzoo.latency import LatencyStats, benchmark, latency_table
-from lmzoo.zoo import list_models, load
+from lmzoo.lazy import lazy_exports
+from lmzoo.version import __version__
 
-__version__ = "0.1.0.dev0"
+_EXPORTS = {
+    "lmzoo.adapters": ("registered_families",),
+    "lmzoo.sources": ("registered_sources",),
+    "lmzoo.core.candidates": ("METHODS", "PAPER_RULES", "Candidate", "CandidateRules", "candidates"),
+    "lmzoo.core.solver": ("OBJECTIVES", "FrontierPoint", "frontier", "solve", "solve_reachable"),
+    "lmzoo.core.plan": ("Plan", "PlanSummary"),
+    "lmzoo.core.spec": ("Spec",),
+    "lmzoo.tables": ("ImportanceTable", "LatencyTable"),
+    "lmzoo.engine": ("apply_plan", "merge", "trace"),
+    "lmzoo.importance.table": ("importance_table",),
+    "lmzoo.latency.setting": ("LatencySetting",),
+    "lmzoo.latency.stats": ("LatencyStats",),
+    "lmzoo.latency.endtoend": ("benchmark",),
+    "lmzoo.latency.table": ("latency_table",),
+    "lmzoo.zoo": ("list_models", "load"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
-    "METHODS",
-    "OBJECTIVES",
-    "PAPER_RULES",
-    "Candidate",
-    "CandidateRules",
     "DataNotFoundError",
-    "FrontierPoint",
-    "ImportanceTable",
     "InfeasibleBudgetError",
     "InvalidArgumentError",
     "InvalidInputError",
@@ -67,25 +66,25 @@ __all__ = [
     "InvalidSpecError",
     "InvalidTableError",
     "LatencyBackendUnavailable",
-    "LatencyStats",
-    "LatencyTable",
     "LmzooError",
     "NotConfiguredError",
-    "Plan",
-    "Spec",
     "UnsupportedModelError",
     "__version__",
-    "apply_plan",
-    "benchmark",
-    "candidates",
-    "frontier",
-    "importance_table",
-    "latency_table",
-    "list_models",
-    "load",
-    "merge",
-    "registered_families",
-    "solve",
-    "solve_reachable",
-    "trace",
+    *sorted(name for names in _EXPORTS.values() for name in names),
 ]
+
+if TYPE_CHECKING:
+    from lmzoo.adapters import registered_families
+    from lmzoo.core.candidates import METHODS, PAPER_RULES, Candidate, CandidateRules, candidates
+    from lmzoo.core.plan import Plan, PlanSummary
+    from lmzoo.core.solver import OBJECTIVES, FrontierPoint, frontier, solve, solve_reachable
+    from lmzoo.core.spec import Spec
+    from lmzoo.engine import apply_plan, merge, trace
+    from lmzoo.importance.table import importance_table
+    from lmzoo.latency.endtoend import benchmark
+    from lmzoo.latency.setting import LatencySetting
+    from lmzoo.latency.stats import LatencyStats
+    from lmzoo.latency.table import latency_table
+    from lmzoo.sources import registered_sources
+    from lmzoo.tables import ImportanceTable, LatencyTable
+    from lmzoo.zoo import list_models, load

@@ -185,7 +185,9 @@ def _download_fashion_mnist(split: str, root: Path, pad_to: int | None, normaliz
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """An idx file (optionally gzipped): magic (0, 0, type, ndim), big-endian dims, then data."""
+    """An idx file (optionally gzipped): magic (0, 0, type, ndim), big-endian dims, then data.
+    Kept instead of torchvision.datasets.mnist's reader, which opens only uncompressed files (the
+    Debian package ships .gz) and reports truncated or foreign files with bare assertions."""
     path = Path(path)
     opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
     try:

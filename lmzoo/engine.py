@@ -11,7 +11,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from lmzoo.adapters._registry import adapter_for
+from lmzoo.adapters.base.registry import Mergeable, adapter_for
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
 from lmzoo.errors import InvalidInputError, InvalidPlanError, NotConfiguredError
@@ -89,12 +89,11 @@ def merge(model: nn.Module) -> nn.Module:
 
 def _replace_mergeable(module: nn.Module, *, structure_only: bool = False) -> None:
     for name, child in list(module.named_children()):
-        lmzoo_merged = getattr(child, "lmzoo_merged", None)
-        if not callable(lmzoo_merged):
+        if not isinstance(child, Mergeable):
             _replace_mergeable(child, structure_only=structure_only)
             continue
         with torch.no_grad():
-            merged = lmzoo_merged(structure_only)
+            merged = child.lmzoo_merged(structure_only)
         if structure_only:
             _check_no_hidden_buffers(merged)
         setattr(module, name, merged)

@@ -64,7 +64,7 @@ def download_checkpoint(repo_id: str, revision: str | None = None) -> Path:
         RevisionNotFoundError,
     )
 
-    from lmzoo import __version__
+    from lmzoo.version import __version__
 
     endpoint = _endpoint()
     where = f"{repo_id}@{revision or 'main'}" + (f" on {endpoint}" if endpoint else "")

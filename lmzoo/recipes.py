@@ -1,6 +1,6 @@
-"""Recipes (DESIGN §8): short, validated YAML files that say how one family of zoo entries is built.
+"""Recipes (DESIGN §8): short, validated YAML files that say how a set of zoo entries is built.
 
-A recipe file names a family (``mobilenetv2-fmnist-layermerge``); each target speed-up ``s`` in it
+A recipe file has a name (``mobilenetv2-fmnist-layermerge``); each target speed-up ``s`` in it
 is one zoo entry ``<name>-<s>x``. Profiles (``smoke``, ...) are partial recipes merged over the
 default. Validation is strict: an unknown key or a wrong type is an error naming the key and the
 file. Recipes ship inside the package (``lmzoo/_recipes/``, a copy of the repository's
@@ -20,10 +20,16 @@ from typing import Any
 
 import yaml
 
+from lmzoo.core.candidates import DEFAULT_METHOD, METHODS
+from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_OBJECTIVE, DEFAULT_UNREACHABLE, OBJECTIVES, UNREACHABLE
 from lmzoo.errors import LmzooError
-from lmzoo.training import TrainSettings
+from lmzoo.importance.registry import DEFAULT_ESTIMATOR
+from lmzoo.importance.settings import FinetuneSettings
+from lmzoo.latency.setting import LatencySetting
+from lmzoo.sources import Architecture, get_source, migrate_legacy
+from lmzoo.training.settings import OPTIMIZERS, TrainSettings
 
-ENTRY_NAME = re.compile(r"^(?P<family>[a-z0-9][a-z0-9._-]*?)-(?P<speedup>\d+(?:\.\d+)?)x$")
+ENTRY_NAME = re.compile(r"^(?P<recipe>[a-z0-9][a-z0-9._-]*?)-(?P<speedup>\d+(?:\.\d+)?)x$")
 
 
 class RecipeError(LmzooError):
@@ -32,13 +38,19 @@ class RecipeError(LmzooError):
 
 @dataclass(frozen=True)
 class ModelSection:
-    #: "timm" (a timm architecture name) or "diffusers-unet2d" (a UNet2DModel config)
-    family: str
+    #: where the architecture comes from: a registered source (``lmzoo.sources``: timm, diffusers);
+    #: recipes of earlier versions wrote ``family: timm | diffusers-unet2d`` instead (still read)
+    source: str
+    #: the architecture's name in its source (timm: mobilenetv2_100; diffusers: UNet2DModel)
     arch: str = ""
     kwargs: dict[str, Any] = field(default_factory=dict)
     #: pretrained weights: "hf-hub:ORG/REPO" (timm or diffusers layout) or null to train from scratch
     pretrained: str | None = None
     input_size: int = 224
+
+    @property
+    def architecture(self) -> Architecture:
+        return Architecture(self.source, self.arch, dict(self.kwargs))
 
 
 @dataclass(frozen=True)
@@ -57,49 +69,53 @@ class DataSection:
 
 @dataclass(frozen=True)
 class TrainSection(TrainSettings):
-    """A training schedule (:class:`lmzoo.training.TrainSettings`) plus recipe-only options."""
+    """A training schedule (:class:`lmzoo.training.settings.TrainSettings`) plus recipe-only options."""
 
     #: exponential moving average of the weights, left in the model at the end (0 = off; DDPM uses it)
     ema_decay: float = 0.0
 
 
-@dataclass(frozen=True)
-class LatencySection:
-    backend: str = "torch"
-    device: str = "cpu"
-    batch_size: int = 1
-    dtype: str = "float32"
-    threads: int | None = None
-    warmup: int | None = None
-    runs: int | None = None
-    passes: int = 3
+_FINETUNE = FinetuneSettings()
 
 
 @dataclass(frozen=True)
 class ImportanceSection:
-    estimator: str = "finetune"
+    estimator: str = DEFAULT_ESTIMATOR
+    #: the paper's subsets: 4 % of the training split to recover on, a disjoint 4 % to measure
     train_fraction: float = 0.04
     heldout_fraction: float = 0.04
     seed: int = 0
+    #: the recovery run of each entry (lmzoo.importance.settings.FinetuneSettings)
     train: TrainSection = field(default_factory=TrainSection)
-    eval_batch_size: int = 512
-    block_steps: int = 50
-    block_lr: float = 3e-3
-    block_batch_size: int = 128
+    eval_batch_size: int = _FINETUNE.eval_batch_size
+    block_steps: int = _FINETUNE.block_steps
+    block_lr: float = _FINETUNE.block_lr
+    block_batch_size: int = _FINETUNE.block_batch_size
+
+    def settings(self) -> FinetuneSettings:
+        """The estimators' settings this section describes."""
+        train = {f.name: getattr(self.train, f.name) for f in dataclasses.fields(TrainSettings)}
+        return FinetuneSettings(
+            **train,
+            eval_batch_size=self.eval_batch_size,
+            block_steps=self.block_steps,
+            block_lr=self.block_lr,
+            block_batch_size=self.block_batch_size,
+        )
 
 
 @dataclass(frozen=True)
 class SolveSection:
-    method: str = "layermerge"
+    method: str = DEFAULT_METHOD
     speedups: tuple[float, ...] = ()
-    levels: int = 10_000
+    levels: int = DEFAULT_LEVELS
     #: what the DP maximises: "sum" of I (the paper's) or "product" of I (sum of log I: blind to
     #: the block count; lmzoo.core.solver explains the difference)
-    objective: str = "sum"
+    objective: str = DEFAULT_OBJECTIVE
     #: a target beyond the latency table's fastest plan: "error" (stop, naming the reachable
     #: speed-up) or "fastest" (build the fastest plan and say so; smoke profiles, whose tiny
     #: timings move with the machine's load)
-    unreachable: str = "error"
+    unreachable: str = DEFAULT_UNREACHABLE
 
 
 @dataclass(frozen=True)
@@ -115,9 +131,13 @@ class EvaluateSection:
     #: DDPM: generated (and real) images per network for the Fréchet distance
     frechet_samples: int = 500
     #: end-to-end timing of base and merged for the card: runs of each, split over interleaved
-    #: rounds (None: the latency section's runs); more runs and rounds resist a noisy machine
+    #: rounds (None: the latency section's); more runs and rounds resist a noisy machine
     latency_runs: int | None = 200
-    latency_rounds: int = 10
+    latency_rounds: int | None = None
+
+    def latency_setting(self, latency: LatencySetting) -> LatencySetting:
+        """The recipe's latency setting with this section's runs and rounds (the card's timing)."""
+        return latency.replace(runs=self.latency_runs, rounds=self.latency_rounds)
 
 
 @dataclass(frozen=True)
@@ -138,7 +158,7 @@ class Recipe:
     seed: int = 0
     #: training the base from scratch (ignored when model.pretrained is set)
     base: TrainSection = field(default_factory=TrainSection)
-    latency: LatencySection = field(default_factory=LatencySection)
+    latency: LatencySetting = field(default_factory=LatencySetting)
     importance: ImportanceSection = field(default_factory=ImportanceSection)
     solve: SolveSection = field(default_factory=SolveSection)
     finetune: TrainSection = field(default_factory=TrainSection)
@@ -147,7 +167,7 @@ class Recipe:
     #: the profile this recipe was resolved with ("default" when none)
     profile: str = "default"
     #: where the recipe came from (not part of its content)
-    source: str = field(default="", compare=False)
+    path: str = field(default="", compare=False, metadata={"key": False})
 
     def entry_name(self, speedup: float) -> str:
         """``<recipe>-<s>x``; a baseline method replaces the recipe's ``-layermerge`` suffix (or is
@@ -156,8 +176,6 @@ class Recipe:
 
     def with_method(self, method: str) -> Recipe:
         """This recipe solving with another selection method (the paper's baselines, the union)."""
-        from lmzoo.core.candidates import METHODS
-
         if method not in METHODS:
             raise RecipeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         return dataclasses.replace(self, solve=dataclasses.replace(self.solve, method=method))
@@ -167,7 +185,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data.pop("source")
+        data.pop("path")
         return _plain(data)
 
 
@@ -200,7 +218,7 @@ def recipe_dirs() -> list[Path]:
 
 
 def recipe_files() -> dict[str, Path]:
-    """Recipe family name -> file, first directory wins."""
+    """Recipe name -> file, first directory wins."""
     found: dict[str, Path] = {}
     for directory in recipe_dirs():
         for path in sorted(directory.glob("*.yaml")):
@@ -211,7 +229,7 @@ def recipe_files() -> dict[str, Path]:
 def load_recipe(
     name_or_path: str | os.PathLike[str], profile: str | None = None, *, method: str | None = None
 ) -> tuple[Recipe, float | None]:
-    """A recipe from a file path, a recipe family name, or a zoo entry name (``<family>-<s>x``, or a
+    """A recipe from a file path, a recipe name, or a zoo entry name (``<recipe>-<s>x``, or a
     baseline's ``<stem>-depth-<s>x`` / ``<stem>-layer-<s>x``, or ``<stem>-layermerge-union-<s>x``).
 
     Returns the recipe resolved with ``profile`` (and ``method``, which a baseline's entry name
@@ -222,8 +240,8 @@ def load_recipe(
     path = Path(text)
     if not (text.endswith((".yaml", ".yml")) or path.is_file()):
         files = recipe_files()
-        family, speedup, implied = _resolve_name(text, files)
-        if family is None:
+        recipe_name, speedup, implied = _resolve_name(text, files)
+        if recipe_name is None:
             import difflib
 
             known = sorted(files) + [e for f in files for e in _entry_names(files[f])]
@@ -238,7 +256,7 @@ def load_recipe(
             if method not in (None, implied):
                 raise RecipeError(f"{text!r} names the {implied} method, not {method}")
             method = implied
-        path = files[family]
+        path = files[recipe_name]
     recipe = parse_recipe(path, profile)
     if method is not None:
         recipe = recipe.with_method(method)
@@ -252,19 +270,17 @@ def load_recipe(
 
 def _resolve_name(text: str, files: dict[str, Path]) -> tuple[str | None, float | None, str | None]:
     """(recipe name, entry speed-up, baseline method the name implies) of a recipe or entry name."""
-    from lmzoo.core.candidates import METHODS
-
     if text in files:
         return text, None, None
     match = ENTRY_NAME.match(text)
     if match is None:
         return None, None, None
-    family, speedup = match["family"], float(match["speedup"])
-    if family in files:
-        return family, speedup, None
+    name, speedup = match["recipe"], float(match["speedup"])
+    if name in files:
+        return name, speedup, None
     for method in METHODS:
-        stem = family.removesuffix(f"-{method}")
-        if method != "layermerge" and stem != family and f"{stem}-layermerge" in files:
+        stem = name.removesuffix(f"-{method}")
+        if method != "layermerge" and stem != name and f"{stem}-layermerge" in files:
             return f"{stem}-layermerge", speedup, method
     return None, None, None
 
@@ -295,10 +311,25 @@ def parse_recipe(path: str | os.PathLike[str], profile: str | None = None) -> Re
     resolved = {}
     for name in ("default", *profiles):  # every profile is checked, not only the one asked for
         merged = raw if name == "default" else {**_deep_merge(raw, profiles[name]), "profile": name}
-        recipe = _build(Recipe, merged, "", path)
+        recipe = _build(Recipe, _migrated(merged, path), "", path)
         _check_values(recipe, path)
-        resolved[name] = dataclasses.replace(recipe, source=str(path))
+        resolved[name] = dataclasses.replace(recipe, path=str(path))
     return resolved[profile or "default"]
+
+
+def _migrated(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A recipe of an earlier version, whose model section named a construction ``family``, with the
+    source and architecture that family meant."""
+    model = raw.get("model")
+    if not isinstance(model, dict) or "family" not in model or "source" in model:
+        return raw
+    model = dict(model)
+    family = model.pop("family")
+    try:
+        model["source"], model["arch"] = migrate_legacy(str(family), str(model.get("arch", "")))
+    except LmzooError as err:
+        raise RecipeError(f"{path}: model.family: {err}") from None
+    return {**raw, "model": model}
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -315,7 +346,7 @@ def _build(cls: type, raw: Any, where: str, path: Path) -> Any:
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: {where or 'the recipe'} must be a mapping, got {_kind(raw)}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("key", True)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
@@ -328,7 +359,10 @@ def _build(cls: type, raw: Any, where: str, path: Path) -> Any:
                 raise RecipeError(f"{path}: missing key {key!r}")
             continue
         values[name] = _convert(hints[name], raw[name], key, path)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except LmzooError as err:  # a section that validates itself (LatencySetting)
+        raise RecipeError(f"{path}: {where or 'the recipe'}: {err}") from None
 
 
 def _convert(hint: Any, value: Any, key: str, path: Path) -> Any:
@@ -387,32 +421,28 @@ def _kind(value: Any) -> str:
 
 
 def _check_values(recipe: Recipe, path: Path) -> None:
-    from lmzoo.core.candidates import METHODS
-    from lmzoo.core.solver import OBJECTIVES
-    from lmzoo.importance import ESTIMATORS
-    from lmzoo.latency.backends import BACKENDS
+    from lmzoo.importance.registry import estimator_names
 
+    estimators = estimator_names()
+    try:
+        get_source(recipe.model.source).check(recipe.model.arch, recipe.model.kwargs)
+    except LmzooError as err:
+        raise RecipeError(f"{path}: {err}") from None
     checks = [
-        (
-            recipe.model.family in ("timm", "diffusers-unet2d"),
-            "model.family must be timm or diffusers-unet2d",
-        ),
-        (recipe.model.family != "timm" or bool(recipe.model.arch), "model.arch names the timm architecture"),
         (recipe.data.dataset in DATASETS, f"data.dataset must be one of {', '.join(DATASETS)}"),
         (recipe.data.normalize in ("standard", "symmetric"), "data.normalize must be standard or symmetric"),
         (
-            recipe.importance.estimator in ESTIMATORS,
-            f"importance.estimator must be one of {', '.join(ESTIMATORS)}",
+            recipe.importance.estimator in estimators,
+            f"importance.estimator must be one of {', '.join(estimators)}",
         ),
-        (recipe.latency.backend in BACKENDS, f"latency.backend must be one of {', '.join(BACKENDS)}"),
         (recipe.solve.method in METHODS, f"solve.method must be one of {', '.join(METHODS)}"),
         (
             recipe.solve.objective in OBJECTIVES,
             f"solve.objective must be one of {', '.join(OBJECTIVES)}",
         ),
         (
-            recipe.solve.unreachable in ("error", "fastest"),
-            "solve.unreachable must be error or fastest",
+            recipe.solve.unreachable in UNREACHABLE,
+            f"solve.unreachable must be one of {', '.join(UNREACHABLE)}",
         ),
         (all(s > 1 for s in recipe.solve.speedups), "solve.speedups must all be > 1"),
         (
@@ -438,12 +468,12 @@ def _check_values(recipe: Recipe, path: Path) -> None:
         ),
         (
             recipe.evaluate.frechet_samples >= 2
-            and (recipe.evaluate.latency_runs or 1) >= recipe.evaluate.latency_rounds >= 1,
+            and (recipe.evaluate.latency_runs or 1) >= (recipe.evaluate.latency_rounds or 1) >= 1,
             "evaluate needs frechet_samples >= 2 and latency_runs >= latency_rounds >= 1",
         ),
     ]
     for section in (recipe.base, recipe.finetune, recipe.importance.train):
-        checks.append((section.optimizer in ("sgd", "adam"), "optimizer must be sgd or adam"))
+        checks.append((section.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"))
     for ok, message in checks:
         if not ok:
             raise RecipeError(f"{path}: {message}")

@@ -1,5 +1,7 @@
 """What a network is trained and measured for: classification (top-1) or DDPM denoising (noise-
-prediction loss). Importance, fine-tuning and evaluation use a task instead of asking the model."""
+prediction loss). Importance, fine-tuning and evaluation use a task instead of asking the model;
+which task a network has is its source's answer (``lmzoo.sources``), and :func:`make_task` turns
+that name into the task."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lmzoo.engine import tensor_output
-from lmzoo.training import Loss, TrainSettings, classification_loss
+from lmzoo.errors import InvalidArgumentError
+from lmzoo.training.loop import Loss, classification_loss
+from lmzoo.training.settings import EVAL_BATCH_SIZE, TrainSettings
 
 
 class Task(ABC):
@@ -26,7 +30,7 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate(
-        self, net: nn.Module, dataset: Dataset[Any], *, batch_size: int, device: torch.device
+        self, net: nn.Module, data: Dataset[Any], *, batch_size: int = EVAL_BATCH_SIZE, device: torch.device
     ) -> dict[str, Any]:
         """Deterministic held-out metrics."""
 
@@ -48,12 +52,12 @@ class Classification(Task):
 
     @torch.no_grad()
     def evaluate(
-        self, net: nn.Module, dataset: Dataset[Any], *, batch_size: int, device: torch.device
+        self, net: nn.Module, data: Dataset[Any], *, batch_size: int = EVAL_BATCH_SIZE, device: torch.device
     ) -> dict[str, Any]:
         net.eval()
         correct = total = 0
         loss = 0.0
-        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        for x, y in DataLoader(data, batch_size=batch_size, shuffle=False):
             x, y = x.to(device), y.to(device)
             logits = net(x)
             loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
@@ -124,11 +128,11 @@ class Denoising(Task):
 
     @torch.no_grad()
     def evaluate(
-        self, net: nn.Module, dataset: Dataset[Any], *, batch_size: int, device: torch.device
+        self, net: nn.Module, data: Dataset[Any], *, batch_size: int = EVAL_BATCH_SIZE, device: torch.device
     ) -> dict[str, Any]:
         net.eval()
         total, loss = 0, 0.0
-        for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        for x, _ in DataLoader(data, batch_size=batch_size, shuffle=False):
             noise, t = self._fixed_draws(x, first=total)
             x, noise, t = x.to(device), noise.to(device), t.to(device)
             noisy = self.scheduler.add_noise(x, noise, t)
@@ -172,10 +176,16 @@ class Denoising(Task):
         return (x, torch.zeros(batch_size, dtype=torch.long))
 
 
+def make_task(name: str) -> Task:
+    """The task called ``name`` (``lmzoo.sources.TASKS``), with its default settings."""
+    tasks: dict[str, type[Task]] = {"classification": Classification, "denoising": Denoising}
+    if name not in tasks:
+        raise InvalidArgumentError(f"unknown task {name!r}; choose one of {', '.join(tasks)}")
+    return tasks[name]()
+
+
 def task_for(model: nn.Module) -> Task:
-    """Denoising for diffusers UNets (anything whose forward takes a timestep), classification else."""
-    try:
-        from diffusers import UNet2DModel
-    except ImportError:  # pragma: no cover - diffusers is a dependency
-        return Classification()
-    return Denoising() if isinstance(model, UNet2DModel) else Classification()
+    """The task of ``model``, as the source that built it says (:func:`lmzoo.sources.task_for`)."""
+    from lmzoo.sources import task_for as task_name
+
+    return make_task(task_name(model))

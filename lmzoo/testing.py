@@ -122,11 +122,11 @@ def randomize_norms(model: nn.Module, generator: torch.Generator | None = None) 
     return model
 
 
-#: small architectures for checkpoints made from random weights: family -> (arch, kwargs, input shape, task)
-CHECKPOINT_BASES: dict[str, tuple[str, dict[str, Any], tuple[int, int, int], str]] = {
-    "timm": ("mobilenetv2_035", {"num_classes": 10, "in_chans": 1}, (1, 32, 32), "classification"),
-    "diffusers-unet2d": (
-        "",
+#: small architectures for checkpoints made from random weights: source -> (arch, kwargs, input shape)
+CHECKPOINT_BASES: dict[str, tuple[str, dict[str, Any], tuple[int, int, int]]] = {
+    "timm": ("mobilenetv2_035", {"num_classes": 10, "in_chans": 1}, (1, 32, 32)),
+    "diffusers": (
+        "UNet2DModel",
         {
             "sample_size": 16,
             "in_channels": 3,
@@ -139,36 +139,34 @@ CHECKPOINT_BASES: dict[str, tuple[str, dict[str, Any], tuple[int, int, int], str
             "attention_head_dim": None,
         },
         (3, 16, 16),
-        "denoising",
     ),
 }
 
 
 def random_checkpoint(
-    directory: str | os.PathLike[str], *, family: str = "timm", name: str = "test-entry", seed: int = 0
+    directory: str | os.PathLike[str], *, source: str = "timm", name: str = "test-entry", seed: int = 0
 ) -> tuple[Path, nn.Module]:
     """A checkpoint directory of a small network merged with a random plan from random weights (norms
     randomised too), as ``lmzoo build`` writes one minus the cards. Returns it and the merged network."""
     import random
 
-    from lmzoo.checkpoint import build_architecture, checkpoint_config, example_inputs, write_checkpoint
+    from lmzoo.checkpoint import checkpoint_config, write_checkpoint
     from lmzoo.core.candidates import candidates
     from lmzoo.engine import apply_plan, merge, trace
+    from lmzoo.rebuild import example_inputs
+    from lmzoo.sources import Architecture
 
-    arch, kwargs, shape, task = CHECKPOINT_BASES[family]
+    arch, kwargs, shape = CHECKPOINT_BASES[source]
+    architecture = Architecture(source, arch, kwargs)
     torch.manual_seed(seed)
-    model = randomize_norms(
-        build_architecture(family, arch, kwargs), torch.Generator().manual_seed(seed)
-    ).eval()
-    config_inputs = {"input_shape": list(shape), "task": task}
-    spec = trace(model, example_inputs(config_inputs))
+    model = randomize_norms(architecture.build(), torch.Generator().manual_seed(seed)).eval()
+    task = architecture.task
+    spec = trace(model, example_inputs(shape, task))
     plan = random_plan(spec, candidates(spec), random.Random(seed))
     merged = merge(apply_plan(model, spec, plan)).eval()
     config = checkpoint_config(
         name=name,
-        family=family,
-        arch=arch,
-        kwargs=kwargs,
+        architecture=architecture,
         input_shape=shape,
         task=task,
         spec_fingerprint=spec.fingerprint,

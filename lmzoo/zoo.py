@@ -1,9 +1,6 @@
-"""The zoo: the registry of entries the recipes define, the local store of built checkpoints, and
-``lmzoo.load``.
-
-The local store is ``$LMZOO_HOME`` (default ``~/.cache/lmzoo/models``); each built entry is one
-checkpoint directory there (:mod:`lmzoo.checkpoint`). A published entry has a Hub repo id and a
-pinned revision in its recipe's ``hub`` section (:mod:`lmzoo.hub`).
+"""The zoo: the registry of entries the recipes define, over the local store of built checkpoints
+(:mod:`lmzoo.store`), and ``lmzoo.load``. A published entry has a Hub repo id and a pinned revision in
+its recipe's ``hub`` section (:mod:`lmzoo.hub`). Listing and describing entries imports no torch.
 """
 
 from __future__ import annotations
@@ -11,16 +8,17 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from lmzoo.checkpoint import CONFIG_NAME, load_checkpoint
+from lmzoo.checkpoint import load_checkpoint
 from lmzoo.errors import InvalidArgumentError, LmzooError
 from lmzoo.hub import HUB_PREFIX, HubError, download_checkpoint, parse_hub_name
+from lmzoo.store import built_entries, entry_dir, is_built, store_root
+
+if TYPE_CHECKING:
+    from torch import nn
 
 LOCAL_PREFIX = "local-dir:"
 
@@ -35,7 +33,8 @@ class ZooEntry:
 
     name: str
     recipe: str
-    family: str
+    #: where the base architecture comes from (lmzoo.sources) and its name there
+    source: str
     arch: str
     dataset: str
     target_speedup: float
@@ -50,14 +49,6 @@ class ZooEntry:
     @property
     def published(self) -> bool:
         return self.repo_id is not None and self.revision is not None
-
-
-def store_root() -> Path:
-    return Path(os.environ.get("LMZOO_HOME", Path.home() / ".cache" / "lmzoo" / "models"))
-
-
-def entry_dir(name: str) -> Path:
-    return store_root() / name
 
 
 def registry() -> dict[str, ZooEntry]:
@@ -76,8 +67,8 @@ def registry() -> dict[str, ZooEntry]:
             entries[name] = ZooEntry(
                 name=name,
                 recipe=recipe.name,
-                family=recipe.model.family,
-                arch=recipe.model.arch or "UNet2DModel",
+                source=recipe.model.source,
+                arch=recipe.model.arch,
                 dataset=recipe.data.dataset,
                 target_speedup=speedup,
                 latency_backend=recipe.latency.backend,
@@ -89,15 +80,10 @@ def registry() -> dict[str, ZooEntry]:
     return entries
 
 
-def _built() -> list[str]:
-    root = store_root()
-    return [p.name for p in root.iterdir() if (p / CONFIG_NAME).is_file()] if root.is_dir() else []
-
-
 def list_models(pattern: str | None = None) -> list[str]:
     """Every zoo entry name the recipes define plus any built in the local store, filtered by an
     fnmatch pattern."""
-    names = set(registry()) | set(_built())
+    names = set(registry()) | set(built_entries())
     return sorted(n for n in names if pattern is None or fnmatch.fnmatch(n, pattern))
 
 
@@ -113,7 +99,7 @@ def info(name: str, *, entries: dict[str, ZooEntry] | None = None) -> dict[str, 
     a :func:`registry` already read (listing many entries parses the recipes once)."""
     entry = (registry() if entries is None else entries).get(name)
     local = entry_dir(name)
-    built = (local / CONFIG_NAME).is_file()
+    built = is_built(name)
     if entry is None and not built:
         raise _unknown(name)
     record: dict[str, Any] = asdict(entry) if entry else {"name": name}
@@ -164,9 +150,8 @@ def load(name: str, *, revision: str | None = None, device: str = "cpu") -> nn.M
         if pinned and revision and pinned != revision:
             raise InvalidArgumentError(f"{name} pins revision {pinned} but revision={revision!r} was given")
         return load_checkpoint(download_checkpoint(repo_id, pinned or revision), device=device)
-    local = entry_dir(name)
-    if revision is None and (local / CONFIG_NAME).is_file():
-        return load_checkpoint(local, device=device)
+    if revision is None and is_built(name):
+        return load_checkpoint(entry_dir(name), device=device)
     entry = registry().get(name)
     if entry is None:
         raise _unknown(name)

@@ -11,6 +11,8 @@ import lmzoo
 from lmzoo.checkpoint import CheckpointError, load_checkpoint
 from lmzoo.cli import main
 
+pytestmark = pytest.mark.integration  # smoke builds, torchrun, olah and Ray: the integration tier
+
 ENTRY = "mobilenetv2-fmnist-layermerge-1.6x"
 
 
@@ -85,7 +87,7 @@ def test_load_errors(built, monkeypatch, tmp_path):
     with pytest.raises(CheckpointError, match="corrupted"):
         load_checkpoint(broken)
     (broken / "config.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="not valid JSON"):
+    with pytest.raises(CheckpointError, match="not a valid JSON"):
         load_checkpoint(broken)
 
 
@@ -147,7 +149,7 @@ def test_show_loads_runs_and_prints_the_card(built, monkeypatch):
     assert result.stdout == (directory / "README.md").read_text() + "\n"
     assert f"loaded {ENTRY}" in result.stderr and "output (1, 10)" in result.stderr
     missing = CliRunner().invoke(main, ["show", "mobilenetv2-fmnist-layermerge-2x"])
-    assert missing.exit_code == 2 and "lmzoo build mobilenetv2-fmnist-layermerge-2x" in missing.stderr
+    assert missing.exit_code == 1 and "lmzoo build mobilenetv2-fmnist-layermerge-2x" in missing.stderr
 
 
 def test_the_depth_baseline_reuses_base_and_tables_and_says_what_it_is(built, monkeypatch):
@@ -163,7 +165,7 @@ def test_the_depth_baseline_reuses_base_and_tables_and_says_what_it_is(built, mo
     new = {n.split("-")[0] for n in {p.name for p in stages.iterdir()} - before}
     # base and tables are reused; fine-tune and evaluate are keyed by the plan, so they are cached
     # too when the (noisy) smoke tables happen to give the LayerMerge plan
-    assert "solve" in new and new <= {"solve", "finetune", "evaluate"}
+    assert "solve" in new and new <= {"solve", "finetune", "merge", "evaluate"}
     baseline = directory.parent / name
     assert json.loads((baseline / "plan.json").read_text())["method"] == "depth"
     plan = lmzoo.Plan.from_dict(json.loads((baseline / "config.json").read_text())["plan"])
@@ -182,8 +184,8 @@ def test_the_objective_is_a_recipe_setting_keyed_into_the_solve_stage(built, tmp
     """The embedded recipe maximises the product of I; `solve.objective: sum` (the paper's)
     re-solves from the cached tables and records its objective."""
     from lmzoo.core.solver import plan_importance
-    from lmzoo.core.tables import ImportanceTable
     from lmzoo.recipes import recipe_files
+    from lmzoo.tables import ImportanceTable
 
     _, work, _ = built
     recipe = tmp_path / "mobilenetv2-fmnist-layermerge.yaml"
@@ -254,8 +256,8 @@ def test_a_target_beyond_the_table_stops_or_builds_the_fastest_plan(built, tmp_p
     """By default an unreachable speed-up is an error naming the reachable one; the smoke
     profiles' `solve.unreachable: fastest` builds the fastest plan instead, and says so."""
     from lmzoo.core.solver import solve
-    from lmzoo.core.tables import ImportanceTable, LatencyTable
     from lmzoo.recipes import recipe_files
+    from lmzoo.tables import ImportanceTable, LatencyTable
 
     _, work, _ = built
     text = recipe_files()["mobilenetv2-fmnist-layermerge"].read_text()
@@ -266,7 +268,7 @@ def test_a_target_beyond_the_table_stops_or_builds_the_fastest_plan(built, tmp_p
     recipe.write_text(text.replace("solve: {unreachable: fastest}", "solve: {unreachable: error}"))
     args = ["build", str(recipe), "--profile", "smoke", "--workdir", str(work), "--until", "solve"]
     stopped = CliRunner().invoke(main, args)
-    assert stopped.exit_code == 2 and "no layermerge plan fits" in stopped.stderr
+    assert stopped.exit_code == 1 and "no layermerge plan fits" in stopped.stderr
     assert "Traceback" not in stopped.output
 
     recipe.write_text(text)
@@ -290,3 +292,49 @@ def test_a_target_beyond_the_table_stops_or_builds_the_fastest_plan(built, tmp_p
     assert reachable == infeasible.value.max_speedup
     fastest = solve(latency, importance, budget_ms=infeasible.value.min_budget_ms, **settings)
     assert lmzoo.Plan.from_dict(record["plan"]) == fastest
+
+
+def test_until_names_every_stage_and_stops_after_the_merge_stage(built, monkeypatch, tmp_path):
+    from lmzoo.cli.build_commands import build
+    from lmzoo.pipeline import STAGE_NAMES
+
+    until = next(p for p in build.params if p.name == "until")
+    assert tuple(until.type.choices) == STAGE_NAMES
+    _, work, _ = built
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    stages = copy / "mobilenetv2-fmnist-layermerge"
+    for folder in [*stages.glob("merge-*"), *stages.glob("evaluate-*")]:
+        shutil.rmtree(folder)
+    monkeypatch.setenv("LMZOO_HOME", str(tmp_path / "store"))
+    args = ["build", ENTRY, "--profile", "smoke", "--workdir", str(copy), "--until", "merge"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    (record,) = stages.glob("merge-*/merge.json")
+    merge = json.loads(record.read_text())
+    assert merge["format"] == "lmzoo.merge-record/1" and merge["relative_error"] < 1e-4
+    assert "merged, relative output difference" in result.stderr
+    assert not list(stages.glob("evaluate-*")) and not (tmp_path / "store").exists()
+
+
+def test_a_damaged_cached_output_is_recomputed_not_trusted(built, monkeypatch, tmp_path, caplog):
+    _, work, _ = built
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    stages = copy / "mobilenetv2-fmnist-layermerge"
+    monkeypatch.setenv("LMZOO_HOME", str(tmp_path / "store"))
+    for pattern, until in (("solve-*/plan.json", "solve"), ("latency-*/latency.json", "latency")):
+        good = {p: p.read_text() for p in stages.glob(pattern)}
+        for path, text in good.items():
+            path.write_text(text[:100])  # truncated
+        caplog.clear()
+        args = ["build", ENTRY, "--profile", "smoke", "--workdir", str(copy), "--until", until]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        warned = " ".join(r.getMessage() for r in caplog.records)
+        recomputed = [p for p in good if f"{p} does not validate" in warned]
+        assert recomputed and "recomputing it" in warned  # the build's own files, and no others
+        for path in recomputed:
+            assert json.loads(path.read_text())["format"].startswith("lmzoo.")
+            if until == "solve":  # same tables, same plan
+                assert json.loads(path.read_text())["plan"] == json.loads(good[path])["plan"]

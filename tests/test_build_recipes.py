@@ -11,11 +11,13 @@ from click.testing import CliRunner
 
 import lmzoo
 from lmzoo import pipeline
-from lmzoo.cards import results_rows
 from lmzoo.cli import main
 from lmzoo.errors import DataNotFoundError
 from lmzoo.recipes import load_recipe
+from lmzoo.results import results_rows
 from lmzoo.testing import random_checkpoint
+
+pytestmark = pytest.mark.integration  # smoke builds, torchrun, olah and Ray: the integration tier
 
 ENTRY = "ddpm-fmnist-layermerge-1.2x"
 
@@ -24,7 +26,7 @@ def test_ddpm_smoke_build(tmp_path, monkeypatch, fid_weights_file):
     monkeypatch.setenv("LMZOO_HOME", str(tmp_path / "store"))
     # the recipe's Fréchet-distance feature model: a Fashion-MNIST classifier of the zoo (random here)
     feature_model = "mobilenetv2-fmnist-layermerge-1.3x"
-    random_checkpoint(tmp_path / "store" / feature_model, family="timm", name=feature_model)
+    random_checkpoint(tmp_path / "store" / feature_model, source="timm", name=feature_model)
     result = CliRunner().invoke(
         main, ["build", ENTRY, "--profile", "smoke", "--workdir", str(tmp_path / "work")]
     )

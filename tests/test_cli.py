@@ -20,7 +20,7 @@ def test_inspect_prints_a_spec_summary_and_checks_plans():
 
 def test_inspect_unknown_model_is_one_clean_line():
     result = CliRunner().invoke(main, ["inspect", "no_such_net"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         "Error: 'no_such_net' is not a timm model name (see timm.list_models())"
     ]
@@ -28,7 +28,7 @@ def test_inspect_unknown_model_is_one_clean_line():
 
 def test_inspect_unsupported_family_is_one_clean_line():
     result = CliRunner().invoke(main, ["inspect", "efficientnet_b0", "--input-size", "64"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "squeeze-excite" in result.output
     assert "Traceback" not in result.output
 
@@ -40,7 +40,7 @@ def _tables(tmp_path, method="layermerge"):
     import torch
 
     import lmzoo
-    from lmzoo.core.tables import ImportanceTable, LatencyTable
+    from lmzoo.tables import ImportanceTable, LatencyTable
 
     spec = lmzoo.trace(timm.create_model("mobilenetv2_035").eval(), torch.randn(1, 3, 64, 64))
     cands = set(lmzoo.candidates(spec)) | set(lmzoo.candidates(spec, method=method))
@@ -127,7 +127,7 @@ def test_solve_bad_input_is_one_clean_line(tmp_path):
     ]
     for args, message in cases:
         result = CliRunner().invoke(main, args)
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == 1, result.output
         assert message in result.stderr and "Traceback" not in result.output
         assert len(result.stderr.strip().splitlines()) == 1
 
@@ -188,12 +188,13 @@ def test_bench_compares_base_and_merged_and_writes_a_latency_card(tmp_path):
     other = CliRunner().invoke(
         main, ["bench", "resnet18", "--latency-table", str(tmp_path / "lat.json"), "--input-size", "64"]
     )
-    assert other.exit_code == 2 and "measured for another network" in other.stderr
+    assert other.exit_code == 1 and "measured for another network" in other.stderr
 
 
+@pytest.mark.integration
 def test_tables_builds_both_tables_from_the_smoke_recipe_and_reuses_them(tmp_path):
     import lmzoo
-    from lmzoo.core.tables import ImportanceTable, LatencyTable
+    from lmzoo.tables import ImportanceTable, LatencyTable
 
     runner = CliRunner()
     args = ["mobilenetv2-fmnist-layermerge-1.6x", "--profile", "smoke", "--workdir", str(tmp_path)]
@@ -219,11 +220,11 @@ def test_tables_builds_both_tables_from_the_smoke_recipe_and_reuses_them(tmp_pat
 
 def test_tables_bad_input_is_one_clean_line(tmp_path):
     runner = CliRunner()
-    for args, message in [
-        (["importance", "no-such-recipe"], "no recipe named 'no-such-recipe'"),
-        (["importance", "mobilenetv2-fmnist-layermerge", "--profile", "fast"], "no profile 'fast'"),
-        (["importance", "mobilenetv2-fmnist-layermerge", "--shard", "2/2"], "expected i/n"),
+    for args, message, status in [
+        (["importance", "no-such-recipe"], "no recipe named 'no-such-recipe'", 1),
+        (["importance", "mobilenetv2-fmnist-layermerge", "--profile", "fast"], "no profile 'fast'", 1),
+        (["importance", "mobilenetv2-fmnist-layermerge", "--shard", "2/2"], "expected i/n", 2),  # usage
     ]:
         result = runner.invoke(main, ["tables", *args, "--workdir", str(tmp_path)])
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == status, result.output
         assert message in result.output and "Traceback" not in result.output

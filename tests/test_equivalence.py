@@ -170,6 +170,7 @@ def test_configured_network_trains(name):
         assert weight.grad is not None and weight.grad.abs().sum() > 0
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(TINY_MODELS))
 def test_merged_network_runs_in_onnxruntime(name, tmp_path):
     ort = pytest.importorskip("onnxruntime")

@@ -20,6 +20,8 @@ import lmzoo
 from lmzoo.cli import main
 from lmzoo.testing import random_checkpoint
 
+pytestmark = pytest.mark.integration  # smoke builds, torchrun, olah and Ray: the integration tier
+
 ORG = "lmzoo-test"
 FAMILY = "tinynet-fmnist-layermerge"
 ENTRY = f"{FAMILY}-1.5x"

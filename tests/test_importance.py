@@ -7,12 +7,31 @@ import torch
 from torch.utils.data import TensorDataset
 
 import lmzoo
-from lmzoo import importance as imp
+import lmzoo.tasks
 from lmzoo.errors import InvalidArgumentError, InvalidTableError
-from lmzoo.importance import FinetuneSettings, ImportanceData, IncompleteTableError, importance_table
+from lmzoo.importance import (
+    EstimatorContext,
+    FinetuneSettings,
+    ImportanceData,
+    IncompleteTableError,
+    estimator_names,
+    get_estimator,
+    importance_table,
+    register_estimator,
+)
+from lmzoo.importance.context import norm_after
 from lmzoo.testing import TINY_MODELS, random_plan, randomize_norms
 
 SETTINGS = FinetuneSettings(lr=0.01, batch_size=8, eval_batch_size=32, block_steps=10)
+#: what the hooked estimator does before each entry (a test sets it)
+HOOK = {"before": lambda cand: None}
+
+
+@register_estimator("test-hooked-finetune")
+def hooked_finetune(context, cand, seed):
+    """A new estimator is one function plus the decorator: here the paper's, behind a test hook."""
+    HOOK["before"](cand)
+    return get_estimator("finetune").run(context, cand, seed)
 
 
 def tiny_setup(n_train: int, n_heldout: int, max_end: int):
@@ -71,23 +90,32 @@ def test_same_seed_same_table_and_shards_add_up(setup, tmp_path):
     assert sharded.entries == whole.entries
 
 
+def test_registered_estimators_include_the_built_ins_and_new_ones():
+    names = estimator_names()
+    assert {"finetune", "finetune-short", "block-distill", "bn-recalibration"} <= set(names)
+    assert "test-hooked-finetune" in names
+    assert get_estimator("finetune-short").settings(SETTINGS).step_fraction == 0.1
+    with pytest.raises(
+        InvalidArgumentError, match=r"unknown importance estimator 'magic'; choose one of .*bn-recalibration"
+    ):
+        get_estimator("magic")
+
+
 def test_killed_run_resumes_without_recomputing(setup, tmp_path, monkeypatch):
-    real = imp.ESTIMATORS["finetune"]
     calls = []
 
-    def dies_after_three(context, cand, seed):
+    def dies_after_three(cand):
         if len(calls) == 3:
             raise KeyboardInterrupt
         calls.append(cand)
-        return real(context, cand, seed)
 
-    monkeypatch.setitem(imp.ESTIMATORS, "finetune", dies_after_three)
+    monkeypatch.setitem(HOOK, "before", dies_after_three)
     with pytest.raises(KeyboardInterrupt):
-        _table(setup, tmp_path, estimator="finetune")
+        _table(setup, tmp_path, estimator="test-hooked-finetune")
     done = list(calls)
     calls.clear()
-    monkeypatch.setitem(imp.ESTIMATORS, "finetune", lambda *a: calls.append(a[1]) or real(*a))
-    table = _table(setup, tmp_path, estimator="finetune")
+    monkeypatch.setitem(HOOK, "before", calls.append)
+    table = _table(setup, tmp_path, estimator="test-hooked-finetune")
     assert not set(calls) & set(done) and len(calls) + 3 == table.metadata["measured_entries"]
 
 
@@ -153,14 +181,14 @@ def test_ddpm_entries_use_the_heldout_denoising_loss_under_fixed_noise(unet_setu
 
 def test_single_kept_blocks_start_their_conv_and_norm_afresh(setup):
     model, spec, data, _ = setup
-    context = imp._Context(model, spec, data, SETTINGS, lmzoo.tasks.Classification(), torch.device("cpu"))
+    context = EstimatorContext(model, spec, data, SETTINGS, lmzoo.tasks.Classification(), torch.device("cpu"))
     singles = [c for c in lmzoo.candidates(spec) if c.length > 1 and len(c.kept) == 1]
     assert singles
     for cand in singles[:4]:
         path = spec.unit(cand.kept[0]).path
-        norm = imp._norm_after(model, path, context.example_inputs())
+        norm = norm_after(model, path, context.example_inputs())
         assert isinstance(norm, torch.nn.BatchNorm2d), path  # timm BatchNormAct2d after every conv
-        net = context.compressed(cand)
+        net = context.compressed(cand, seed=0)
         fresh = [
             m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) and m.num_batches_tracked == 0
         ]
@@ -170,7 +198,7 @@ def test_single_kept_blocks_start_their_conv_and_norm_afresh(setup):
 
 @pytest.mark.parametrize("family", ["resnet-basic", "resnet-bottleneck", "mobilenetv2"])
 def test_a_chain_resumed_from_cached_maps_computes_the_same_output(family):
-    from lmzoo.adapters._chain import Chain
+    from lmzoo.adapters.base.chain import Chain
 
     tiny = TINY_MODELS[family]
     model = randomize_norms(tiny.build()).eval()

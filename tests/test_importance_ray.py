@@ -6,6 +6,8 @@ import lmzoo
 from lmzoo.importance import FinetuneSettings, importance_table
 from tests.test_importance import tiny_setup
 
+pytestmark = pytest.mark.integration  # smoke builds, torchrun, olah and Ray: the integration tier
+
 ray = pytest.importorskip("ray", reason="the Ray executor test needs `pip install lmzoo[ray]`")
 
 

@@ -4,7 +4,7 @@ from lmzoo.recipes import RecipeError, load_recipe, parse_recipe, recipe_files
 
 GOOD = """
 name: tiny-fmnist-layermerge
-model: {family: timm, arch: mobilenetv2_035, kwargs: {num_classes: 10, in_chans: 1}, input_size: 32}
+model: {source: timm, arch: mobilenetv2_035, kwargs: {num_classes: 10, in_chans: 1}, input_size: 32}
 data: {dataset: fashion-mnist, pad_to: 32}
 solve: {speedups: [1.5, 2]}
 profiles:
@@ -83,7 +83,17 @@ def test_profiles_merge_over_the_defaults(tmp_path):
             ("speedups: [1.5, 2]", "speedups: [1.5], objective: max"),
             "solve.objective must be one of sum, product",
         ),
-        (("family: timm", "family: keras"), "model.family must be timm or diffusers-unet2d"),
+        (("source: timm", "source: keras"), "unknown model source 'keras'; choose one of diffusers, timm"),
+        (("source: timm", "family: keras"), "model.family: unknown model family 'keras'"),
+        (("arch: mobilenetv2_035", "arch: 'hf-hub:timm/x'"), "a location, not an architecture name"),
+        (
+            ("source: timm, arch: mobilenetv2_035", "source: diffusers, arch: Autoencoder"),
+            "not a diffusers class",
+        ),
+        (
+            ("input_size: 32}", "input_size: 32}\nlatency: {batch_size: 0}"),
+            "latency: batch_size must be a positive integer",
+        ),
         (("name: tiny-fmnist-layermerge\n", ""), "missing key 'name'"),
         (("base: {epochs: 0.5}", "base: {epochs: [1]}"), "'base.epochs' must be a number"),
         (("smoke:", "smoke: 3\n  x:"), "'profiles' must map profile names"),
@@ -96,6 +106,13 @@ def test_bad_recipes_name_the_key_and_the_file(tmp_path, change, message):
     with pytest.raises(RecipeError, match=message) as err:
         parse_recipe(path)
     assert str(path) in str(err.value)
+
+
+def test_recipes_of_earlier_versions_name_a_family_and_still_parse(tmp_path):
+    legacy = parse_recipe(_write(tmp_path, GOOD.replace("source: timm", "family: timm")))
+    assert legacy.model == parse_recipe(_write(tmp_path, GOOD, name="again.yaml")).model
+    unet = GOOD.replace("source: timm, arch: mobilenetv2_035", "family: diffusers-unet2d")
+    assert parse_recipe(_write(tmp_path, unet, name="unet.yaml")).model.architecture.arch == "UNet2DModel"
 
 
 def test_unreadable_recipes(tmp_path):

@@ -1,11 +1,12 @@
-"""lmzoo.training: the weight average (EMA) and its resume."""
+"""lmzoo.training: the weight average (diffusers' EMA) and its resume."""
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from lmzoo.training import TrainSettings, train
+from lmzoo.training.loop import train
+from lmzoo.training.settings import TrainSettings
 
 SETTINGS = TrainSettings(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=8, epochs=3)
 
@@ -37,7 +38,7 @@ def test_the_weight_average_is_the_warmed_up_ema_of_every_step():
     assert len(after) == summary["steps"] == 12
     expected = {k: v.clone() for k, v in snapshots[0].items()}
     for step, weights in enumerate(after):
-        d = min(0.9, (1 + step) / (10 + step))
+        d = 0.0 if step == 0 else min(0.9, (1 + step) / (10 + step))  # the first step copies
         for k in expected:
             expected[k] = d * expected[k] + (1 - d) * weights[k]
     for k, v in averaged.state_dict().items():
@@ -46,7 +47,7 @@ def test_the_weight_average_is_the_warmed_up_ema_of_every_step():
 
 
 def test_a_resumed_run_keeps_its_weight_average(tmp_path, monkeypatch):
-    import lmzoo.training as training
+    import lmzoo.training.loop as training
 
     whole, _ = _run(0.9)
     calls = {"n": 0}

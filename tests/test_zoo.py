@@ -21,23 +21,23 @@ ENTRY = "mobilenetv2-fmnist-layermerge-1.6x"
 
 @pytest.fixture(scope="module")
 def timm_checkpoint(tmp_path_factory):
-    return random_checkpoint(tmp_path_factory.mktemp("store") / "test-entry", family="timm", seed=3)
+    return random_checkpoint(tmp_path_factory.mktemp("store") / "test-entry", source="timm", seed=3)
 
 
-def _outputs(model, family):
+def _outputs(model, source):
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        if family == "timm":
+        if source == "timm":
             return model(torch.randn(4, 1, 32, 32, generator=g))
         return model(torch.randn(2, 3, 16, 16, generator=g), torch.tensor([3, 700])).sample
 
 
-@pytest.mark.parametrize("family", ["timm", "diffusers-unet2d"])
-def test_save_then_load_is_bit_exact(tmp_path, family):
-    directory, merged = random_checkpoint(tmp_path / "entry", family=family, seed=1)
+@pytest.mark.parametrize("source", ["timm", "diffusers"])
+def test_save_then_load_is_bit_exact(tmp_path, source):
+    directory, merged = random_checkpoint(tmp_path / "entry", source=source, seed=1)
     loaded = load_checkpoint(directory)
     assert not loaded.training
-    assert torch.equal(_outputs(merged, family), _outputs(loaded, family))
+    assert torch.equal(_outputs(merged, source), _outputs(loaded, source))
     state = getattr(loaded, "unet", loaded).state_dict()
     assert merged.state_dict().keys() == state.keys()
     assert all(torch.equal(v, state[k]) for k, v in merged.state_dict().items())
@@ -46,9 +46,9 @@ def test_save_then_load_is_bit_exact(tmp_path, family):
 def test_a_merged_unet_loads_as_its_own_diffusers_class(tmp_path):
     from diffusers import ConfigMixin, DDPMPipeline, DDPMScheduler, ModelMixin, UNet2DModel
 
-    from lmzoo.adapters.diffusers_merged import LayerMergeUNet2DModel
+    from lmzoo.sources.diffusers.unet import LayerMergeUNet2DModel
 
-    directory, merged = random_checkpoint(tmp_path / "unet", family="diffusers-unet2d")
+    directory, merged = random_checkpoint(tmp_path / "unet", source="diffusers")
     model = lmzoo.load(f"local-dir:{directory}")
     assert type(model) is LayerMergeUNet2DModel and not isinstance(model, UNet2DModel)
     assert isinstance(model, ModelMixin) and isinstance(model, ConfigMixin)
@@ -60,7 +60,7 @@ def test_a_merged_unet_loads_as_its_own_diffusers_class(tmp_path):
     # diffusers' own save/load round-trips it (the structure is rebuilt from the config and the plan)
     model.save_pretrained(tmp_path / "diffusers")
     again = LayerMergeUNet2DModel.from_pretrained(tmp_path / "diffusers", low_cpu_mem_usage=False).eval()
-    assert torch.equal(_outputs(again, "diffusers-unet2d"), _outputs(merged, "diffusers-unet2d"))
+    assert torch.equal(_outputs(again, "diffusers"), _outputs(merged, "diffusers"))
     # and a diffusers pipeline drives it like a UNet2DModel
     pipeline = DDPMPipeline(unet=model, scheduler=DDPMScheduler(num_train_timesteps=20))
     images = pipeline(
@@ -114,11 +114,21 @@ def _edit_config(directory, edit):
         ),
         (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 64), "corrupted"),
         (lambda d: (d / "model.safetensors").unlink(), "no model.safetensors"),
-        (lambda d: (d / "config.json").write_text("{not json"), "not valid JSON"),
-        (lambda d: (d / "config.json").write_text('{"format": NaN}'), "not valid JSON"),
+        (lambda d: (d / "config.json").write_text("{not json"), "not a valid JSON"),
+        (lambda d: (d / "config.json").write_text('{"format": NaN}'), "not a valid JSON"),
         (lambda d: _edit_config(d, lambda c: c.update(input_shape="32x32")), "input_shape"),
-        (lambda d: _edit_config(d, lambda c: c["base"].update(arch="no_such_net")), "cannot build"),
-        (lambda d: _edit_config(d, lambda c: c["base"].update(family="keras")), "base.family"),
+        (lambda d: _edit_config(d, lambda c: c["base"].update(arch="no_such_net")), "not a timm model name"),
+        (lambda d: _edit_config(d, lambda c: c["base"].update(source="keras")), "base.source"),
+        (lambda d: _edit_config(d, lambda c: c["base"].update(arch="hf-hub:org/net")), "a location"),
+        (
+            lambda d: _edit_config(
+                d,
+                lambda c: c.update(
+                    format="lmzoo.checkpoint/1", base={"family": "keras", "arch": "x", "kwargs": {}}
+                ),
+            ),
+            "unknown model family",
+        ),
         (lambda d: _edit_config(d, lambda c: c["base"]["kwargs"].update(num_classes=7)), "does not match"),
         (lambda d: _edit_config(d, lambda c: c["plan"]["blocks"].pop()), "plan does not fit"),
         (
@@ -207,7 +217,7 @@ def test_list_and_info(timm_checkpoint, monkeypatch):
     built = runner.invoke(main, ["info", "test-entry"])
     assert built.exit_code == 0 and str(directory) in built.stdout
     unknown = runner.invoke(main, ["info", "mobilenetv2-fmnist-layermerge-1.7x"])
-    assert unknown.exit_code == 2 and "did you mean" in unknown.stderr and "Traceback" not in unknown.output
+    assert unknown.exit_code == 1 and "did you mean" in unknown.stderr and "Traceback" not in unknown.output
 
 
 def test_publish_to_git_commits_plain_blobs_and_tags(timm_checkpoint, tmp_path):
@@ -236,7 +246,7 @@ def test_publish_to_git_commits_plain_blobs_and_tags(timm_checkpoint, tmp_path):
     both = runner.invoke(
         main, ["publish", f"local-dir:{directory}", "--to-git", str(mirror), "--repo-id", "a/b"]
     )
-    assert both.exit_code == 2 and "exactly one" in both.stderr
+    assert both.exit_code == 1 and "exactly one" in both.stderr
 
 
 def test_publish_to_hub_is_one_commit_and_a_tag(timm_checkpoint, monkeypatch):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmzoo.adapters._modules import (
+from lmzoo.adapters.base.modules import (
     MERGE_DTYPE,
     check_mergeable_conv,
     compose_all,
@@ -27,8 +27,8 @@ from lmzoo.adapters._modules import (
     to_module,
     unit_from_conv,
 )
-from lmzoo.adapters._registry import Adapter, register_adapter
-from lmzoo.adapters._tracing import run_with_hooks
+from lmzoo.adapters.base.registry import Adapter, register_adapter
+from lmzoo.adapters.base.tracing import run_with_hooks
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Position, Spec, Unit
 from lmzoo.errors import InvalidPlanError, UnsupportedModelError

@@ -1,4 +1,8 @@
-"""timm MobileNetV2 family (mobilenetv2_035 ... mobilenetv2_140, EfficientNet class without SE).
+"""timm MobileNetV2 family: timm's EfficientNet class built from DepthwiseSeparableConv and
+InvertedResidual blocks without squeeze-excite. That is MobileNetV2 (mobilenetv2_035 ...
+mobilenetv2_140) and the networks of the same class and blocks: efficientnet_lite0-4, mnasnet_100,
+fbnetc_100, spnasnet_100 (checked exact in tests/adapters/test_trace.py). Blocks with squeeze-excite
+(EfficientNet-B*, MnasNet-A1) are refused, naming the block.
 
 Chain: every block of ``model.blocks`` (DepthwiseSeparableConv and InvertedResidual); the stem conv
 and the final 1x1 conv before the head stay untouched, so the latter is never merged (paper).
@@ -14,9 +18,9 @@ from typing import Any
 
 from torch import nn
 
-from lmzoo.adapters._chain import ChainAdapter, ChainLayout, LayoutUnit
-from lmzoo.adapters._modules import activation_kind
-from lmzoo.adapters._registry import register_adapter
+from lmzoo.adapters.base.chain import ChainAdapter, ChainLayout, LayoutUnit
+from lmzoo.adapters.base.modules import activation_kind
+from lmzoo.adapters.base.registry import register_adapter
 from lmzoo.core.spec import ResidualSpan
 from lmzoo.errors import UnsupportedModelError
 
@@ -30,8 +34,9 @@ _BLOCK_LAYERS = {
 class TimmMobileNetV2Adapter(ChainAdapter):
     family = "timm-mobilenetv2"
     description = (
-        "timm MobileNetV2 (EfficientNet class built from DepthwiseSeparableConv/InvertedResidual "
-        "blocks without squeeze-excite: mobilenetv2_050, mobilenetv2_100, mobilenetv2_140, ...)"
+        "timm EfficientNet-class networks of DepthwiseSeparableConv/InvertedResidual blocks without "
+        "squeeze-excite: MobileNetV2 (mobilenetv2_050, _100, _140, ...), also efficientnet_lite0-4, "
+        "mnasnet_100, fbnetc_100, spnasnet_100"
     )
 
     @classmethod
@@ -82,7 +87,8 @@ def _check_plain_block(block: nn.Module, path: str) -> None:
         if sub is not None and not isinstance(sub, nn.Identity):
             raise UnsupportedModelError(
                 f"{path}.{name} is a {type(sub).__name__}: squeeze-excite and anti-aliasing layers "
-                "cannot be merged (EfficientNet models are not supported, MobileNetV2 is)"
+                "cannot be merged (EfficientNet-B* and other squeeze-excite networks are not supported; "
+                "MobileNetV2, efficientnet_lite and mnasnet_100 are)"
             )
     if getattr(block, "conv_s2d", None) is not None:
         raise UnsupportedModelError(f"{path} uses a space-to-depth conv, which is not supported")

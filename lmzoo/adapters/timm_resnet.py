@@ -12,9 +12,9 @@ from typing import Any
 
 from torch import nn
 
-from lmzoo.adapters._chain import ChainAdapter, ChainLayout, LayoutUnit
-from lmzoo.adapters._modules import activation_kind
-from lmzoo.adapters._registry import register_adapter
+from lmzoo.adapters.base.chain import ChainAdapter, ChainLayout, LayoutUnit
+from lmzoo.adapters.base.modules import activation_kind
+from lmzoo.adapters.base.registry import register_adapter
 from lmzoo.core.spec import ResidualSpan
 from lmzoo.errors import UnsupportedModelError
 

@@ -1,5 +1,6 @@
-"""The pure core: spec, candidates, plans, tables, the solver and merge maths. No timm/diffusers
-imports; the only I/O is the tables' own save/load."""
+"""The pure core (DESIGN §2): the network spec, candidate enumeration, plans, tables, the solver and
+the merge maths on tensors (``kernels``). No I/O, no timm/diffusers imports; ``lmzoo.tables`` adds
+files to the tables."""
 
 from lmzoo.core.candidates import (
     METHODS,
@@ -10,7 +11,7 @@ from lmzoo.core.candidates import (
     candidates,
     check_candidate,
 )
-from lmzoo.core.plan import Plan
+from lmzoo.core.plan import Plan, PlanSummary
 from lmzoo.core.solver import (
     DEFAULT_LEVELS,
     OBJECTIVES,
@@ -38,6 +39,7 @@ __all__ = [
     "Method",
     "Objective",
     "Plan",
+    "PlanSummary",
     "Position",
     "ResidualSpan",
     "Spec",

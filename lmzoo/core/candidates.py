@@ -54,6 +54,10 @@ class Candidate:
         """Number of units the block covers."""
         return self.end - self.start
 
+    def describe(self) -> str:
+        """The candidate in words, for messages."""
+        return f"block ({self.start}, {self.end}] kernel {self.kernel} keeping {list(self.kept)}"
+
     def to_dict(self) -> dict[str, object]:
         return {
             "start": self.start,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lmzoo.core.candidates import Candidate, block_geometry, check_candidate
@@ -12,6 +14,29 @@ from lmzoo.core.spec import Spec
 from lmzoo.errors import InvalidPlanError
 
 PLAN_FORMAT = "lmzoo.plan/1"
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """What a plan does to the network, in counts (cards, latency cards and ``lmzoo solve``)."""
+
+    #: L, the convolution units of the base network's chain
+    units: int
+    #: blocks of the plan, i.e. convolutions of the merged chain (identity blocks included)
+    blocks: int
+    #: blocks that keep at least one convolution: the merged chain's depth
+    depth: int
+    convs_kept: int
+    activations_kept: int
+    #: merged kernel size -> how many blocks merge two or more convolutions into it
+    merged_kernels: dict[int, int]
+
+    def describe(self) -> str:
+        kernels = sorted(self.merged_kernels)
+        return (
+            f"Depth {self.units} → {self.depth} convolutions; {self.convs_kept} of {self.units} convs kept, "
+            f"{self.activations_kept} activation boundaries kept; merged kernel sizes {kernels or 'none'}."
+        )
 
 
 class Plan:
@@ -94,6 +119,17 @@ class Plan:
         inner = ", ".join(f"({b.start},{b.end}]k{b.kernel}" for b in self._blocks)
         linear = f", linear={list(self._linear)}" if self._linear else ""
         return f"Plan([{inner}]{linear})"
+
+    def summary(self) -> PlanSummary:
+        merged = Counter(b.kernel for b in self._blocks if len(b.kept) > 1)
+        return PlanSummary(
+            units=self.length,
+            blocks=len(self._blocks),
+            depth=sum(1 for b in self._blocks if b.kept),
+            convs_kept=len(self.kept_units),
+            activations_kept=len(self.boundaries) - 1,
+            merged_kernels=dict(sorted(merged.items())),
+        )
 
     def validate(self, spec: Spec) -> None:
         """Raise InvalidPlanError unless every block can be realised exactly on ``spec``."""

@@ -47,7 +47,7 @@ from lmzoo.core.candidates import (
 )
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
-from lmzoo.core.tables import ImportanceTable, LatencyTable, _describe
+from lmzoo.core.tables import ImportanceTable, LatencyTable
 from lmzoo.errors import InfeasibleBudgetError, InvalidArgumentError, InvalidTableError
 
 #: Default number of grid steps over the budget (or over the frontier's range). A plan loses at
@@ -59,6 +59,11 @@ Objective = Literal["sum", "product"]
 OBJECTIVES: tuple[Objective, ...] = ("sum", "product")
 #: the paper's objective (DESIGN §7)
 DEFAULT_OBJECTIVE: Objective = "sum"
+#: what to do with a target beyond the latency table's fastest plan: "error" (say which speed-up is
+#: reachable) or "fastest" (take that fastest plan)
+UNREACHABLE = ("error", "fastest")
+#: stopping is the default: a build or plan that silently misses its target would mislabel an entry
+DEFAULT_UNREACHABLE = "error"
 
 
 def check_objective(objective: object) -> Objective:
@@ -214,8 +219,10 @@ def solve_reachable(
     fastest plan gives that fastest plan instead of an error (``"error"`` raises as ``solve`` does).
     Returns the plan and, when the target was out of reach, the largest speed-up the table allows
     (else None)."""
-    if unreachable not in ("error", "fastest"):
-        raise InvalidArgumentError(f"unreachable must be 'error' or 'fastest', got {unreachable!r}")
+    if unreachable not in UNREACHABLE:
+        raise InvalidArgumentError(
+            f"unreachable must be one of {', '.join(UNREACHABLE)}, got {unreachable!r}"
+        )
     try:
         return solve(latency, importance, **solve_options), None
     except InfeasibleBudgetError as error:
@@ -323,7 +330,7 @@ def _scorer(objective: object) -> Callable[[float, Candidate], float]:
     def log_importance(value: float, cand: Candidate) -> float:
         if value <= 0:
             raise InvalidTableError(
-                f"the product objective needs importances > 0, but {_describe(cand)} has {value!r}: "
+                f"the product objective needs importances > 0, but {cand.describe()} has {value!r}: "
                 "use objective='sum', or a table of I = exp(...) values"
             )
         return math.log(value)
@@ -350,7 +357,7 @@ def _problem(
             if missing:
                 raise InvalidTableError(
                     f"the {table.KIND} table lacks {len(missing)} of the {len(universe)} {method} "
-                    f"candidates of this network, e.g. {_describe(missing[0])}: build it over "
+                    f"candidates of this network, e.g. {missing[0].describe()}: build it over "
                     f"lmzoo.candidates(spec, method={method!r})"
                 )
     else:
@@ -362,7 +369,7 @@ def _problem(
             example = only_lat[0] if only_lat else only_imp[0]
             raise InvalidTableError(
                 f"the tables cover different candidates ({len(only_lat)} only in the latency table, "
-                f"{len(only_imp)} only in the importance table, e.g. {_describe(example)}): build "
+                f"{len(only_imp)} only in the importance table, e.g. {example.describe()}): build "
                 "both over the same candidates, or pass spec= to use exactly the method's set"
             )
     identity = _identity_candidates(universe, "")

@@ -1,17 +1,15 @@
 """Latency and importance tables: one number per candidate (DESIGN §6), as plain typed data.
 
 Keys are :class:`Candidate` objects, stored in JSON as candidate dicts (never as strings to be
-parsed back). ``save``/``load`` are the only I/O here: one JSON file, written atomically.
+parsed back). No I/O here: ``lmzoo.tables`` adds ``save`` / ``load`` (the classes ``lmzoo``
+exports), the core reads and writes only ``to_dict`` / ``from_dict``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
@@ -48,7 +46,7 @@ class _CandidateTable:
                 raise InvalidTableError(
                     f"{self.KIND} table keys must be lmzoo Candidates, got {type(cand).__name__}"
                 )
-            checked[cand] = _non_negative(value, f"{self.KIND} of {_describe(cand)}")
+            checked[cand] = _non_negative(value, f"{self.KIND} of {cand.describe()}")
         if not checked:
             raise InvalidTableError(f"the {self.KIND} table is empty")
         self._entries = MappingProxyType(checked)
@@ -65,6 +63,12 @@ class _CandidateTable:
         except (TypeError, ValueError) as err:
             raise InvalidTableError(f"{self.KIND} table metadata must be plain JSON data: {err}") from None
 
+    def for_network(self: T, spec: Spec) -> T:
+        """This table, after checking that it was made for ``spec``'s network."""
+        if self.spec_fingerprint is not None and self.spec_fingerprint != spec.fingerprint:
+            raise InvalidTableError(f"this {self.KIND} table was made for another network than the one given")
+        return self
+
     @property
     def entries(self) -> Mapping[Candidate, float]:
         """Candidate -> value (read-only)."""
@@ -80,7 +84,7 @@ class _CandidateTable:
         try:
             return self._entries[cand]
         except KeyError:
-            raise InvalidTableError(f"the {self.KIND} table has no entry for {_describe(cand)}") from None
+            raise InvalidTableError(f"the {self.KIND} table has no entry for {cand.describe()}") from None
 
     def __contains__(self, cand: object) -> bool:
         return cand in self._entries
@@ -88,12 +92,12 @@ class _CandidateTable:
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, _CandidateTable)
-            and type(other) is type(self)
+            and other.FORMAT == self.FORMAT  # a table read from a file equals the same table in memory
             and self.to_dict() == other.to_dict()
         )
 
     def __hash__(self) -> int:
-        return hash((type(self), len(self._entries), self.spec_fingerprint))
+        return hash((self.FORMAT, len(self._entries), self.spec_fingerprint))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self)} entries, spec {self.spec_fingerprint})"
@@ -143,29 +147,9 @@ class _CandidateTable:
             except InvalidPlanError as err:
                 raise InvalidTableError(f"bad candidate in the {cls.KIND} table: {err}") from None
             if cand in entries:
-                raise InvalidTableError(f"the {cls.KIND} table lists {_describe(cand)} twice")
+                raise InvalidTableError(f"the {cls.KIND} table lists {cand.describe()} twice")
             entries[cand] = row[cls.VALUE_KEY]
         return cls._from_parts(entries, data)
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the table as JSON; atomic (a reader never sees a half-written file)."""
-        write_atomic(Path(path), json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
-
-    @classmethod
-    def load(cls: type[T], path: str | os.PathLike[str]) -> T:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise InvalidTableError(f"cannot read the {cls.KIND} table {path}: {err.strerror}") from None
-        try:
-            data = json.loads(text, parse_constant=_reject_constant)
-        except ValueError as err:
-            raise InvalidTableError(f"{path} is not a valid JSON {cls.KIND} table: {err}") from None
-        try:
-            return cls.from_dict(data)
-        except InvalidTableError as err:
-            raise InvalidTableError(f"{path}: {err}") from None
 
 
 class LatencyTable(_CandidateTable):
@@ -245,26 +229,3 @@ def _non_negative(value: object, what: str) -> float:
     if not math.isfinite(number) or number < 0:
         raise InvalidTableError(f"{what} is {number}: values must be finite and >= 0")
     return number
-
-
-def _describe(cand: Candidate) -> str:
-    return f"block ({cand.start}, {cand.end}] kernel {cand.kernel} keeping {list(cand.kept)}"
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not allowed in a table")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: readers never see half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -22,14 +22,11 @@ import torch
 from torch import nn
 
 from lmzoo.errors import InvalidArgumentError, LatencyBackendUnavailable, LmzooError
+from lmzoo.latency.setting import BACKENDS, DEFAULT_RUNS, DEFAULT_WARMUP, LatencySetting
 from lmzoo.latency.stats import LatencyStats
+from lmzoo.version import __version__
 
 Runner = Callable[[], object]
-
-#: untimed and timed runs per measurement, by device kind. CPU: enough runs for a stable median
-#: at batch 1 within seconds per table; CUDA: the paper's 300 warm-up / 200 timed runs.
-DEFAULT_WARMUP = {"cpu": 10, "cuda": 300}
-DEFAULT_RUNS = {"cpu": 50, "cuda": 200}
 
 _DTYPES = {
     "float32": torch.float32,
@@ -266,7 +263,8 @@ class TensorRTBackend(Backend):
 _BACKENDS: dict[str, type[Backend]] = {
     b.name: b for b in (TorchBackend, TorchCompileBackend, OnnxRuntimeBackend, TensorRTBackend)
 }
-BACKENDS: tuple[str, ...] = tuple(_BACKENDS)
+if tuple(_BACKENDS) != BACKENDS:  # the names recipes validate against are these classes'
+    raise ImportError(f"lmzoo.latency.setting.BACKENDS {BACKENDS} != the backend classes {tuple(_BACKENDS)}")
 
 
 def get_backend(backend: str | Backend) -> Backend:
@@ -434,8 +432,6 @@ def onnx_bytes(module: nn.Module, inputs: Sequence[torch.Tensor]) -> bytes:
 
 def backend_versions(backend: Backend) -> dict[str, str]:
     """Versions of every library a backend's numbers depend on, plus lmzoo's."""
-    from lmzoo import __version__
-
     return {**backend.versions(), "lmzoo": __version__}
 
 
@@ -487,3 +483,8 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def target_of(setting: LatencySetting) -> Target:
+    """Where a measurement with ``setting`` runs (validated)."""
+    return make_target(setting.device, setting.dtype, setting.threads)

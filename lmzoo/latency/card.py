@@ -1,16 +1,18 @@
 """Latency cards (DESIGN §8): how fast a merged network is against its base, and how it was measured.
 
-A card is plain JSON: the measurement setting (backend and its versions, device, batch, dtype,
-threads, runs, date), base and merged statistics, the measured speed-up, and, when a latency table
-is given, the table's prediction and its error. A PNG shows the per-block latency, base vs merged.
+A card is a record (JSON in ``latency.json``): the measurement (backend and its versions, device,
+batch, dtype, threads, runs, date), base and merged statistics, the measured speed-up, and, when a
+latency table is given, the table's prediction and its error. A PNG shows the per-block latency,
+base vs merged.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,56 +22,127 @@ from torch import nn
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
 from lmzoo.core.tables import LatencyTable
+from lmzoo.errors import InvalidArgumentError
+from lmzoo.files import JsonFile
+from lmzoo.latency.measurement import Measurement, measurement_of
+from lmzoo.latency.setting import LatencySetting
 from lmzoo.latency.stats import LatencyStats, contended
 
 CARD_FORMAT = "lmzoo.latency-card/1"
+#: table metadata a card's prediction repeats, so a reader sees which table predicted it
+_TABLE_KEYS = ("backend", "device_name", "batch_size", "dtype", "date")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the latency table predicted for base and merged, and the merged network's error."""
+
+    base_ms: float
+    merged_ms: float
+    speedup: float
+    #: (measured - predicted) / predicted of the merged network
+    merged_error: float | None
+    table: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LatencyCard(JsonFile):
+    """The latency card of a merged network (all numbers in milliseconds)."""
+
+    FILE_KIND = "latency card"
+    FILE_ERROR = InvalidArgumentError
+
+    model: str
+    measurement: Measurement
+    #: the base network in deploy form (norms folded): what speed-ups are against
+    base: LatencyStats
+    merged: LatencyStats
+    speedup: float
+    #: blocks, units, convs_kept, activations_kept of the plan
+    plan: dict[str, int]
+    predicted: Prediction | None = None
+    #: the base network as built (norms not folded)
+    base_unfused: LatencyStats | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        card: dict[str, Any] = {
+            "format": CARD_FORMAT,
+            "model": self.model,
+            "measurement": self.measurement.to_dict(),
+            "base": {"what": "the base network in deploy form (norms folded)", **self.base.to_dict()},
+            "merged": self.merged.to_dict(),
+            "speedup": self.speedup,
+            "plan": dict(self.plan),
+            "predicted": dataclasses.asdict(self.predicted) if self.predicted is not None else None,
+        }
+        if self.base_unfused is not None:
+            card["base_unfused"] = {
+                "what": "the base network as built (norms not folded)",
+                **self.base_unfused.to_dict(),
+            }
+        return card
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyCard:
+        if not isinstance(data, dict) or data.get("format") != CARD_FORMAT:
+            raise InvalidArgumentError(f"not an lmzoo latency card: expected 'format': {CARD_FORMAT!r}")
+        try:
+            return cls(
+                model=data["model"],
+                measurement=Measurement.from_dict(data["measurement"]),
+                base=LatencyStats.from_dict(data["base"]),
+                merged=LatencyStats.from_dict(data["merged"]),
+                speedup=float(data["speedup"]),
+                plan=dict(data["plan"]),
+                predicted=Prediction(**data["predicted"]) if data.get("predicted") else None,
+                base_unfused=LatencyStats.from_dict(data["base_unfused"])
+                if data.get("base_unfused")
+                else None,
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise InvalidArgumentError(f"malformed latency card ({type(err).__name__}: {err})") from None
 
 
 def latency_card(
     *,
     model: str,
     plan: Plan,
-    measurement: Mapping[str, Any],
+    measurement: Measurement,
     base: LatencyStats,
     merged: LatencyStats,
     base_unfused: LatencyStats | None = None,
     table: LatencyTable | None = None,
     spec: Spec | None = None,
-) -> dict[str, Any]:
-    """The latency card of a merged network (all numbers in milliseconds)."""
-    card: dict[str, Any] = {
-        "format": CARD_FORMAT,
-        "model": model,
-        "measurement": dict(measurement),
-        "base": {"what": "the base network in deploy form (norms folded)", **base.to_dict()},
-        "merged": merged.to_dict(),
-        "speedup": base.median_ms / merged.median_ms,
-        "plan": {
-            "blocks": len(plan),
-            "units": plan.length,
-            "convs_kept": len(plan.kept_units),
-            "activations_kept": len(plan.boundaries) - 1,
-        },
-        "predicted": None,
-    }
-    if base_unfused is not None:
-        card["base_unfused"] = {
-            "what": "the base network as built (norms not folded)",
-            **base_unfused.to_dict(),
-        }
+) -> LatencyCard:
+    """The latency card of a merged network, with the table's prediction when a table is given."""
+    summary = plan.summary()
+    predicted = None
     if table is not None and spec is not None:
-        predicted_base = table.predict(Plan.identity(spec))
-        predicted = table.predict(plan)
-        card["predicted"] = {
-            "base_ms": predicted_base,
-            "merged_ms": predicted,
-            "speedup": predicted_base / predicted if predicted else math.inf,
-            "merged_error": (merged.median_ms - predicted) / predicted if predicted else None,
-            "table": {
-                k: table.metadata.get(k) for k in ("backend", "device_name", "batch_size", "dtype", "date")
-            },
-        }
-    return card
+        predicted_base, predicted_merged = table.predict(Plan.identity(spec)), table.predict(plan)
+        predicted = Prediction(
+            base_ms=predicted_base,
+            merged_ms=predicted_merged,
+            speedup=predicted_base / predicted_merged if predicted_merged else math.inf,
+            merged_error=(merged.median_ms - predicted_merged) / predicted_merged
+            if predicted_merged
+            else None,
+            table={k: table.metadata.get(k) for k in _TABLE_KEYS},
+        )
+    return LatencyCard(
+        model=model,
+        measurement=measurement,
+        base=base,
+        merged=merged,
+        speedup=base.median_ms / merged.median_ms,
+        plan={
+            "blocks": summary.blocks,
+            "units": summary.units,
+            "convs_kept": summary.convs_kept,
+            "activations_kept": summary.activations_kept,
+        },
+        predicted=predicted,
+        base_unfused=base_unfused,
+    )
 
 
 def measure_plan(
@@ -78,44 +151,30 @@ def measure_plan(
     spec: Spec,
     plan: Plan,
     example_inputs: torch.Tensor | Sequence[torch.Tensor],
+    setting: LatencySetting | None = None,
     *,
-    backend: str = "torch",
-    device: str = "cpu",
-    batch_size: int = 1,
-    dtype: str = "float32",
-    threads: int | None = None,
-    runs: int | None = None,
-    rounds: int = 3,
     table: LatencyTable | None = None,
     merged: nn.Module | None = None,
-) -> tuple[dict[str, Any], dict[str, LatencyStats]]:
-    """Time the base (deploy form and as built) and the merged network interleaved; return the
-    latency card and the raw statistics. ``merged`` defaults to merging ``plan`` on ``model``."""
+) -> tuple[LatencyCard, dict[str, LatencyStats]]:
+    """Time the base (deploy form and as built) and the merged network interleaved with ``setting``
+    (its batch size repeats the example inputs); return the latency card and the raw statistics.
+    ``merged`` defaults to merging ``plan`` on ``model``."""
     from lmzoo.engine import apply_plan, merge
-    from lmzoo.latency.table import compare, deploy_form, measurement_record
+    from lmzoo.latency.endtoend import compare, deploy_form
 
+    setting = setting or LatencySetting()
     if merged is None:
         merged = merge(apply_plan(model, spec, plan))
     timed = compare(
-        {"base": deploy_form(model, spec), "merged": merged, "unfused": model},
-        example_inputs,
-        backend=backend,
-        device=device,
-        batch_size=batch_size,
-        dtype=dtype,
-        threads=threads,
-        runs=runs,
-        rounds=rounds,
+        {"base": deploy_form(model, spec), "merged": merged, "unfused": model}, example_inputs, setting
     )
     first = example_inputs if isinstance(example_inputs, torch.Tensor) else example_inputs[0]
-    measurement = {
-        **measurement_record(backend, device, batch_size, dtype, threads),
-        "rounds": rounds,
-        "input": [batch_size, *first.shape[1:]],
-    }
-    if runs is not None:
-        measurement["runs"] = runs
-    measurement["contended"] = contended(timed, f"{name} end-to-end latency")
+    measurement = measurement_of(
+        setting,
+        rounds=setting.rounds,
+        input=[setting.batch_size, *first.shape[1:]],
+        contended=contended(timed, f"{name} end-to-end latency"),
+    )
     card = latency_card(
         model=name,
         plan=plan,
@@ -127,13 +186,6 @@ def measure_plan(
         spec=spec,
     )
     return card, timed
-
-
-def write_card(card: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(card, indent=1) + "\n")
-    return path
 
 
 def plot_block_latency(

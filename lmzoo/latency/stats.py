@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 #: a measurement whose median run took this many times its fast tenth (p10) was shared with another
@@ -33,10 +35,11 @@ class LatencyStats:
         ordered = sorted(float(t) for t in times_ms)
         if not ordered:
             raise ValueError("no timings to summarise")
+        p10, p90 = (float(q) for q in np.quantile(ordered, [0.10, 0.90]))  # linear interpolation
         return cls(
             median_ms=statistics.median(ordered),
-            p10_ms=_quantile(ordered, 0.10),
-            p90_ms=_quantile(ordered, 0.90),
+            p10_ms=p10,
+            p90_ms=p90,
             mean_ms=statistics.fmean(ordered),
             min_ms=ordered[0],
             runs=len(ordered),
@@ -65,14 +68,6 @@ class LatencyStats:
             f"{self.median_ms:.4g} ms median (p10 {self.p10_ms:.4g}, p90 {self.p90_ms:.4g}; "
             f"{self.runs} runs after {self.warmup} warm-up)"
         )
-
-
-def _quantile(ordered: Sequence[float], q: float) -> float:
-    """Linear-interpolation quantile of sorted values."""
-    position = q * (len(ordered) - 1)
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def contended(measurements: Mapping[str, LatencyStats], what: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Measured latency tables (DESIGN §6) and end-to-end benchmarks.
+"""Measured latency tables (DESIGN §6).
 
 Each candidate is timed as what it becomes in the deployed network: one merged ``nn.Conv2d`` (its
 merged kernel, stride, padding and groups) followed by the activation at the block's end, at the
@@ -17,7 +17,6 @@ table resumes where it stopped; a table is only returned once every entry is mea
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -32,27 +31,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmzoo.adapters.base.modules import make_activation
 from lmzoo.core.candidates import IDENTITY_KERNEL, METHODS, Candidate, block_geometry, candidates
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
-from lmzoo.core.tables import LatencyTable
-from lmzoo.errors import InvalidArgumentError, InvalidInputError
-from lmzoo.latency.backends import (
-    Backend,
-    Target,
-    backend_versions,
-    get_backend,
-    make_target,
-    measure_interleaved,
-    measure_times,
-)
+from lmzoo.latency.backends import Backend, Target, get_backend, measure_interleaved, measure_times, target_of
+from lmzoo.latency.endtoend import PlainOutput, as_input_list, batched, deploy_form
+from lmzoo.latency.measurement import measurement_of
+from lmzoo.latency.setting import LatencySetting
 from lmzoo.latency.stats import LatencyStats, contended
+from lmzoo.tables import LatencyTable
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "lmzoo.latency-cache/1"
-#: alternating rounds when timing the base network against its chain convs (calibration)
-CALIBRATION_ROUNDS = 10
 
 
 @dataclass(frozen=True)
@@ -69,8 +61,6 @@ class ConvConfig:
     activation: str | None
 
     def module(self) -> nn.Module:
-        from lmzoo.adapters._modules import make_activation
-
         conv = nn.Conv2d(
             self.in_channels,
             self.out_channels,
@@ -107,51 +97,40 @@ def conv_config(spec: Spec, cand: Candidate) -> ConvConfig | None:
     )
 
 
-#: a table is measured in this many passes over all its convs, each with runs / passes timed runs,
-#: so that a slow drift of a shared machine spreads over every entry instead of hitting a few
-DEFAULT_PASSES = 3
-
-
 def latency_table(
     spec: Spec,
+    setting: LatencySetting | None = None,
     *,
-    backend: str | Backend = "torch",
-    device: str = "cpu",
-    batch_size: int = 1,
-    dtype: str = "float32",
-    threads: int | None = None,
-    warmup: int | None = None,
-    runs: int | None = None,
-    passes: int = DEFAULT_PASSES,
     model: nn.Module | None = None,
     example_inputs: torch.Tensor | Sequence[torch.Tensor] | None = None,
     cands: Iterable[Candidate] | None = None,
     cache: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    **overrides: Any,
 ) -> LatencyTable:
     """Measure one latency entry per candidate of ``spec`` (default: every method's candidates).
 
+    ``setting`` says how (backend, device, batch, dtype, threads, runs, passes); keyword
+    ``overrides`` change single fields of it (``backend="onnxruntime"``, ``batch_size=64``).
     ``model`` (the base network the spec was traced from) calibrates the table against the network
     (module docstring): a context scale on every entry and the fixed cost of the parts outside the
     chain. Without it the entries are the isolated timings, ``fixed_ms`` is 0, and the metadata says so.
     ``cache`` names a JSON-lines file: each finished (conv, pass) is appended at once and reused by
     the next call with the same settings, so an interrupted table resumes. Progress on stderr.
     """
-    chosen = get_backend(backend)
-    target = make_target(device, dtype, threads)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-        raise InvalidArgumentError(f"passes must be a positive integer, got {passes!r}")
+    setting = (setting or LatencySetting()).replace(**overrides)
+    chosen = get_backend(setting.backend)
+    target = target_of(setting)
     chosen.check(target)
+    passes, batch_size = setting.passes, setting.batch_size
     if cands is None:
         cands = sorted({c for m in METHODS for c in candidates(spec, method=m)})
     cands = list(cands)
-    setting = _setting(chosen, target, batch_size, warmup, runs)
-    runs_per_pass = max(1, setting["runs"] // passes)
+    measurement = measurement_of(setting)
+    runs_per_pass = max(1, measurement.runs // passes)
     configs = {c: conv_config(spec, c) for c in cands}
     unique = dict(sorted({cfg.key(): cfg for cfg in configs.values() if cfg is not None}.items()))
-    store = _Cache(Path(cache), {**setting, "passes": passes}) if cache is not None else None
+    store = _Cache(Path(cache), {**measurement.setting(), "passes": passes}) if cache is not None else None
     done: dict[tuple[str, int], list[float]] = store.load() if store else {}
     jobs = [(p, key) for p in range(passes) for key in unique if (key, p) not in done]
     from tqdm.auto import tqdm
@@ -169,7 +148,12 @@ def latency_table(
             cfg = unique[key]
             x = torch.randn(batch_size, *cfg.input_shape)
             times = measure_times(
-                cfg.module(), [x], backend=chosen, target=target, warmup=setting["warmup"], runs=runs_per_pass
+                cfg.module(),
+                [x],
+                backend=chosen,
+                target=target,
+                warmup=measurement.warmup,
+                runs=runs_per_pass,
             )
             done[(key, p)] = times
             if store:
@@ -177,13 +161,13 @@ def latency_table(
             bar.update(1)
     stats = {
         key: LatencyStats.from_times(
-            [t for p in range(passes) for t in done[(key, p)]], warmup=setting["warmup"]
+            [t for p in range(passes) for t in done[(key, p)]], warmup=measurement.warmup
         )
         for key in unique
     }
     entries = {c: 0.0 if cfg is None else stats[cfg.key()].median_ms for c, cfg in configs.items()}
     metadata: dict[str, Any] = {
-        **_metadata(target, setting),
+        **measurement.to_dict(),
         "passes": passes,
         "statistic": "median",
         "entries": len(entries),
@@ -194,7 +178,7 @@ def latency_table(
     fixed_ms = 0.0
     measured = dict(stats)
     if model is not None:
-        calibration = _calibrate(spec, model, example_inputs, chosen, target, batch_size, setting)
+        calibration = _calibrate(spec, model, example_inputs, chosen, target, setting)
         measured |= {"calibration: identity chain": calibration.chain, "calibration: base": calibration.base}
         identity_ms = math.fsum(entries[c] for c in Plan.identity(spec))
         # isolated convs run with hot caches (their weights stay cached between runs) and at another
@@ -225,108 +209,6 @@ def latency_table(
         metadata["calibration"] = {"method": "none (no model given): isolated entries, fixed cost 0"}
     metadata["contended"] = contended(measured, "latency table")
     return LatencyTable(entries, fixed_ms=fixed_ms, spec=spec, metadata=metadata)
-
-
-def benchmark(
-    model: nn.Module,
-    example_inputs: torch.Tensor | Sequence[torch.Tensor],
-    *,
-    backend: str | Backend = "torch",
-    device: str = "cpu",
-    batch_size: int | None = None,
-    dtype: str = "float32",
-    threads: int | None = None,
-    warmup: int | None = None,
-    runs: int | None = None,
-) -> LatencyStats:
-    """End-to-end latency of ``model(*example_inputs)``: warm-up, synchronisation, statistics.
-
-    ``batch_size`` repeats the example inputs along the batch dimension. The model is not modified
-    (it is copied before being moved or compiled).
-    """
-    return compare(
-        {"model": model},
-        example_inputs,
-        backend=backend,
-        device=device,
-        batch_size=batch_size,
-        dtype=dtype,
-        threads=threads,
-        warmup=warmup,
-        runs=runs,
-        rounds=1,
-    )["model"]
-
-
-def compare(
-    models: Mapping[str, nn.Module],
-    example_inputs: torch.Tensor | Sequence[torch.Tensor],
-    *,
-    backend: str | Backend = "torch",
-    device: str = "cpu",
-    batch_size: int | None = None,
-    dtype: str = "float32",
-    threads: int | None = None,
-    warmup: int | None = None,
-    runs: int | None = None,
-    rounds: int = 10,
-) -> dict[str, LatencyStats]:
-    """End-to-end latency of several models (e.g. base and merged), measured interleaved in
-    ``rounds`` rounds so that drifts of a shared machine affect all of them alike."""
-    import copy
-
-    inputs = _batched(_as_list(example_inputs), batch_size)
-    target = make_target(device, dtype, threads)
-    jobs = {name: (_Plain(copy.deepcopy(m)), inputs) for name, m in models.items()}
-    return measure_interleaved(
-        jobs, backend=get_backend(backend), target=target, warmup=warmup, runs=runs, rounds=rounds
-    )
-
-
-def measurement_record(
-    backend: str | Backend, device: str, batch_size: int, dtype: str, threads: int | None
-) -> dict[str, Any]:
-    """How a measurement is made, for latency cards: backend, versions, device, batch, dtype, threads."""
-    chosen = get_backend(backend)
-    target = make_target(device, dtype, threads)
-    return _metadata(target, _setting(chosen, target, batch_size, None, None))
-
-
-class _Plain(nn.Module):
-    """Returns a tensor whatever the wrapped model returns (diffusers outputs, tuples), so every
-    backend (ONNX export included) sees a plain graph."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        from lmzoo.engine import tensor_output
-
-        return tensor_output(self.inner(*args))
-
-
-def _as_list(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    if isinstance(example_inputs, torch.Tensor):
-        return [example_inputs]
-    if isinstance(example_inputs, (tuple, list)) and example_inputs:
-        return list(example_inputs)
-    raise InvalidInputError("example_inputs must be a tensor or a non-empty tuple of tensors")
-
-
-def _batched(inputs: list[torch.Tensor], batch_size: int | None) -> list[torch.Tensor]:
-    if batch_size is None:
-        return inputs
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
-    out = []
-    for x in inputs:
-        if x.dim() == 0:
-            out.append(x)
-            continue
-        reps = math.ceil(batch_size / x.shape[0])
-        out.append(x.repeat(reps, *([1] * (x.dim() - 1)))[:batch_size])
-    return out
 
 
 def _inputs_from_spec(spec: Spec, batch_size: int) -> list[torch.Tensor]:
@@ -375,15 +257,6 @@ class _IdentityChain(nn.Module):
         return tuple(conv(x) for conv, x in zip(self.convs, inputs))
 
 
-def deploy_form(model: nn.Module, spec: Spec) -> nn.Module:
-    """The base network as it deploys: the identity plan merged, i.e. every chain conv with its
-    norm folded in, nothing else changed. Speed-ups are measured against this, so that they
-    count what LayerMerge removes and not the norm folding any deployment gets for free."""
-    from lmzoo.engine import apply_plan, merge
-
-    return merge(apply_plan(model, spec, Plan.identity(spec))).eval()
-
-
 @dataclass(frozen=True)
 class _Calibration:
     base: LatencyStats  # the base network in deploy form, end to end
@@ -396,54 +269,27 @@ def _calibrate(
     example_inputs: torch.Tensor | Sequence[torch.Tensor] | None,
     backend: Backend,
     target: Target,
-    batch_size: int,
-    setting: Mapping[str, Any],
+    setting: LatencySetting,
 ) -> _Calibration:
+    batch_size = setting.batch_size
     inputs = (
-        _batched(_as_list(example_inputs), batch_size)
+        batched(as_input_list(example_inputs), batch_size)
         if example_inputs is not None
         else _inputs_from_spec(spec, batch_size)
     )
     chain = _IdentityChain(spec)
     timed = measure_interleaved(
         {
-            "base": (_Plain(deploy_form(model, spec)), inputs),
+            "base": (PlainOutput(deploy_form(model, spec)), inputs),
             "chain": (chain, chain.example_inputs(batch_size)),
         },
         backend=backend,
         target=target,
-        warmup=setting["warmup"],
-        runs=setting["runs"],
-        rounds=CALIBRATION_ROUNDS,
+        warmup=setting.resolved_warmup,
+        runs=setting.resolved_runs,
+        rounds=setting.rounds,
     )
     return _Calibration(base=timed["base"], chain=timed["chain"])
-
-
-def _setting(
-    backend: Backend, target: Target, batch_size: int, warmup: int | None, runs: int | None
-) -> dict[str, Any]:
-    from lmzoo.latency.backends import DEFAULT_RUNS, DEFAULT_WARMUP
-
-    kind = target.device.type
-    return {
-        "backend": backend.name,
-        "backend_options": backend.options(),
-        "device": str(target.device),
-        "batch_size": batch_size,
-        "dtype": target.dtype_name,
-        "threads": target.threads if kind == "cpu" else None,
-        "warmup": DEFAULT_WARMUP[kind] if warmup is None else warmup,
-        "runs": DEFAULT_RUNS[kind] if runs is None else runs,
-        "versions": backend_versions(backend),
-    }
-
-
-def _metadata(target: Target, setting: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        **setting,
-        "device_name": target.device_name(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 class _Cache:

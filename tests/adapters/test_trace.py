@@ -103,3 +103,59 @@ def test_fingerprint_identifies_the_structure_not_the_weights():
     assert a.unit(1).weight_l1 != b.unit(1).weight_l1
     assert a.fingerprint != lmzoo.trace(timm.create_model("resnet34"), x).fingerprint
     assert a.fingerprint != lmzoo.trace(timm.create_model("resnet18"), torch.randn(1, 3, 96, 96)).fingerprint
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "mnasnet_100", "fbnetc_100"])
+def test_other_efficientnet_class_networks_without_squeeze_excite_merge_exactly(name):
+    """The MobileNetV2 family covers timm's EfficientNet class built from the same blocks."""
+    import random
+
+    from lmzoo.engine import check_merge
+    from lmzoo.testing import random_plan, randomize_norms
+
+    model = randomize_norms(timm.create_model(name, num_classes=10)).eval()
+    x = torch.randn(1, 3, 32, 32)
+    spec = lmzoo.trace(model, x)
+    assert spec.family == "timm-mobilenetv2"
+    plan = random_plan(spec, lmzoo.candidates(spec), random.Random(0), long_bias=0.0)
+    assert check_merge(model, spec, plan, x).relative_error < 1e-4
+    with pytest.raises(UnsupportedModelError, match=r"blocks\.\d+\.\d+\.se is a SqueezeExcite"):
+        lmzoo.trace(timm.create_model("mnasnet_small"), x)
+
+
+def test_a_model_two_families_accept_is_an_error(monkeypatch):
+    from lmzoo.adapters.base import registry
+
+    class Greedy(registry.Adapter):
+        family = "test-greedy"
+        description = "accepts every module"
+
+        @classmethod
+        def matches(cls, model):
+            return True
+
+        def trace(self, model, example_inputs):
+            raise NotImplementedError
+
+        def apply_plan(self, model, spec, plan, *, in_place=False):
+            raise NotImplementedError
+
+    registry.registered_families()  # the built-in families first
+    monkeypatch.setitem(registry.ADAPTERS._items, Greedy.family, Greedy)
+    with pytest.raises(UnsupportedModelError, match=r"several adapter families .*timm-resnet.*test-greedy"):
+        lmzoo.trace(timm.create_model("resnet18"), torch.randn(1, 3, 32, 32))
+
+
+def test_configured_modules_declare_the_merge_hook():
+    import random
+
+    from lmzoo.adapters import Mergeable
+    from lmzoo.testing import TINY_MODELS, random_plan
+
+    for tiny in TINY_MODELS.values():
+        model = tiny.build().eval()
+        inputs = tiny.inputs(1, torch.float32)
+        spec = lmzoo.trace(model, inputs)
+        plan = random_plan(spec, lmzoo.candidates(spec), random.Random(0), long_bias=8.0)
+        configured = lmzoo.apply_plan(model, spec, plan)
+        assert any(isinstance(m, Mergeable) for m in configured.modules()), tiny.family

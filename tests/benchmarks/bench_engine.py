@@ -15,6 +15,7 @@ import torch
 
 import lmzoo
 from lmzoo.core.plan import random_plan
+from lmzoo.engine import check_merge
 from lmzoo.testing import randomize_norms
 
 
@@ -36,7 +37,7 @@ def main() -> None:
         )
         rng = random.Random(0)
         for i in range(3):
-            check = lmzoo.engine.check_merge(model, spec, random_plan(spec, cands, rng), x)
+            check = check_merge(model, spec, random_plan(spec, cands, rng), x)
             print(
                 f"  plan {i}: {check.blocks} blocks (largest kernel {check.largest_kernel}), "
                 f"merge {check.merge_s:.2f} s, max relative difference {check.relative_error:.1e}"

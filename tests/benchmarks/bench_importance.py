@@ -22,11 +22,10 @@ import torch
 from safetensors.torch import load_file
 
 import lmzoo
-from lmzoo import pipeline
 from lmzoo.core.solver import check_objective, plan_importance
 from lmzoo.importance import importance_table
+from lmzoo.pipeline import Build
 from lmzoo.recipes import load_recipe
-from lmzoo.tasks import task_for
 
 
 def ranks(values: np.ndarray) -> np.ndarray:
@@ -71,18 +70,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     recipe, _ = load_recipe(args.recipe, args.profile)
-    ws = pipeline.Workspace.for_recipe(recipe, args.workdir)
+    build = Build(recipe, workdir=args.workdir)
     if args.base:
-        model = pipeline.build_model(recipe)
+        model = build.inputs.random_model()
         model.load_state_dict(load_file(args.base), strict=True)
-        model.eval()
-    else:
-        model = pipeline.base_stage(ws)
-    task = task_for(model)
-    train_set, _ = pipeline.datasets(recipe)
-    spec, example = pipeline.traced(model, task, train_set)
-    data = pipeline.importance_data(recipe, train_set)
-    settings = pipeline.importance_settings(recipe)
+        build.base = model.eval()  # instead of the base stage's
+    model = build.base
+    spec, _ = build.traced
+    data = build.inputs.importance_data()
+    settings = recipe.importance.settings()
     cands = sorted({c for m in lmzoo.METHODS for c in lmzoo.candidates(spec, method=m)})
     if args.limit:
         cands = cands[: args.limit]
@@ -125,7 +121,7 @@ def main() -> None:
         report[estimator] = row
 
     if reference is not None and not args.limit:
-        latency, _ = pipeline.latency_stage(ws, model, spec, example)
+        latency, _ = build.latency
         for speedup in recipe.solve.speedups:
             for estimator, table in tables.items():
                 objective = check_objective(recipe.solve.objective)

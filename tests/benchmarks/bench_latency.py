@@ -34,11 +34,11 @@ import timm
 import torch
 
 import lmzoo
-from lmzoo.cards import RESULT_FIELDS
 from lmzoo.core.solver import Objective
-from lmzoo.core.tables import ImportanceTable
 from lmzoo.latency import compare
-from lmzoo.latency.table import deploy_form
+from lmzoo.latency.endtoend import deploy_form
+from lmzoo.results import RESULT_FIELDS
+from lmzoo.tables import ImportanceTable
 
 TARGETS = (1.3, 1.6, 2.0)
 #: results.csv's columns, and what these rows add: the input size and where the importance came from

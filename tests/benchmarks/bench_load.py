@@ -24,7 +24,8 @@ from safetensors.torch import load_file, save_file
 
 import lmzoo
 from lmzoo.checkpoint import checkpoint_config, write_checkpoint
-from lmzoo.core.tables import ImportanceTable, LatencyTable
+from lmzoo.sources import Architecture
+from lmzoo.tables import ImportanceTable, LatencyTable
 from lmzoo.testing import randomize_norms
 
 SETTINGS = {
@@ -66,9 +67,7 @@ def main() -> None:
             name = f"bench-{setting}"
             config = checkpoint_config(
                 name=name,
-                family="timm",
-                arch="mobilenetv2_100",
-                kwargs=kwargs,
+                architecture=Architecture("timm", "mobilenetv2_100", kwargs),
                 input_shape=shape,
                 task="classification",
                 spec_fingerprint=spec.fingerprint,

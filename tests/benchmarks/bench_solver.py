@@ -23,7 +23,7 @@ import timm
 import torch
 
 import lmzoo
-from lmzoo.core.tables import ImportanceTable, LatencyTable
+from lmzoo.tables import ImportanceTable, LatencyTable
 
 torch.set_num_threads(2)
 

@@ -17,8 +17,8 @@ import pytest
 import lmzoo
 from lmzoo.core.candidates import IDENTITY_KERNEL, Candidate
 from lmzoo.core.solver import identity_latency, plan_importance
-from lmzoo.core.tables import ImportanceTable, LatencyTable
 from lmzoo.errors import InfeasibleBudgetError, InvalidArgumentError, InvalidTableError
+from lmzoo.tables import ImportanceTable, LatencyTable
 from lmzoo.testing import TINY_MODELS
 
 N_WINDOW_CASES = 300

@@ -5,8 +5,8 @@ import pytest
 
 from lmzoo.core.candidates import Candidate
 from lmzoo.core.plan import Plan
-from lmzoo.core.tables import ImportanceTable, LatencyTable
 from lmzoo.errors import InvalidTableError
+from lmzoo.tables import ImportanceTable, LatencyTable
 
 A = Candidate(0, 1, 3, 1, False, (1,))
 B = Candidate(1, 2, 3, 1, True, (2,))

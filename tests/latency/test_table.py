@@ -6,12 +6,13 @@ import torch
 from torch import nn
 
 import lmzoo
-from lmzoo.adapters._chain import Chain
+from lmzoo.adapters.base.chain import Chain
 from lmzoo.core.candidates import METHODS
-from lmzoo.core.tables import LatencyTable
 from lmzoo.latency import table as table_module
+from lmzoo.latency.endtoend import deploy_form
 from lmzoo.latency.stats import LatencyStats, contended
-from lmzoo.latency.table import conv_config, deploy_form
+from lmzoo.latency.table import conv_config
+from lmzoo.tables import LatencyTable
 from lmzoo.testing import TINY_MODELS, random_plan, randomize_norms
 
 FAST = {"warmup": 0, "runs": 2, "passes": 2, "progress": False}

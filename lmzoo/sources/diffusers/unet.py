@@ -10,6 +10,7 @@ tensors) round-trip it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -44,15 +45,21 @@ class LayerMergeUNet2DModel(ModelMixin, ConfigMixin):
             out_channels=out_channels,
         )
         if merged is None:
-            from lmzoo.checkpoint import merged_structure
+            from lmzoo.rebuild import merged_structure
+            from lmzoo.sources import Architecture
 
             merged = merged_structure(
-                _checkpoint_config(base_config, plan, input_shape, spec_fingerprint), weights=True
+                Architecture("diffusers", "UNet2DModel", base_config),
+                input_shape=input_shape,
+                task="denoising",
+                spec_fingerprint=spec_fingerprint,
+                plan=plan,
+                weights=True,
             )
         self.unet = merged
 
     @classmethod
-    def wrapping(cls, merged: nn.Module, config: dict[str, Any]) -> LayerMergeUNet2DModel:
+    def wrapping(cls, merged: nn.Module, config: Mapping[str, Any]) -> LayerMergeUNet2DModel:
         """Wrap a merged ``UNet2DModel`` described by an lmzoo checkpoint ``config``."""
         kwargs = config["base"]["kwargs"]
         return cls(
@@ -74,15 +81,3 @@ class LayerMergeUNet2DModel(ModelMixin, ConfigMixin):
         return_dict: bool = True,
     ) -> Any:
         return self.unet(sample, timestep, class_labels=class_labels, return_dict=return_dict)
-
-
-def _checkpoint_config(
-    base_config: dict[str, Any], plan: dict[str, Any], input_shape: list[int], spec_fingerprint: str
-) -> dict[str, Any]:
-    return {
-        "base": {"family": "diffusers-unet2d", "arch": "", "kwargs": base_config},
-        "plan": plan,
-        "input_shape": list(input_shape),
-        "task": "denoising",
-        "spec_fingerprint": spec_fingerprint,
-    }

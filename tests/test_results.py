@@ -1,6 +1,6 @@
 """The results table's frontier plot: which lines it draws from which rows."""
 
-from lmzoo.cards import frontier_series, plot_frontier
+from lmzoo.results import frontier_series, plot_frontier
 
 
 def _row(model, method, speedup, value, objective="product"):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmzoo.adapters._modules import (
+from lmzoo.adapters.base.modules import (
     MERGE_DTYPE,
     check_mergeable_conv,
     make_activation,
@@ -28,8 +28,8 @@ from lmzoo.adapters._modules import (
     to_module,
     unit_from_conv,
 )
-from lmzoo.adapters._registry import Adapter
-from lmzoo.adapters._tracing import run_with_hooks
+from lmzoo.adapters.base.registry import Adapter
+from lmzoo.adapters.base.tracing import run_with_hooks
 from lmzoo.core import kernels
 from lmzoo.core.candidates import Candidate
 from lmzoo.core.kernels import MapShape
@@ -133,7 +133,8 @@ class ConfiguredBlock(nn.Module):
         self.inner_spans = [
             _InnerSpan(s.source, s.target, border[s.source] - s.stride * border[s.target]) for s in spans
         ]
-        self._sources = {s.source for s in spans}
+        #: positions whose maps an inner shortcut reads later
+        self.span_sources = {s.source for s in spans}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad:
@@ -146,7 +147,7 @@ class ConfiguredBlock(nn.Module):
                     h = saved[span.source][..., span.crop :, span.crop :]
                     h = shortcut(h)
                     x = x + h[..., : x.shape[-2], : x.shape[-1]]
-            if pos in self._sources:
+            if pos in self.span_sources:
                 saved[pos] = x
         return x
 
@@ -173,7 +174,7 @@ class ConfiguredBlock(nn.Module):
                 if span.target == pos:
                     source = saved[span.source]
                     current = plus(current, then(source, shortcut(module, source.out_channels)))
-            if pos in self._sources:
+            if pos in self.span_sources:
                 saved[pos] = current
         return current
 
@@ -220,14 +221,15 @@ class Chain(nn.Module):
         self.ends = list(ends)
         self.spans = list(spans)
         self.span_channels = list(span_channels)
-        self._sources = {s.source for s in spans}
+        #: positions whose maps a shortcut reads later (run_blocks keeps them in ``saved``)
+        self.span_sources = {s.source for s in spans}
         self._resume: Iterator[tuple[int, torch.Tensor, dict[int, torch.Tensor]]] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._resume is not None:
             first, x, saved = next(self._resume)
             return self.run_blocks(x, saved, first, len(self.blocks))
-        saved = {0: x} if 0 in self._sources else {}
+        saved = {0: x} if 0 in self.span_sources else {}
         return self.run_blocks(x, saved, 0, len(self.blocks))
 
     def run_blocks(
@@ -243,7 +245,7 @@ class Chain(nn.Module):
                 if span.target == end:
                     x = x + shortcut(saved[span.source])
             x = act(x)
-            if end in self._sources:
+            if end in self.span_sources:
                 saved[end] = x
         return x
 

@@ -1,13 +1,14 @@
-"""Training loops shared by the base, importance and fine-tune stages: SGD (Nesterov) with cosine
-decay, resumable from a local state file, one process or PyTorch DDP (``torchrun``)."""
+"""The training loop shared by the base, importance and fine-tune stages: SGD (Nesterov) or Adam with
+diffusers' cosine schedule with warm-up, an optional weight average (diffusers' ``EMAModel``),
+resumable from a local state file, one process or PyTorch DDP (``torchrun``)."""
 
 from __future__ import annotations
 
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lmzoo.errors import InvalidArgumentError, LmzooError
+from lmzoo.training.distributed import distributed, is_main_process
+from lmzoo.training.settings import OPTIMIZERS, TrainSettings
 
 STATE_FORMAT = "lmzoo.train-state/1"
 
@@ -25,33 +28,10 @@ class TrainingDiverged(LmzooError):
     """The training loss became NaN or infinite."""
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """One training run with cosine decay to zero; ``warmup_steps`` of linear warm-up first.
-    ``optimizer`` "sgd" is SGD with Nesterov momentum, "adam" is Adam (``momentum`` unused)."""
-
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-5
-    batch_size: int = 256
-    epochs: float = 1.0
-    #: fraction of the steps of ``epochs`` actually run (cheap estimators use less)
-    step_fraction: float = 1.0
-    warmup_steps: int = 0
-    label_smoothing: float = 0.0
-    #: random shifts by up to 2 pixels (zero border) and horizontal flips, on the batch
-    augment: bool = False
-    #: weight of the KL distillation loss from a teacher's logits (0: plain cross-entropy)
-    distill_weight: float = 0.0
-    distill_temperature: float = 1.0
-
-    def steps(self, batches_per_epoch: int) -> int:
-        return max(1, int(batches_per_epoch * self.epochs * self.step_fraction))
-
-
 def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random translation by up to 2 pixels (zero padding) and random horizontal flip, per image."""
+    """Random translation by up to 2 pixels (zero padding) and random horizontal flip, per image.
+    Kept instead of torchvision.transforms.v2, which draws one crop and one flip per call (per batch,
+    given a batch); drawing from the step's seeded generator keeps a resumed run identical."""
     n, _, h, w = x.shape
     padded = nn.functional.pad(x, (2, 2, 2, 2))
     dy = torch.randint(0, 5, (n,), generator=generator).tolist()
@@ -59,14 +39,6 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     flip = torch.rand(n, generator=generator) < 0.5
     out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
     return torch.where(flip.view(n, 1, 1, 1).to(out.device), out.flip(-1), out)
-
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def is_main_process() -> bool:
-    return not distributed() or dist.get_rank() == 0
 
 
 def _batches(
@@ -132,7 +104,9 @@ def make_optimizer(params: Any, settings: TrainSettings) -> torch.optim.Optimize
         )
     if settings.optimizer == "adam":
         return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    raise InvalidArgumentError(f"unknown optimizer {settings.optimizer!r}; choose sgd or adam")
+    raise InvalidArgumentError(
+        f"unknown optimizer {settings.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+    )
 
 
 def train(
@@ -154,8 +128,9 @@ def train(
     With ``state_path`` the run saves its state (weights, optimiser, step) every ``save_every``
     steps and resumes from it, so a killed run continues where it stopped. Under DDP (after
     ``torch.distributed.init_process_group``) each rank trains on its share of every batch.
-    ``ema_decay`` > 0 keeps an exponential moving average of the weights (DDPM) and leaves it in
-    ``model`` at the end.
+    ``ema_decay`` > 0 keeps an exponential moving average of the parameters (DDPM; diffusers'
+    ``EMAModel``: decay min(d, (1 + t) / (10 + t)) after a first step that copies) and leaves it in
+    ``model`` at the end; buffers (BatchNorm statistics) are the trained model's.
     """
     device = torch.device(device)
     model.to(device).train()
@@ -163,10 +138,10 @@ def train(
     steps = settings.steps(batches_per_epoch)
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if distributed() else model
     optimizer = make_optimizer(model.parameters(), settings)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(steps, settings.warmup_steps))
+    schedule = _cosine_with_warmup(optimizer, settings.warmup_steps, steps)
     step = 0
     state_file = Path(state_path) if state_path is not None else None
-    ema = _Ema(model, ema_decay) if ema_decay > 0 else None
+    ema = _weight_average(model, ema_decay) if ema_decay > 0 else None
     if state_file is not None and state_file.is_file():
         step = _load_state(state_file, model, optimizer, schedule, ema)
     generator = torch.Generator().manual_seed(seed)
@@ -194,7 +169,7 @@ def train(
                 optimizer.step()
                 schedule.step()
                 if ema is not None:
-                    ema.update(model, step)
+                    ema.step(model.parameters())
                 last_loss = float(loss.detach())
                 step += 1
                 bar.update(1)
@@ -204,59 +179,30 @@ def train(
                 if step >= steps:
                     break
     if ema is not None:
-        model.load_state_dict(ema.state)
+        ema.copy_to(model.parameters())
     return {"steps": steps, "train_loss": last_loss}
 
 
-class _Ema:
-    """Exponential moving average of every floating tensor of a state dict, with the usual warm-up
-    (decay min(d, (1 + t) / (10 + t)) at step t) so early weights do not dominate short runs."""
+def _weight_average(model: nn.Module, decay: float) -> Any:
+    from diffusers.training_utils import EMAModel
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        for k, v in model.state_dict().items():
-            if v.is_floating_point():
-                self.state[k].mul_(d).add_(v.detach(), alpha=1 - d)
-            else:
-                self.state[k].copy_(v)
+    return EMAModel(model.parameters(), decay=decay, use_ema_warmup=False)
 
 
-def train_classifier(
-    model: nn.Module,
-    dataset: Dataset[Any],
-    settings: TrainSettings,
-    *,
-    teacher: nn.Module | None = None,
-    **kwargs: Any,
-) -> dict[str, Any]:
-    """:func:`train` with the classification loss (optionally distilled from ``teacher``)."""
-    if teacher is not None:
-        teacher.eval()
-    return train(model, dataset, settings, classification_loss(settings, teacher), **kwargs)
+def _cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, steps: int) -> Any:
+    from diffusers.optimization import get_cosine_schedule_with_warmup
 
-
-def _cosine(steps: int, warmup: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
+    return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=steps)
 
 
 def _save_state(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, step: int, ema: _Ema | None
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, step: int, ema: Any
 ) -> None:
     if not is_main_process():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # unique per writer
+    os.close(fd)
     torch.save(
         {
             "format": STATE_FORMAT,
@@ -264,7 +210,7 @@ def _save_state(
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
-            **({"ema": ema.state} if ema is not None else {}),
+            **({"ema": ema.state_dict()} if ema is not None else {}),
         },
         tmp,
     )
@@ -272,7 +218,7 @@ def _save_state(
 
 
 def _load_state(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, ema: _Ema | None
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, ema: Any
 ) -> int:
     # a local file this process wrote itself; weights_only keeps it free of arbitrary pickles
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -284,5 +230,10 @@ def _load_state(
     if ema is not None:
         if "ema" not in state:
             raise LmzooError(f"{path} was saved without a weight average; delete it to start the run afresh")
-        ema.state = state["ema"]
+        try:
+            ema.load_state_dict(state["ema"])
+        except (ValueError, TypeError, KeyError):
+            raise LmzooError(
+                f"{path} holds a weight average of another format; delete it to start afresh"
+            ) from None
     return int(state["step"])

@@ -1,0 +1,5 @@
+"""``python -m lmzoo.cli`` (what ``torchrun ... -m lmzoo.cli build`` runs)."""
+
+from lmzoo.cli import main
+
+main()

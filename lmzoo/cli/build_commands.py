@@ -1,0 +1,99 @@
+"""The build's commands: ``lmzoo build`` (every stage of a recipe's entries) and ``lmzoo tables``
+(one table, through the same stage code and cache)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from lmzoo.cli.options import choice, recipe_options, user_errors
+from lmzoo.core.candidates import METHODS
+from lmzoo.importance.executors import EXECUTORS
+from lmzoo.pipeline.stages import STAGE_NAMES, Stage
+
+
+@click.command()
+@click.argument("recipe")
+@recipe_options
+@choice("--until", STAGE_NAMES, Stage.CARD.value, "Stop after this stage.")
+@choice(
+    "--method",
+    METHODS,
+    None,
+    "Selection method: the paper's baselines are depth (depth compression) and layer (layer "
+    "pruning); layermerge-union (an lmzoo extension) adds layer pruning's blocks to LayerMerge's; "
+    "entries are named <stem>-<method>-<s>x [default: the recipe's].",
+)
+@user_errors
+def build(
+    recipe: str, profile: str | None, workdir: str | None, device: str, until: str, method: str | None
+) -> None:
+    """Build zoo entries from RECIPE (a recipe file, a recipe name for all its speed-ups, or one zoo
+    entry name such as mobilenetv2-fmnist-layermerge-1.6x or the baseline mobilenetv2-fmnist-depth-1.6x).
+    Every stage is cached under the work directory, so a rerun resumes and the baselines reuse the
+    base and tables; the checkpoints go to the local store ($LMZOO_HOME)."""
+    from lmzoo.pipeline.builder import build as run_build
+    from lmzoo.recipes import load_recipe
+
+    resolved, speedup = load_recipe(recipe, profile, method=method)
+    written = run_build(
+        resolved,
+        speedups=[speedup] if speedup is not None else None,
+        workdir=workdir,
+        until=until,
+        device=device,
+        log=lambda message: click.echo(message, err=True),
+    )
+    for path in written:
+        click.echo(str(path))
+
+
+def _parse_shard(_ctx: Any, _param: Any, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        i, n = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise click.BadParameter("expected i/n with 0 <= i < n, e.g. 0/2") from None
+    if not 0 <= i < n:
+        raise click.BadParameter("expected i/n with 0 <= i < n, e.g. 0/2")
+    return i, n
+
+
+@click.command()
+@click.argument("kind", type=click.Choice([Stage.IMPORTANCE.value, Stage.LATENCY.value]))
+@click.argument("recipe")
+@recipe_options
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the table here.")
+@click.option("--shard", callback=_parse_shard, default=None, help="Run every n-th importance entry: i/n.")
+@choice("--executor", EXECUTORS, EXECUTORS[0], "Where importance entries run.")
+@click.option("--estimator", default=None, help="Override the recipe's importance estimator.")
+@user_errors
+def tables(
+    kind: str,
+    recipe: str,
+    profile: str | None,
+    workdir: str | None,
+    device: str,
+    out: str | None,
+    shard: tuple[int, int] | None,
+    executor: str,
+    estimator: str | None,
+) -> None:
+    """Build one table (importance or latency) for RECIPE (a recipe file, recipe name or zoo entry name),
+    with the same stage code and cache as `lmzoo build`. Prints the table's path."""
+    from lmzoo.pipeline.builder import Build
+    from lmzoo.recipes import load_recipe
+    from lmzoo.tables import ImportanceTable, LatencyTable
+
+    resolved, _ = load_recipe(recipe, profile)
+    session = Build(resolved, workdir=workdir, device=device)
+    table: LatencyTable | ImportanceTable
+    if kind == Stage.LATENCY.value:
+        table, path = session.latency
+    else:
+        table, path = session.importance(estimator=estimator, shard=shard, executor=executor)
+    if out:
+        table.save(out)
+    click.echo(out or str(path))

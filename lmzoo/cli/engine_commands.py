@@ -1,0 +1,310 @@
+"""The engine's commands: ``lmzoo inspect`` (trace a network, summarise its spec and candidates),
+``lmzoo solve`` (plans from two tables) and ``lmzoo bench`` (base against merged, end to end)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lmzoo.cli.options import (
+    choice,
+    json_output,
+    latency_options,
+    latency_setting,
+    model_options,
+    user_errors,
+)
+from lmzoo.core.candidates import DEFAULT_METHOD, METHODS
+from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_OBJECTIVE, DEFAULT_UNREACHABLE, OBJECTIVES, UNREACHABLE
+
+
+@click.command()
+@click.argument("model_name")
+@model_options
+@click.option(
+    "--check-plans", default=0, show_default=True, help="Merge this many random plans and check exactness."
+)
+@json_output
+@user_errors
+def inspect(
+    model_name: str,
+    source: str,
+    input_size: int,
+    in_chans: int,
+    num_classes: int | None,
+    check_plans: int,
+    as_json: bool,
+) -> None:
+    """Trace a network (random weights) and summarise its LayerMerge spec and candidates."""
+    import lmzoo
+    from lmzoo.core.plan import random_plan
+    from lmzoo.engine import check_merge
+
+    model = _model(source, model_name, in_chans=in_chans, num_classes=num_classes)
+    x = _image_input(in_chans, input_size)
+    started = time.perf_counter()
+    spec = lmzoo.trace(model, x)
+    cands = lmzoo.candidates(spec)
+    elapsed = time.perf_counter() - started
+    summary: dict[str, Any] = {
+        "model": model_name,
+        "family": spec.family,
+        "units": spec.length,
+        "residual_spans": len(spec.spans),
+        "barriers": [p.index for p in spec.positions if p.barrier],
+        "candidates": len(cands),
+        "largest_kernel": max(c.kernel for c in cands),
+        "trace_and_candidates_s": round(elapsed, 3),
+    }
+    rng = random.Random(0)
+    checks = [asdict(check_merge(model, spec, random_plan(spec, cands, rng), x)) for _ in range(check_plans)]
+    if checks:
+        summary["plan_checks"] = checks
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    for key, value in summary.items():
+        if key != "plan_checks":
+            click.echo(f"{key:>24}: {value}")
+    for i, check in enumerate(checks, 1):
+        click.echo(
+            f"{'plan ' + str(i):>24}: {check['blocks']} blocks (largest kernel {check['largest_kernel']}), "
+            f"merged in {check['merge_s']:.2f} s, "
+            f"max relative difference {check['relative_error']:.1e}"
+        )
+
+
+@click.command()
+@click.argument("latency_table", type=click.Path(dir_okay=False))
+@click.argument("importance_table", type=click.Path(dir_okay=False))
+@click.option(
+    "--budget-ms", "budgets", multiple=True, type=float, help="Chain latency budget in ms (repeatable)."
+)
+@click.option(
+    "--speedup",
+    "speedups",
+    multiple=True,
+    type=float,
+    help="Target speed-up over the base by the table, fixed cost included (repeatable).",
+)
+@click.option(
+    "--frontier", "whole_frontier", is_flag=True, help="Output the whole accuracy-latency frontier."
+)
+@choice("--method", METHODS, DEFAULT_METHOD, "Selection method.")
+@click.option(
+    "--levels", type=int, default=DEFAULT_LEVELS, show_default=True, help="Grid steps over the budget."
+)
+@choice(
+    "--objective",
+    OBJECTIVES,
+    DEFAULT_OBJECTIVE,
+    "Maximise the sum of I (the paper's) or the product of I (blind to the block count).",
+)
+@choice(
+    "--unreachable",
+    UNREACHABLE,
+    DEFAULT_UNREACHABLE,
+    "For a target beyond the latency table's fastest plan: stop with an error, or output that plan.",
+)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False), help="Write the JSON here instead of stdout."
+)
+@user_errors
+def solve(
+    latency_table: str,
+    importance_table: str,
+    budgets: tuple[float, ...],
+    speedups: tuple[float, ...],
+    whole_frontier: bool,
+    method: str,
+    levels: int,
+    objective: str,
+    unreachable: str,
+    output: str | None,
+) -> None:
+    """Choose plans from a latency and an importance table (JSON files written by lmzoo).
+
+    Plans go to stdout (or --output) as JSON; a one-line summary per plan goes to stderr.
+    """
+    from lmzoo.core import solver
+    from lmzoo.errors import InvalidArgumentError
+    from lmzoo.tables import ImportanceTable, LatencyTable
+
+    if whole_frontier == bool(budgets or speedups):
+        raise InvalidArgumentError("give --budget-ms / --speedup (repeatable), or --frontier, but not both")
+    latency = LatencyTable.load(latency_table)
+    importance = ImportanceTable.load(importance_table)
+    m = solver.check_method(method)
+    o = solver.check_objective(objective)
+    results: list[dict[str, Any]] = []
+    if whole_frontier:
+        for point in solver.frontier(latency, importance, levels=levels, method=m, objective=o):
+            results.append(_plan_record(latency, point.plan, importance=point.importance))
+    targets = [{"budget_ms": b} for b in budgets] + [{"speedup": s} for s in speedups]
+    for target in targets:
+        plan, max_speedup = solver.solve_reachable(
+            latency, importance, **target, unreachable=unreachable, levels=levels, method=m, objective=o
+        )
+        value = solver.plan_importance(importance, plan, objective=o)
+        record = _plan_record(latency, plan, importance=value, target=target)
+        if max_speedup is not None:
+            record["unreachable"] = {"max_speedup": max_speedup}
+        results.append(record)
+    for record in results:
+        click.echo(_plan_summary(record), err=True)
+    text = json.dumps({"method": m, "objective": o, "plans": results}, indent=1)
+    if output:
+        Path(output).write_text(text + "\n")
+    else:
+        click.echo(text)
+
+
+def _plan_record(latency: Any, plan: Any, *, importance: float, target: Any = None) -> dict[str, Any]:
+    from lmzoo.core.solver import identity_latency
+
+    base_ms = identity_latency(latency) + latency.fixed_ms
+    predicted = latency.predict(plan)
+    summary = plan.summary()
+    return {
+        **(target or {}),
+        "predicted_ms": predicted,
+        "fixed_ms": latency.fixed_ms,
+        "predicted_speedup": base_ms / predicted if predicted else None,
+        "importance": importance,
+        "units": summary.units,
+        "boundaries_kept": summary.activations_kept,
+        "convs_kept": summary.convs_kept,
+        "depth": summary.depth,
+        "merged_kernels": {str(k): n for k, n in summary.merged_kernels.items()},
+        "plan": plan.to_dict(),
+    }
+
+
+def _plan_summary(record: dict[str, Any]) -> str:
+    if "budget_ms" in record:
+        target = f"budget {record['budget_ms']:.4g} ms: "
+    elif "speedup" in record:
+        target = f"target {record['speedup']:.3g}x: "
+    else:
+        target = ""
+    importance = f", importance {record['importance']:.4f}"
+    kernels = ", ".join(f"{k}x{k}:{n}" for k, n in record["merged_kernels"].items()) or "none"
+    speed = record["predicted_speedup"]
+    if "unreachable" in record:
+        target += f"beyond the table (its fastest plan: {record['unreachable']['max_speedup']:.3f}x), "
+    return (
+        f"{target}{record['predicted_ms']:.4g} ms predicted ({speed:.3f}x){importance}; "
+        f"activations kept {record['boundaries_kept']}/{record['units']}, "
+        f"convs kept {record['convs_kept']}/{record['units']}, merged kernels {kernels}, "
+        f"depth {record['units']} -> {record['depth']}"
+    )
+
+
+@click.command()
+@click.argument("model_name")
+@click.option(
+    "--plan", "plan_file", type=click.Path(dir_okay=False), help="Plan JSON (as written by `lmzoo solve`)."
+)
+@click.option(
+    "--latency-table", type=click.Path(dir_okay=False), help="Latency table JSON, for the prediction."
+)
+@latency_options
+@model_options
+@click.option(
+    "--card", "card_file", type=click.Path(dir_okay=False), help="Write the latency card JSON here (+ .png)."
+)
+@json_output
+@user_errors
+def bench(
+    model_name: str,
+    plan_file: str | None,
+    latency_table: str | None,
+    source: str,
+    input_size: int,
+    in_chans: int,
+    num_classes: int | None,
+    card_file: str | None,
+    as_json: bool,
+    **latency: Any,
+) -> None:
+    """Measure a network's base vs merged latency (random weights: latency does not depend on them).
+
+    Base and merged are timed interleaved; the base is in deploy form (norms folded), so the
+    speed-up counts what the plan removes. Without --plan the identity plan is used.
+    """
+    import lmzoo
+    from lmzoo.errors import InvalidTableError
+    from lmzoo.latency.card import measure_plan, plot_block_latency
+    from lmzoo.tables import LatencyTable
+
+    setting = latency_setting(**latency)
+    model = _model(source, model_name, in_chans=in_chans, num_classes=num_classes)
+    x = _image_input(in_chans, input_size)
+    spec = lmzoo.trace(model, x)
+    plan = lmzoo.Plan.identity(spec) if plan_file is None else _read_plan(plan_file)
+    plan.validate(spec)
+    table = LatencyTable.load(latency_table) if latency_table else None
+    if table is not None and table.spec_fingerprint not in (None, spec.fingerprint):
+        raise InvalidTableError(
+            f"{latency_table} was measured for another network than {model_name} at {input_size}"
+        )
+    card, timed = measure_plan(model_name, model, spec, plan, x, setting, table=table)
+    if card_file:
+        card.save(card_file)
+        if table is not None:
+            plot_block_latency(table, spec, plan, Path(card_file).with_suffix(".png"), title=model_name)
+    if as_json:
+        click.echo(json.dumps(card.to_dict(), indent=1))
+        return
+    m = card.measurement
+    click.echo(f"{model_name} on {m.backend}, {m.device_name}, batch {setting.batch_size}, {m.dtype}")
+    click.echo(f"  base (norms folded): {timed['base']}")
+    click.echo(f"  base as built:       {timed['unfused']}")
+    click.echo(f"  merged:              {timed['merged']}")
+    click.echo(f"  speed-up:            {card.speedup:.3f}x")
+    if card.predicted is not None:
+        p = card.predicted
+        error = f"{p.merged_error * 100:+.1f}%" if p.merged_error is not None else "n/a"
+        click.echo(
+            f"  predicted:           {p.merged_ms:.4g} ms ({p.speedup:.3f}x); error {error} of the prediction"
+        )
+
+
+def _model(source: str, name: str, *, in_chans: int, num_classes: int | None) -> Any:
+    """The network ``name`` of ``source`` with random weights, in eval mode."""
+    from lmzoo.sources import Architecture
+
+    kwargs: dict[str, Any] = {"in_chans": in_chans}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    return Architecture(source, name, kwargs).build().eval()
+
+
+def _image_input(in_chans: int, size: int) -> Any:
+    import torch
+
+    return torch.randn(1, in_chans, size, size)
+
+
+def _read_plan(path: str) -> Any:
+    import lmzoo
+    from lmzoo.errors import InvalidPlanError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise InvalidPlanError(f"cannot read the plan {path}: {err.strerror}") from None
+    except ValueError as err:
+        raise InvalidPlanError(f"{path} is not JSON: {err}") from None
+    if isinstance(data, dict) and "plans" in data:  # the output of `lmzoo solve`: take its first plan
+        plans = data["plans"]
+        if not plans:
+            raise InvalidPlanError(f"{path} holds no plan")
+        data = plans[0]["plan"]
+    return lmzoo.Plan.from_dict(data)

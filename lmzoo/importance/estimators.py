@@ -1,0 +1,57 @@
+"""The built-in importance estimators (their cost and rank agreement with ``finetune`` are measured in
+``tests/benchmarks/bench_importance.py``):
+
+- ``finetune`` — the paper's: a block that keeps one conv of several starts that conv and its norm
+  afresh, then the whole network is fine-tuned for one epoch of importance-train (SGD + Nesterov,
+  cosine decay; Adam for DDPM), and measured on the held-out subset;
+- ``finetune-short`` — the same with a tenth of the steps;
+- ``block-distill`` — only the compressed block is trained, to reproduce the base network's map at
+  the block's end from cached maps at its start; then only the rest of the network runs on cached
+  held-out maps (chain families: timm ResNet, MobileNetV2);
+- ``bn-recalibration`` — no training: BatchNorm statistics re-estimated on importance-train.
+
+Each is one function of (context, candidate, seed) registered by name; the work they share is the
+context's (``lmzoo.importance.context``), so this module needs no torch import of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from lmzoo.importance.registry import register_estimator
+
+if TYPE_CHECKING:
+    from lmzoo.core.candidates import Candidate
+    from lmzoo.importance.context import EstimatorContext
+
+#: finetune-short runs this fraction of finetune's steps
+SHORT_FRACTION = 0.1
+
+
+@register_estimator("finetune")
+def finetune(context: EstimatorContext, candidate: Candidate, seed: int) -> dict[str, Any]:
+    net = context.compressed(candidate, seed)
+    summary = context.recover(net, seed)
+    return {**context.evaluate(net), **summary}
+
+
+@register_estimator(
+    "finetune-short", adjust=lambda s: replace(s, step_fraction=min(s.step_fraction, SHORT_FRACTION))
+)
+def finetune_short(context: EstimatorContext, candidate: Candidate, seed: int) -> dict[str, Any]:
+    return finetune(context, candidate, seed)
+
+
+@register_estimator("block-distill", check=lambda context: context.chain())
+def block_distill(context: EstimatorContext, candidate: Candidate, seed: int) -> dict[str, Any]:
+    from lmzoo.importance.block_distill import distill_block
+
+    return distill_block(context, candidate, seed)
+
+
+@register_estimator("bn-recalibration", check=lambda context: context.require_batch_norms())
+def bn_recalibration(context: EstimatorContext, candidate: Candidate, seed: int) -> dict[str, Any]:
+    net = context.compressed(candidate, seed)
+    batches = context.recalibrate_batch_norms(net, seed)
+    return {**context.evaluate(net), "calibration_batches": batches}

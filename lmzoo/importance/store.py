@@ -1,0 +1,89 @@
+"""The importance table's entries on disk: one JSON record per finished entry, written atomically, in
+a folder keyed by the estimator, its settings and the seed, so a killed run resumes without
+recomputing or corrupting finished entries and several shards can share the folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmzoo.core.candidates import Candidate
+from lmzoo.errors import LmzooError
+from lmzoo.files import write_json
+from lmzoo.importance.settings import FinetuneSettings
+
+RECORD_FORMAT = "lmzoo.importance-entry/1"
+
+
+@dataclass
+class EntryRecord:
+    """What one entry's run produced: its value (None when it failed), the raw held-out metrics,
+    its wall time and seed."""
+
+    candidate: Candidate
+    status: str  # "ok" or "failed"
+    value: float | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    wall_s: float = 0.0
+    seed: int = 0
+    estimator: str = ""
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["candidate"] = self.candidate.to_dict()
+        return {"format": RECORD_FORMAT, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EntryRecord:
+        fields = {k: v for k, v in data.items() if k != "format"}
+        fields["candidate"] = Candidate.from_dict(fields["candidate"])
+        return cls(**fields)
+
+
+class EntryStore:
+    """The records of one estimator setting under a work directory."""
+
+    def __init__(self, root: Path, estimator: str, settings: FinetuneSettings, seed: int) -> None:
+        key = hashlib.sha256(
+            json.dumps(
+                {"estimator": estimator, "settings": asdict(settings), "seed": seed}, sort_keys=True
+            ).encode()
+        ).hexdigest()[:12]
+        self.entries = root / f"importance-{estimator}-{key}"
+        self.entries.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, cand: Candidate) -> Path:
+        name = hashlib.sha256(json.dumps(cand.to_dict(), sort_keys=True).encode()).hexdigest()[:20]
+        return self.entries / f"{name}.json"
+
+    def has(self, cand: Candidate) -> bool:
+        return self._path(cand).is_file()
+
+    def write(self, record: EntryRecord) -> None:
+        write_json(self._path(record.candidate), record.to_dict(), indent=None)
+
+    def records(self) -> dict[Candidate, EntryRecord]:
+        found = {}
+        for path in self.entries.glob("*.json"):
+            if path.name == "base.json":
+                continue
+            try:
+                record = EntryRecord.from_dict(json.loads(path.read_text()))
+            except (ValueError, KeyError, TypeError, LmzooError):
+                continue  # not ours or unreadable: re-measured
+            found[record.candidate] = record
+        return found
+
+    def base(self, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The base network's held-out metrics, measured once per store."""
+        path = self.entries / "base.json"
+        if path.is_file():
+            return dict(json.loads(path.read_text()))
+        metrics = compute()
+        write_json(path, metrics, indent=None)
+        return metrics

@@ -1,0 +1,37 @@
+"""The latency stage: the latency table of the base network's candidates (cached, resumable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lmzoo.core.spec import Spec
+from lmzoo.latency.table import latency_table
+from lmzoo.pipeline.stages import Stage
+from lmzoo.pipeline.workspace import Workspace, content_key
+from lmzoo.tables import LatencyTable
+
+
+def latency_stage(
+    ws: Workspace, model: nn.Module, spec: Spec, example: tuple[torch.Tensor, ...], *, progress: bool = True
+) -> tuple[LatencyTable, Path]:
+    """The latency table and its file."""
+    setting = ws.recipe.latency
+    key = content_key(spec.fingerprint, setting)
+    out, cached = ws.output(
+        Stage.LATENCY, key, "latency.json", lambda path: LatencyTable.load(path).for_network(spec)
+    )
+    if cached is not None:
+        return cached, out
+    table = latency_table(
+        spec,
+        setting,
+        model=model,
+        example_inputs=example,
+        cache=out.parent / "measurements.jsonl",
+        progress=progress,
+    )
+    table.save(out)
+    return table, out

@@ -1,0 +1,200 @@
+"""The build's records (DESIGN §12): what the solve, merge and evaluate stages write and what cards,
+results and the command line read. Each is a dataclass with ``to_dict`` / ``from_dict``, a format
+version, and ``save`` / ``load`` (``lmzoo.files.JsonFile``). Files written by earlier versions, which
+had no format key, read as version 1."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from lmzoo.core.plan import Plan
+from lmzoo.errors import LmzooError
+from lmzoo.files import JsonFile
+from lmzoo.latency.card import LatencyCard
+
+T = TypeVar("T")
+
+
+class RecordError(LmzooError):
+    """A record file is not what its name says (malformed, or of another format)."""
+
+
+def _parsed(kind: str, expected: str, data: Any, build: Callable[[dict[str, Any]], T]) -> T:
+    if not isinstance(data, dict) or data.get("format", expected) != expected:
+        raise RecordError(f"not an lmzoo {kind}: expected 'format': {expected!r}")
+    try:
+        return build(data)
+    except (KeyError, TypeError, ValueError, LmzooError) as err:
+        raise RecordError(f"malformed {kind} ({type(err).__name__}: {err})") from None
+
+
+class Record(JsonFile):
+    """A build record: its file is read with RecordError for anything malformed."""
+
+    FILE_ERROR = RecordError
+
+
+@dataclass(frozen=True)
+class SolveRecord(Record):
+    """The plan chosen for one target speed-up and what the tables say of it (``plan.json``)."""
+
+    FORMAT = "lmzoo.solve-record/1"
+    FILE_KIND = "solve record"
+
+    target_speedup: float
+    method: str
+    levels: int | None
+    objective: str
+    #: the plan's network latency by the latency table (fixed cost included) and the base's
+    predicted_ms: float
+    predicted_base_ms: float | None
+    #: the value of the objective the solver maximised
+    importance: float
+    plan: Plan
+    #: the largest speed-up the table allows, when the target was beyond it (its fastest plan was built)
+    unreachable_max_speedup: float | None = None
+
+    @property
+    def predicted_speedup(self) -> float | None:
+        if self.predicted_base_ms and self.predicted_ms:
+            return self.predicted_base_ms / self.predicted_ms
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.FORMAT,
+            "target_speedup": self.target_speedup,
+            "unreachable": (
+                None
+                if self.unreachable_max_speedup is None
+                else {"max_speedup": self.unreachable_max_speedup}
+            ),
+            "method": self.method,
+            "levels": self.levels,
+            "objective": self.objective,
+            "predicted_ms": self.predicted_ms,
+            "predicted_base_ms": self.predicted_base_ms,
+            "importance": self.importance,
+            "plan": self.plan.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SolveRecord:
+        def build(d: dict[str, Any]) -> SolveRecord:
+            unreachable = d.get("unreachable")
+            return cls(
+                target_speedup=float(d["target_speedup"]),
+                method=d.get("method", "layermerge"),
+                levels=d.get("levels"),
+                objective=d.get("objective", "sum"),
+                predicted_ms=float(d["predicted_ms"]),
+                predicted_base_ms=d.get("predicted_base_ms"),
+                importance=float(d["importance"]),
+                plan=Plan.from_dict(d["plan"]),
+                unreachable_max_speedup=unreachable["max_speedup"] if unreachable else None,
+            )
+
+        return _parsed("solve record", cls.FORMAT, data, build)
+
+
+@dataclass(frozen=True)
+class MergeRecord(Record):
+    """How a fine-tuned configured network merged: blocks, convolutions, and the largest output
+    difference between merged and configured on test images, relative to max |output|."""
+
+    FORMAT = "lmzoo.merge-record/1"
+    FILE_KIND = "merge record"
+
+    blocks: int
+    convolutions: int
+    relative_error: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.FORMAT, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> MergeRecord:
+        return _parsed(
+            "merge record",
+            cls.FORMAT,
+            data,
+            lambda d: cls(int(d["blocks"]), int(d["convolutions"]), float(d["relative_error"])),
+        )
+
+
+@dataclass(frozen=True)
+class SampleGrid:
+    """DDPM: a PNG of samples of the base (left) and the merged network (right) from the same noise."""
+
+    file: str
+    count: int
+    sampler: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Frechet:
+    """DDPM: Fréchet distance between generated and real test images, base and merged."""
+
+    base: float
+    merged: float
+    #: "inception" (FID proper) or the zoo classifier whose features were used
+    feature_model: str
+    features: str
+    samples: int
+    sampler: str
+    reference: str
+
+
+@dataclass(frozen=True)
+class Evaluation(Record):
+    """Test metrics of base and merged, the merge check and the latency card (``evaluation.json``)."""
+
+    FORMAT = "lmzoo.evaluation/1"
+    FILE_KIND = "evaluation"
+
+    task: str
+    #: the task's metrics on the test split (accuracy, loss, ...), merged and base
+    test: Mapping[str, float]
+    base_test: Mapping[str, float]
+    merge_relative_error: float
+    latency_card: LatencyCard
+    samples: SampleGrid | None = None
+    frechet: Frechet | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "format": self.FORMAT,
+            "task": self.task,
+            "test": dict(self.test),
+            "base_test": dict(self.base_test),
+            "merge_relative_error": self.merge_relative_error,
+            "latency_card": self.latency_card.to_dict(),
+        }
+        if self.samples is not None:
+            data["samples"] = dataclasses.asdict(self.samples)
+        if self.frechet is not None:
+            data["frechet"] = dataclasses.asdict(self.frechet)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Evaluation:
+        def build(d: dict[str, Any]) -> Evaluation:
+            samples = d.get("samples")
+            if samples is not None:  # version 1 kept the path of this machine's work directory
+                samples = {**samples, "file": samples.get("file") or "samples.png"}
+                samples = SampleGrid(**{k: samples[k] for k in ("file", "count", "sampler", "seed")})
+            return cls(
+                task=d["task"],
+                test=dict(d["test"]),
+                base_test=dict(d["base_test"]),
+                merge_relative_error=float(d["merge_relative_error"]),
+                latency_card=LatencyCard.from_dict(d["latency_card"]),
+                samples=samples,
+                frechet=Frechet(**d["frechet"]) if d.get("frechet") else None,
+            )
+
+        return _parsed("evaluation", cls.FORMAT, data, build)

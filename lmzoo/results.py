@@ -1,0 +1,235 @@
+"""Results across entries: one CSV row per built entry and per base network (``cards/results.csv``),
+and the frontier plot of metric against measured speed-up for every method on one architecture and
+data set. Rows are made from each checkpoint's records."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+from lmzoo.cards import TASK_METRICS
+from lmzoo.checkpoint import architecture, read_config
+from lmzoo.errors import InvalidArgumentError
+from lmzoo.records import Evaluation, SolveRecord
+
+#: columns every results CSV row has (``cards/results.csv``)
+RESULT_COLUMNS = (
+    "model",
+    "arch",
+    "dataset",
+    "method",
+    "target_speedup",
+    "measured_speedup",
+    "metric",
+    "value",
+)
+#: every column :func:`results_rows` writes: how each number was measured, next to it
+RESULT_FIELDS = (
+    *RESULT_COLUMNS[:4],
+    "objective",
+    *RESULT_COLUMNS[4:6],
+    "predicted_speedup",
+    "backend",
+    "device",
+    "batch",
+    "dtype",
+    "threads",
+    "base_ms",
+    "merged_ms",
+    *RESULT_COLUMNS[6:],
+    "base_value",
+    "frechet",
+    "base_frechet",
+    "frechet_features",
+    "depth",
+    "convs_kept",
+    "date",
+    "lmzoo_version",
+)
+
+
+def results_rows(directories: list[Path]) -> list[dict[str, Any]]:
+    """One row per built checkpoint directory (model, method, target / predicted / measured
+    speed-up, the latency setting, the test metric), plus one ``base`` row per base network and
+    latency setting (speed-up 1, its test metric). Directories without an evaluation are skipped."""
+    rows: list[dict[str, Any]] = []
+    bases: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for directory in sorted(directories):
+        files = [directory / n for n in ("config.json", "evaluation.json", "plan.json", "recipe.yaml")]
+        if not all(f.is_file() for f in files):
+            continue
+        config = read_config(directory)
+        evaluation, solve = Evaluation.load(files[1]), SolveRecord.load(files[2])
+        dataset = _recipe_dataset(files[3])
+        card = evaluation.latency_card
+        m = card.measurement
+        _, key, label, _, _ = TASK_METRICS[evaluation.task]
+        summary = solve.plan.summary()
+        setting = {
+            "arch": architecture(config).display_name,
+            "dataset": dataset,
+            "backend": m.backend,
+            "device": m.device_name or m.device,
+            "batch": m.batch_size,
+            "dtype": m.dtype,
+            "threads": m.threads,
+            "metric": label,
+        }
+        frechet = evaluation.frechet
+        # what the entry's row and its base's row share: the base as measured with this entry
+        shared = {
+            **setting,
+            "base_ms": _round(card.base.median_ms),
+            "base_value": _round(evaluation.base_test[key]),
+            "frechet_features": frechet.feature_model
+            if frechet
+            else None,  # "inception" (FID) or a classifier
+            "date": m.date,
+            "lmzoo_version": config.get("lmzoo_version", ""),
+        }
+        rows.append(
+            {
+                **shared,
+                "model": config["name"],
+                "method": solve.method,
+                "objective": solve.objective,
+                "target_speedup": config.get("target_speedup"),
+                "predicted_speedup": _round(solve.predicted_speedup),
+                "measured_speedup": _round(card.speedup),
+                "merged_ms": _round(card.merged.median_ms),
+                "value": _round(evaluation.test[key]),
+                "frechet": _round(frechet.merged if frechet else None),
+                "base_frechet": _round(frechet.base if frechet else None),
+                "depth": summary.depth,
+                "convs_kept": summary.convs_kept,
+            }
+        )
+        bases.setdefault(
+            tuple(setting.values()),
+            {
+                **shared,
+                "model": f"{setting['arch']} (base)",
+                "method": "base",
+                "target_speedup": 1,
+                "predicted_speedup": 1,
+                "measured_speedup": 1,
+                "value": shared["base_value"],
+                "frechet": _round(frechet.base if frechet else None),
+                "depth": summary.units,
+                "convs_kept": summary.units,
+            },
+        )
+    return list(bases.values()) + rows
+
+
+def write_results(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=RESULT_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def _recipe_dataset(path: Path) -> str:
+    import yaml
+
+    recipe = yaml.safe_load(path.read_text())
+    return str(recipe.get("data", {}).get("dataset", "")) if isinstance(recipe, dict) else ""
+
+
+def read_results(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as err:
+        raise InvalidArgumentError(f"cannot read the results file {path}: {err.strerror}") from None
+    missing = [c for c in RESULT_COLUMNS if rows and c not in rows[0]]
+    if missing:
+        raise InvalidArgumentError(f"{path} lacks the columns {', '.join(missing)}")
+    return rows
+
+
+def frontier_series(
+    rows: list[dict[str, Any]],
+) -> dict[tuple[str, str], tuple[str, list[tuple[float, float]]]]:
+    """The frontier plot's lines: (method, objective) -> (legend label, points sorted by measured
+    speed-up). The objective enters the label only when the rows mix objectives."""
+    objectives = {r.get("objective") or "sum" for r in rows if r["method"] != "base"}
+    series: dict[tuple[str, str], tuple[str, list[tuple[float, float]]]] = {}
+    for r in rows:
+        objective = "" if r["method"] == "base" else (r.get("objective") or "sum")
+        label = r["method"] if len(objectives) < 2 or not objective else f"{r['method']}, {objective} of I"
+        point = (float(r["measured_speedup"]), float(r["value"]))
+        series.setdefault((r["method"], objective), (label, []))[1].append(point)
+    return {key: (label, sorted(points)) for key, (label, points) in sorted(series.items())}
+
+
+def plot_frontier(
+    rows: list[dict[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    entry: str | None = None,
+    group: tuple[str, str] | None = None,
+) -> bool:
+    """Metric against measured speed-up for every method on one architecture and data set (the base
+    model marked): the ``entry``'s (circled), or ``group`` = (arch, dataset). False when the results
+    hold nothing to draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mine = next((r for r in rows if r["model"] == entry), None)
+    if mine is not None:
+        group = (mine["arch"], mine["dataset"])
+    if group is None:
+        return False
+    same = [r for r in rows if (r["arch"], r["dataset"]) == group]
+    metric = mine["metric"] if mine is not None else next((r["metric"] for r in same), None)
+    same = [r for r in same if r["metric"] == metric]
+    if not any(r["method"] != "base" for r in same):
+        return False
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    styles = {
+        "layermerge": ("#2f6fbf", "o"),
+        "depth": ("#d9822b", "s"),
+        "layer": ("#7a7a7a", "^"),
+        "layermerge-union": ("#2a9d4b", "D"),
+    }
+    for (method, objective), (label, points) in frontier_series(same).items():
+        if method == "base":
+            for x, y in points:
+                ax.scatter([x], [y], marker="*", s=140, color="black", label="base", zorder=3)
+            continue
+        color, marker = styles.get(method, ("#444444", "d"))
+        line = "--" if objective == "sum" and label != method else "-"
+        ax.plot([x for x, _ in points], [y for _, y in points], line, marker=marker, color=color, label=label)
+    if mine is not None:
+        ax.scatter(
+            [float(mine["measured_speedup"])],
+            [float(mine["value"])],
+            s=220,
+            facecolors="none",
+            edgecolors="red",
+            zorder=4,
+            label=entry,
+        )
+    setting = same[-1]
+    ax.set_xlabel(
+        f"measured speed-up over the base ({setting.get('backend', '?')}, {setting.get('device', '?')}, "
+        f"batch {setting.get('batch', '?')})",
+        fontsize=8,
+    )
+    ax.set_ylabel(str(metric))
+    ax.set_title(f"{group[0]} on {group[1]}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

@@ -1,0 +1,172 @@
+"""Sources (DESIGN §12): where a network comes from, and how it is built again at load time.
+
+A *family* (``lmzoo.adapters``) knows a network's structure; a *source* knows its origin: the
+library that constructs it (``timm``, ``diffusers``, ...). Per source, one registered class says how
+to build an architecture by name and keyword arguments (random weights), load pretrained weights
+(safetensors only), name it in cards, which task it is trained for, wrap a loaded merged network
+(e.g. as a diffusers model class), and check a recipe's model section.
+
+A checkpoint's ``config.json`` records the source, the architecture name and its arguments, never
+code: loading a downloaded checkpoint uses registered sources only. Built-in sources are the modules
+of this package (imported on first use); others register through the ``lmzoo.sources`` entry-point
+group. Importing this package imports neither torch nor the source libraries.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from lmzoo.errors import InvalidArgumentError, UnsupportedModelError
+from lmzoo.registry import Registry, submodules
+
+if TYPE_CHECKING:
+    from torch import nn
+
+#: the tasks a source's networks are trained for (lmzoo.tasks implements them)
+TASKS = ("classification", "denoising")
+
+#: ``base.family`` / ``model.family`` of configs and recipes written before sources existed:
+#: old name -> (source, architecture name used when the old record left it empty)
+LEGACY_FAMILIES: Mapping[str, tuple[str, str | None]] = {
+    "timm": ("timm", None),
+    "diffusers-unet2d": ("diffusers", "UNet2DModel"),
+}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What to build: a source, an architecture name in it, and the constructor's keyword arguments."""
+
+    source: str
+    arch: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "arch": self.arch, "kwargs": dict(self.kwargs)}
+
+    def build(self) -> nn.Module:
+        """The architecture with random weights."""
+        return get_source(self.source).build(self.arch, self.kwargs)
+
+    @property
+    def display_name(self) -> str:
+        return get_source(self.source).display_name(self.arch)
+
+    @property
+    def task(self) -> str:
+        return get_source(self.source).task(self.arch)
+
+
+def migrate_legacy(family: str, arch: str) -> tuple[str, str]:
+    """(source, arch) for a record of an earlier lmzoo that named a construction family."""
+    if family not in LEGACY_FAMILIES:
+        raise InvalidArgumentError(
+            f"unknown model family {family!r}; name a source instead ({', '.join(source_names())})"
+        )
+    source, default_arch = LEGACY_FAMILIES[family]
+    return source, arch or default_arch or ""
+
+
+class Source(ABC):
+    """One origin of networks. Subclasses import their library inside the methods, so that listing
+    and validating recipes stays free of heavy imports."""
+
+    #: the name recipes and checkpoint configs use
+    name: ClassVar[str]
+    #: what the source builds, for messages and ``lmzoo info``
+    description: ClassVar[str]
+
+    @abstractmethod
+    def check(self, arch: str, kwargs: Mapping[str, Any]) -> None:
+        """Raise InvalidArgumentError naming the problem when a recipe's model section cannot be
+        built by this source (cheap: no network is constructed)."""
+
+    @abstractmethod
+    def build(self, arch: str, kwargs: Mapping[str, Any]) -> nn.Module:
+        """The architecture with random weights (InvalidArgumentError for unknown names or bad
+        arguments)."""
+
+    @abstractmethod
+    def load_pretrained(self, reference: str, arch: str, kwargs: Mapping[str, Any]) -> nn.Module:
+        """The architecture with pretrained weights from ``reference`` (e.g. ``hf-hub:ORG/REPO``),
+        read from safetensors only; DataNotFoundError when they cannot be reached."""
+
+    def display_name(self, arch: str) -> str:
+        """The base network's name in cards and results."""
+        return arch
+
+    def task(self, arch: str) -> str:
+        """What the architecture is trained for (one of TASKS)."""
+        return "classification"
+
+    def owns(self, model: nn.Module) -> bool:
+        """Whether ``model`` was built by this source (used when only a module is at hand)."""
+        return False
+
+    def wrap(self, merged: nn.Module, config: Mapping[str, Any]) -> nn.Module:
+        """The loaded merged network as users get it (a checkpoint's ``config``); itself by default."""
+        return merged
+
+
+SOURCES: Registry[type[Source]] = Registry(
+    "model source",
+    builtins=submodules(__name__, packages=True),  # every module and package here is one source
+    entry_point_group="lmzoo.sources",
+    error=InvalidArgumentError,
+)
+#: class decorator adding a source to the registry, under its name
+register_source = SOURCES.decorator(lambda cls: cls.name)
+
+
+def source_names() -> tuple[str, ...]:
+    """The names of every registered source, sorted."""
+    return tuple(sorted(SOURCES.names()))
+
+
+def registered_sources() -> dict[str, str]:
+    """Source name -> description."""
+    return {name: cls.description for name, cls in sorted(SOURCES.items())}
+
+
+def get_source(name: str) -> Source:
+    """The registered source ``name``; an error listing the registered ones otherwise."""
+    return SOURCES.get(name)()
+
+
+def source_of(model: nn.Module) -> Source:
+    """The registered source that built ``model``."""
+    for _, cls in SOURCES.items():
+        source = cls()
+        if source.owns(model):
+            return source
+    raise UnsupportedModelError(
+        f"{type(model).__name__} comes from none of the registered sources ({', '.join(source_names())})"
+    )
+
+
+def task_for(model: nn.Module) -> str:
+    """The task ``model`` is trained for, by the source that built it (classification when no
+    registered source claims it: a user's own classifier)."""
+    try:
+        source = source_of(model)
+    except UnsupportedModelError:
+        return "classification"
+    return source.task(type(model).__name__)
+
+
+__all__ = [
+    "LEGACY_FAMILIES",
+    "TASKS",
+    "Architecture",
+    "Source",
+    "get_source",
+    "migrate_legacy",
+    "register_source",
+    "registered_sources",
+    "source_names",
+    "source_of",
+    "task_for",
+]
