@@ -43,7 +43,8 @@ _EXPORTS = {
     "lmzoo.adapters": ("registered_families",),
     "lmzoo.sources": ("registered_sources",),
     "lmzoo.core.candidates": ("METHODS", "PAPER_RULES", "Candidate", "CandidateRules", "candidates"),
-    "lmzoo.core.solver": ("OBJECTIVES", "FrontierPoint", "frontier", "solve", "solve_reachable"),
+    "lmzoo.core.problem": ("OBJECTIVES",),
+    "lmzoo.core.solver": ("FrontierPoint", "frontier", "solve", "solve_reachable"),
     "lmzoo.core.plan": ("Plan", "PlanSummary"),
     "lmzoo.core.spec": ("Spec",),
     "lmzoo.tables": ("ImportanceTable", "LatencyTable"),
@@ -77,7 +78,8 @@ if TYPE_CHECKING:
     from lmzoo.adapters import registered_families
     from lmzoo.core.candidates import METHODS, PAPER_RULES, Candidate, CandidateRules, candidates
     from lmzoo.core.plan import Plan, PlanSummary
-    from lmzoo.core.solver import OBJECTIVES, FrontierPoint, frontier, solve, solve_reachable
+    from lmzoo.core.problem import OBJECTIVES
+    from lmzoo.core.solver import FrontierPoint, frontier, solve, solve_reachable
     from lmzoo.core.spec import Spec
     from lmzoo.engine import apply_plan, merge, trace
     from lmzoo.importance.table import importance_table

@@ -112,7 +112,7 @@ IMPORTANCE_TEXT = {
 
 
 def _objective_text(objective: str, task: str) -> str:
-    """What the dynamic program maximised (lmzoo.core.solver's objectives)."""
+    """What the dynamic program maximised (lmzoo.core.problem's objectives)."""
     importance, summed = IMPORTANCE_TEXT[task]
     if objective == "sum":
         return f"The program maximised the sum of the blocks' importances {importance}, as the paper does."

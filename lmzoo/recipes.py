@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 
 from lmzoo.core.candidates import DEFAULT_METHOD, METHODS
-from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_OBJECTIVE, DEFAULT_UNREACHABLE, OBJECTIVES, UNREACHABLE
+from lmzoo.core.problem import DEFAULT_OBJECTIVE, OBJECTIVES
+from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_UNREACHABLE, UNREACHABLE
 from lmzoo.errors import LmzooError
 from lmzoo.importance.registry import DEFAULT_ESTIMATOR
 from lmzoo.importance.settings import FinetuneSettings
@@ -110,7 +111,7 @@ class SolveSection:
     speedups: tuple[float, ...] = ()
     levels: int = DEFAULT_LEVELS
     #: what the DP maximises: "sum" of I (the paper's) or "product" of I (sum of log I: blind to
-    #: the block count; lmzoo.core.solver explains the difference)
+    #: the block count; lmzoo.core.problem explains the difference)
     objective: str = DEFAULT_OBJECTIVE
     #: a target beyond the latency table's fastest plan: "error" (stop, naming the reachable
     #: speed-up) or "fastest" (build the fastest plan and say so; smoke profiles, whose tiny

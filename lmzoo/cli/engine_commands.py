@@ -21,7 +21,8 @@ from lmzoo.cli.options import (
     user_errors,
 )
 from lmzoo.core.candidates import DEFAULT_METHOD, METHODS
-from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_OBJECTIVE, DEFAULT_UNREACHABLE, OBJECTIVES, UNREACHABLE
+from lmzoo.core.problem import DEFAULT_OBJECTIVE, OBJECTIVES
+from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_UNREACHABLE, UNREACHABLE
 
 
 @click.command()
@@ -133,6 +134,8 @@ def solve(
     Plans go to stdout (or --output) as JSON; a one-line summary per plan goes to stderr.
     """
     from lmzoo.core import solver
+    from lmzoo.core.candidates import check_method
+    from lmzoo.core.problem import check_objective
     from lmzoo.errors import InvalidArgumentError
     from lmzoo.tables import ImportanceTable, LatencyTable
 
@@ -140,8 +143,8 @@ def solve(
         raise InvalidArgumentError("give --budget-ms / --speedup (repeatable), or --frontier, but not both")
     latency = LatencyTable.load(latency_table)
     importance = ImportanceTable.load(importance_table)
-    m = solver.check_method(method)
-    o = solver.check_objective(objective)
+    m = check_method(method)
+    o = check_objective(objective)
     results: list[dict[str, Any]] = []
     if whole_frontier:
         for point in solver.frontier(latency, importance, levels=levels, method=m, objective=o):

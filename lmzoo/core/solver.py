@@ -8,44 +8,31 @@ sum(T) <= sum(w) δ <= budget: a returned plan never exceeds the budget by its o
 is "best importance of a plan of positions 0..j taking at most t grid steps", so M[L, ·] is the
 whole accuracy-latency frontier from one pass.
 
-Methods (DESIGN §7) are the same DP over different options:
-
-- ``layermerge``: every candidate is an option;
-- ``layer``: single-unit candidates only (keep the conv or replace it by the identity);
-- ``depth``: Kim et al. 2023's two-stage DP. Stage 1 finds, for every activation-free segment
-  (i, j] that has an all-convs-kept candidate, the fastest way to run it as one or several merged
-  convs (a shortest path over the all-kept candidates inside it); stage 2 is the DP above over
-  segments, with the segment's importance and its stage-1 latency.
-
-Objectives (what "summed importance" sums):
-
-- ``sum`` (the paper's, and its official code's): maximise sum_c I_c. With I = exp(Δ/100) every
-  block contributes about 1 whatever its accuracy, so this objective also rewards plans with more
-  blocks (more kept activations): one block more is worth about 100 points of Δtop-1.
-- ``product``: maximise prod_c I_c, i.e. sum_c log I_c = sum_c Δ_c / 100 for classifiers: the
-  additive estimate of the compressed network's accuracy change. Splitting an unchanged block
-  (Δ = 0, log I = 0) in two changes nothing, so the block count carries no weight.
+The methods (the paper's LayerMerge and its two baselines, and lmzoo's union) are the same DP over
+different options, and the objectives (sum or product of I) differ only in each option's term:
+``lmzoo.core.problem`` builds that input.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal, cast
+from typing import Any
 
 import numpy as np
 
-from lmzoo.core.candidates import (
-    DEFAULT_METHOD,
-    Candidate,
-    Method,
-    candidate_order,
-    candidates,
-    check_method,
-)
+from lmzoo.core.candidates import DEFAULT_METHOD, Method
 from lmzoo.core.plan import Plan
+from lmzoo.core.problem import (
+    DEFAULT_OBJECTIVE,
+    Objective,
+    Problem,
+    build_problem,
+    identity_candidates,
+    left_to_right,
+    scorer,
+)
 from lmzoo.core.spec import Spec
 from lmzoo.core.tables import ImportanceTable, LatencyTable
 from lmzoo.errors import InfeasibleBudgetError, InvalidArgumentError, InvalidTableError
@@ -55,85 +42,11 @@ from lmzoo.errors import InfeasibleBudgetError, InvalidArgumentError, InvalidTab
 #: the DP still takes only milliseconds at this size (tests/benchmarks/bench_solver.py).
 DEFAULT_LEVELS = 10_000
 
-Objective = Literal["sum", "product"]
-OBJECTIVES: tuple[Objective, ...] = ("sum", "product")
-#: the paper's objective (DESIGN §7)
-DEFAULT_OBJECTIVE: Objective = "sum"
 #: what to do with a target beyond the latency table's fastest plan: "error" (say which speed-up is
 #: reachable) or "fastest" (take that fastest plan)
 UNREACHABLE = ("error", "fastest")
 #: stopping is the default: a build or plan that silently misses its target would mislabel an entry
 DEFAULT_UNREACHABLE = "error"
-
-
-def check_objective(objective: object) -> Objective:
-    if objective not in OBJECTIVES:
-        raise InvalidArgumentError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    return cast(Objective, objective)
-
-
-@dataclass(frozen=True)
-class _Option:
-    """One DP transition (start, end]: the blocks it stands for, its latency and importance."""
-
-    start: int
-    end: int
-    latency_ms: float
-    importance: float
-    blocks: tuple[Candidate, ...]
-
-    @property
-    def linear(self) -> tuple[int, ...]:
-        return tuple(b.end for b in self.blocks[:-1])
-
-
-class _Problem:
-    """The DP's input: options with their blocks, latencies and importances, grouped by end."""
-
-    def __init__(
-        self,
-        *,
-        length: int,
-        options: Sequence[_Option],
-        latency_of: Mapping[Candidate, float],
-        identity_ms: float,
-        fixed_ms: float,
-        method: Method,
-        spec: Spec | None,
-    ) -> None:
-        self.length = length
-        self.options = tuple(options)
-        self.latency_of = latency_of
-        self.identity_ms = identity_ms
-        self.fixed_ms = fixed_ms
-        self.method = method
-        self.spec = spec
-        self.starts = np.array([o.start for o in self.options], dtype=np.int64)
-        self.latencies = np.array([o.latency_ms for o in self.options])
-        self.importances = np.array([o.importance for o in self.options])
-        by_end: list[list[int]] = [[] for _ in range(length + 1)]
-        for index, option in enumerate(self.options):
-            by_end[option.end].append(index)
-        self.by_end = [np.array(group, dtype=np.int64) for group in by_end]
-
-    def speedup(self, chain_ms: float) -> float:
-        """Speed-up of a plan with this chain latency over the identity plan, fixed cost included."""
-        total = chain_ms + self.fixed_ms
-        return math.inf if total == 0 else (self.identity_ms + self.fixed_ms) / total
-
-    def budget_for(self, speedup: float) -> float:
-        """The chain budget giving ``speedup``: (identity + fixed) / speedup - fixed."""
-        return (self.identity_ms + self.fixed_ms) / speedup - self.fixed_ms
-
-    def plan(self, chosen: Sequence[int] | np.ndarray) -> Plan:
-        options = [self.options[int(o)] for o in chosen]
-        plan = Plan([b for o in options for b in o.blocks], [p for o in options for p in o.linear])
-        if self.spec is not None:
-            plan.validate(self.spec)
-        return plan
-
-    def chain_ms(self, chosen: Sequence[int] | np.ndarray) -> float:
-        return math.fsum(self.latency_of[b] for o in chosen for b in self.options[int(o)].blocks)
 
 
 class FrontierPoint:
@@ -143,7 +56,7 @@ class FrontierPoint:
 
     __slots__ = ("_chosen", "_plan", "_problem", "importance", "latency_ms", "speedup")
 
-    def __init__(self, problem: _Problem, chosen: np.ndarray, importance: float) -> None:
+    def __init__(self, problem: Problem, chosen: np.ndarray, importance: float) -> None:
         self._problem = problem
         self._chosen = chosen
         self._plan: Plan | None = None
@@ -197,7 +110,7 @@ def solve(
 
     Raises InfeasibleBudgetError (naming the smallest feasible budget) when no plan fits.
     """
-    problem = _problem(latency, importance, method, spec, objective)
+    problem = build_problem(latency, importance, method, spec, objective)
     levels = _check_levels(levels)
     budget = _budget(problem, budget_ms, speedup)
     if budget <= 0:
@@ -248,12 +161,12 @@ def frontier(
     nothing improves). For any budget, the last point whose ``latency_ms`` fits it is the optimal
     plan for that budget on this grid, so one call serves every target speed-up of a model.
     """
-    problem = _problem(latency, importance, method, spec, objective)
+    problem = build_problem(latency, importance, method, spec, objective)
     levels = _check_levels(levels)
     top = _extreme_plan(problem, most_important=True)
     top_ms = problem.chain_ms(top)
     if top_ms == 0:
-        return [FrontierPoint(problem, np.array(top), _left_to_right(problem.importances[top]))]
+        return [FrontierPoint(problem, np.array(top), left_to_right(problem.importances[top]))]
     # each block may lose one step to rounding up: leave room so the top plan stays on the grid
     table = _dp(problem, _grid_weights(problem, levels / Fraction(top_ms)), levels + problem.length)
     best = table.best(problem.length)
@@ -275,7 +188,7 @@ def plan_importance(
     depth-compression segment run as several convs counts once, with its all-convs-kept
     candidate's entry); I itself under ``"sum"``, log I under ``"product"``. The terms are added
     left to right as the DP adds them, so this is bit for bit the value the solver maximised."""
-    score = _scorer(objective)
+    score = scorer(objective)
     total = []
     blocks = list(plan)
     first = 0
@@ -295,167 +208,12 @@ def plan_importance(
                 )
             total.append(score(importance[matches[0]], matches[0]))
         first = k + 1
-    return _left_to_right(total)
-
-
-def _left_to_right(terms: Iterable[float]) -> float:
-    """Plain float addition in order, as the DP accumulates (``sum`` compensates since 3.12)."""
-    value = 0.0
-    for term in terms:
-        value += float(term)
-    return value
+    return left_to_right(total)
 
 
 def identity_latency(latency: LatencyTable) -> float:
     """Chain latency of the identity plan (every unit its own block) by the table, in ms."""
-    return math.fsum(latency[c] for c in _identity_candidates(latency.entries.keys(), "latency"))
-
-
-# -- building the problem --------------------------------------------------------------------
-
-
-_IN_METHOD: dict[Method, Callable[[Candidate], bool]] = {
-    "layermerge": lambda c: True,
-    "depth": lambda c: c.kept == tuple(range(c.start + 1, c.end + 1)),
-    "layer": lambda c: c.length == 1,
-    "layermerge-union": lambda c: True,
-}
-
-
-def _scorer(objective: object) -> Callable[[float, Candidate], float]:
-    """The per-block term of the objective, from the table's importance I."""
-    if check_objective(objective) == "sum":
-        return lambda value, cand: value
-
-    def log_importance(value: float, cand: Candidate) -> float:
-        if value <= 0:
-            raise InvalidTableError(
-                f"the product objective needs importances > 0, but {cand.describe()} has {value!r}: "
-                "use objective='sum', or a table of I = exp(...) values"
-            )
-        return math.log(value)
-
-    return log_importance
-
-
-def _problem(
-    latency: object, importance: object, method: object, spec: Spec | None, objective: object
-) -> _Problem:
-    if not isinstance(latency, LatencyTable) or not isinstance(importance, ImportanceTable):
-        raise InvalidArgumentError(
-            "solve/frontier take a LatencyTable and an ImportanceTable (in that order), got "
-            f"{type(latency).__name__} and {type(importance).__name__}"
-        )
-    method = check_method(method)
-    score = _scorer(objective)
-    spec = spec or latency.spec or importance.spec
-    _check_same_network(latency, importance, spec)
-    if spec is not None:
-        universe = set(candidates(spec, method=method))
-        for table in (latency, importance):
-            missing = sorted(universe - table.entries.keys())
-            if missing:
-                raise InvalidTableError(
-                    f"the {table.KIND} table lacks {len(missing)} of the {len(universe)} {method} "
-                    f"candidates of this network, e.g. {missing[0].describe()}: build it over "
-                    f"lmzoo.candidates(spec, method={method!r})"
-                )
-    else:
-        keep = _IN_METHOD[method]
-        universe = {c for c in latency.entries if keep(c)}
-        others = {c for c in importance.entries if keep(c)}
-        if universe != others:
-            only_lat, only_imp = sorted(universe - others), sorted(others - universe)
-            example = only_lat[0] if only_lat else only_imp[0]
-            raise InvalidTableError(
-                f"the tables cover different candidates ({len(only_lat)} only in the latency table, "
-                f"{len(only_imp)} only in the importance table, e.g. {example.describe()}): build "
-                "both over the same candidates, or pass spec= to use exactly the method's set"
-            )
-    identity = _identity_candidates(universe, "")
-    length = len(identity)
-    if any(c.end > length for c in universe):
-        raise InvalidTableError("the tables hold candidates past the last unit of their identity plan")
-    if method == "depth":
-        options = _depth_options(universe, latency, importance, score)
-    else:
-        lat, imp = latency.entries, importance.entries
-        options = [
-            _Option(c.start, c.end, lat[c], score(imp[c], c), (c,))
-            for c in sorted(universe, key=candidate_order)
-        ]
-    return _Problem(
-        length=length,
-        options=options,
-        latency_of=latency.entries,
-        identity_ms=math.fsum(latency.entries[c] for c in identity),
-        fixed_ms=latency.fixed_ms,
-        method=method,
-        spec=spec,
-    )
-
-
-def _check_same_network(latency: LatencyTable, importance: ImportanceTable, spec: Spec | None) -> None:
-    prints = {
-        "latency table": latency.spec_fingerprint,
-        "importance table": importance.spec_fingerprint,
-        "spec": spec.fingerprint if spec is not None else None,
-    }
-    known = {k: v for k, v in prints.items() if v is not None}
-    if len(set(known.values())) > 1:
-        detail = ", ".join(f"{k} {v}" for k, v in known.items())
-        raise InvalidTableError(f"the tables come from different networks (spec fingerprints: {detail})")
-
-
-def _identity_candidates(universe: Iterable[Candidate], kind: str) -> list[Candidate]:
-    keys = set(universe)
-    if not keys:
-        raise InvalidTableError("the tables hold no candidate of this method (not even the identity plan)")
-    length = max(c.end for c in keys)
-    singles = {c.end: c for c in keys if c.length == 1 and c.kept == (c.end,)}
-    missing = [unit for unit in range(1, length + 1) if unit not in singles]
-    if missing:
-        where = f"the {kind} table" if kind else "the tables"
-        raise InvalidTableError(
-            f"{where} do not cover the identity plan: no entry keeping unit {missing[0]} alone "
-            f"(block ({missing[0] - 1}, {missing[0]}]); tables must include every single-unit candidate"
-        )
-    return [singles[unit] for unit in range(1, length + 1)]
-
-
-def _depth_options(
-    universe: set[Candidate],
-    latency: LatencyTable,
-    importance: ImportanceTable,
-    score: Callable[[float, Candidate], float],
-) -> list[_Option]:
-    """Stage 1 of Kim et al.: the fastest merge pattern of every activation-free segment."""
-    by_start: dict[int, list[Candidate]] = {}
-    for c in sorted(universe, key=candidate_order):
-        by_start.setdefault(c.start, []).append(c)
-    options = []
-    for start in sorted(by_start):
-        segments = by_start[start]
-        last = max(c.end for c in segments)
-        # shortest path from `start` over all-kept candidates lying in [start, last]
-        fastest: dict[int, tuple[float, tuple[Candidate, ...]]] = {start: (0.0, ())}
-        for position in range(start, last):
-            if position not in fastest:
-                continue
-            so_far, path = fastest[position]
-            for c in sorted(by_start.get(position, ()), key=lambda c: -c.end):
-                if c.end > last:
-                    continue
-                total = math.fsum((so_far, latency.entries[c]))
-                old = fastest.get(c.end)
-                # strict: on ties the pattern found first (fewer, longer blocks) stays
-                if old is None or total < old[0]:
-                    fastest[c.end] = (total, (*path, c))
-        for seg in segments:
-            total, path = fastest[seg.end]
-            path_ms = math.fsum(latency.entries[b] for b in path)
-            options.append(_Option(start, seg.end, path_ms, score(importance[seg], seg), path))
-    return options
+    return math.fsum(latency[c] for c in identity_candidates(latency.entries.keys(), "latency"))
 
 
 # -- the DP ----------------------------------------------------------------------------------
@@ -469,7 +227,7 @@ def _check_levels(levels: object) -> int:
     return levels
 
 
-def _budget(problem: _Problem, budget_ms: float | None, speedup: float | None) -> float:
+def _budget(problem: Problem, budget_ms: float | None, speedup: float | None) -> float:
     if (budget_ms is None) == (speedup is None):
         raise InvalidArgumentError("give exactly one of budget_ms or speedup")
     if speedup is not None:
@@ -487,7 +245,7 @@ def _finite_positive(value: object) -> bool:
     )
 
 
-def _grid_weights(problem: _Problem, steps_per_ms: Fraction) -> np.ndarray:
+def _grid_weights(problem: Problem, steps_per_ms: Fraction) -> np.ndarray:
     """Grid steps of every option: the sum over its blocks of ceil(T * steps_per_ms), computed
     exactly even when T lies on the grid (so sum(T) <= steps / steps_per_ms holds exactly)."""
     blocks = [b for o in problem.options for b in o.blocks]
@@ -514,7 +272,7 @@ class _Table:
         return self.padded[position, self.steps + 1 :]
 
 
-def _dp(problem: _Problem, weights: np.ndarray, steps: int) -> _Table:
+def _dp(problem: Problem, weights: np.ndarray, steps: int) -> _Table:
     """Fill M over t = 0..steps. Only the maxima are kept; the arg-max is recovered on backtracking."""
     width = steps + 1
     padded = np.full((problem.length + 1, 2 * width), -np.inf)
@@ -531,7 +289,7 @@ def _dp(problem: _Problem, weights: np.ndarray, steps: int) -> _Table:
     return _Table(padded, steps, shift)
 
 
-def _backtrack(problem: _Problem, table: _Table, targets: np.ndarray) -> list[np.ndarray]:
+def _backtrack(problem: Problem, table: _Table, targets: np.ndarray) -> list[np.ndarray]:
     """The option sequences of the optimal plans ending at (L, t) for every t in ``targets``.
 
     Walks positions from L down; all targets standing at position j are handled together: the
@@ -559,7 +317,7 @@ def _backtrack(problem: _Problem, table: _Table, targets: np.ndarray) -> list[np
     return [row[:n][::-1] for row, n in zip(picked, depth)]
 
 
-def _extreme_plan(problem: _Problem, *, most_important: bool) -> list[int]:
+def _extreme_plan(problem: Problem, *, most_important: bool) -> list[int]:
     """Without a budget: the most important plan (ties: fastest), or the fastest (ties: most
     important). A shortest-path DP over positions."""
 
@@ -586,7 +344,7 @@ def _extreme_plan(problem: _Problem, *, most_important: bool) -> list[int]:
     return chosen[::-1]
 
 
-def _infeasible(problem: _Problem, budget: float, levels: int) -> InfeasibleBudgetError:
+def _infeasible(problem: Problem, budget: float, levels: int) -> InfeasibleBudgetError:
     fastest = _extreme_plan(problem, most_important=False)
     fastest_ms = math.fsum(problem.options[o].latency_ms for o in fastest)
     # Rounding up costs each block at most one grid step, so this budget always admits the plan.

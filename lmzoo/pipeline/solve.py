@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from lmzoo.core.candidates import check_method
 from lmzoo.core.plan import Plan
-from lmzoo.core.solver import check_objective, plan_importance, solve_reachable
+from lmzoo.core.problem import check_objective
+from lmzoo.core.solver import plan_importance, solve_reachable
 from lmzoo.core.tables import ImportanceTable, LatencyTable
 from lmzoo.pipeline.stages import Stage
 from lmzoo.pipeline.workspace import Workspace, content_key

@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import load_file
 
 import lmzoo
-from lmzoo.core.solver import check_objective, plan_importance
+from lmzoo.core.problem import check_objective
+from lmzoo.core.solver import plan_importance
 from lmzoo.importance import importance_table
 from lmzoo.pipeline import Build
 from lmzoo.recipes import load_recipe

@@ -34,7 +34,7 @@ import timm
 import torch
 
 import lmzoo
-from lmzoo.core.solver import Objective
+from lmzoo.core.problem import Objective
 from lmzoo.latency import compare
 from lmzoo.latency.endtoend import deploy_form
 from lmzoo.results import RESULT_FIELDS

@@ -1,0 +1,265 @@
+"""The dynamic program's input (DESIGN §7): for a method and an objective, the options the DP chooses
+from (each a transition (start, end] standing for one or more blocks), with their latencies and
+objective terms, checked to cover the network the tables were made for.
+
+Methods (DESIGN §7) are the same DP over different options:
+
+- ``layermerge``: every candidate is an option;
+- ``layer``: single-unit candidates only (keep the conv or replace it by the identity);
+- ``depth``: Kim et al. 2023's two-stage DP. Stage 1 finds, for every activation-free segment
+  (i, j] that has an all-convs-kept candidate, the fastest way to run it as one or several merged
+  convs (a shortest path over the all-kept candidates inside it); stage 2 is the solver's DP over
+  segments, with the segment's importance and its stage-1 latency.
+- ``layermerge-union`` (an lmzoo extension): LayerMerge's candidates together with layer pruning's.
+
+Objectives (what "summed importance" sums):
+
+- ``sum`` (the paper's, and its official code's): maximise sum_c I_c. With I = exp(Δ/100) every
+  block contributes about 1 whatever its accuracy, so this objective also rewards plans with more
+  blocks (more kept activations): one block more is worth about 100 points of Δtop-1.
+- ``product``: maximise prod_c I_c, i.e. sum_c log I_c = sum_c Δ_c / 100 for classifiers: the
+  additive estimate of the compressed network's accuracy change. Splitting an unchanged block
+  (Δ = 0, log I = 0) in two changes nothing, so the block count carries no weight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, cast
+
+import numpy as np
+
+from lmzoo.core.candidates import Candidate, Method, candidate_order, candidates, check_method
+from lmzoo.core.plan import Plan
+from lmzoo.core.spec import Spec
+from lmzoo.core.tables import ImportanceTable, LatencyTable
+from lmzoo.errors import InvalidArgumentError, InvalidTableError
+
+Objective = Literal["sum", "product"]
+OBJECTIVES: tuple[Objective, ...] = ("sum", "product")
+#: the paper's objective (DESIGN §7)
+DEFAULT_OBJECTIVE: Objective = "sum"
+
+
+def check_objective(objective: object) -> Objective:
+    if objective not in OBJECTIVES:
+        raise InvalidArgumentError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    return cast(Objective, objective)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One DP transition (start, end]: the blocks it stands for, its latency and importance."""
+
+    start: int
+    end: int
+    latency_ms: float
+    importance: float
+    blocks: tuple[Candidate, ...]
+
+    @property
+    def linear(self) -> tuple[int, ...]:
+        return tuple(b.end for b in self.blocks[:-1])
+
+
+class Problem:
+    """The DP's input: options with their blocks, latencies and importances, grouped by end."""
+
+    def __init__(
+        self,
+        *,
+        length: int,
+        options: Sequence[Option],
+        latency_of: Mapping[Candidate, float],
+        identity_ms: float,
+        fixed_ms: float,
+        method: Method,
+        spec: Spec | None,
+    ) -> None:
+        self.length = length
+        self.options = tuple(options)
+        self.latency_of = latency_of
+        self.identity_ms = identity_ms
+        self.fixed_ms = fixed_ms
+        self.method = method
+        self.spec = spec
+        self.starts = np.array([o.start for o in self.options], dtype=np.int64)
+        self.latencies = np.array([o.latency_ms for o in self.options])
+        self.importances = np.array([o.importance for o in self.options])
+        by_end: list[list[int]] = [[] for _ in range(length + 1)]
+        for index, option in enumerate(self.options):
+            by_end[option.end].append(index)
+        self.by_end = [np.array(group, dtype=np.int64) for group in by_end]
+
+    def speedup(self, chain_ms: float) -> float:
+        """Speed-up of a plan with this chain latency over the identity plan, fixed cost included."""
+        total = chain_ms + self.fixed_ms
+        return math.inf if total == 0 else (self.identity_ms + self.fixed_ms) / total
+
+    def budget_for(self, speedup: float) -> float:
+        """The chain budget giving ``speedup``: (identity + fixed) / speedup - fixed."""
+        return (self.identity_ms + self.fixed_ms) / speedup - self.fixed_ms
+
+    def plan(self, chosen: Sequence[int] | np.ndarray) -> Plan:
+        options = [self.options[int(o)] for o in chosen]
+        plan = Plan([b for o in options for b in o.blocks], [p for o in options for p in o.linear])
+        if self.spec is not None:
+            plan.validate(self.spec)
+        return plan
+
+    def chain_ms(self, chosen: Sequence[int] | np.ndarray) -> float:
+        return math.fsum(self.latency_of[b] for o in chosen for b in self.options[int(o)].blocks)
+
+
+def left_to_right(terms: Iterable[float]) -> float:
+    """Plain float addition in order, as the DP accumulates (``sum`` compensates since 3.12)."""
+    value = 0.0
+    for term in terms:
+        value += float(term)
+    return value
+
+
+_IN_METHOD: dict[Method, Callable[[Candidate], bool]] = {
+    "layermerge": lambda c: True,
+    "depth": lambda c: c.kept == tuple(range(c.start + 1, c.end + 1)),
+    "layer": lambda c: c.length == 1,
+    "layermerge-union": lambda c: True,
+}
+
+
+def scorer(objective: object) -> Callable[[float, Candidate], float]:
+    """The per-block term of the objective, from the table's importance I."""
+    if check_objective(objective) == "sum":
+        return lambda value, cand: value
+
+    def log_importance(value: float, cand: Candidate) -> float:
+        if value <= 0:
+            raise InvalidTableError(
+                f"the product objective needs importances > 0, but {cand.describe()} has {value!r}: "
+                "use objective='sum', or a table of I = exp(...) values"
+            )
+        return math.log(value)
+
+    return log_importance
+
+
+def build_problem(
+    latency: object, importance: object, method: object, spec: Spec | None, objective: object
+) -> Problem:
+    if not isinstance(latency, LatencyTable) or not isinstance(importance, ImportanceTable):
+        raise InvalidArgumentError(
+            "solve/frontier take a LatencyTable and an ImportanceTable (in that order), got "
+            f"{type(latency).__name__} and {type(importance).__name__}"
+        )
+    method = check_method(method)
+    score = scorer(objective)
+    spec = spec or latency.spec or importance.spec
+    _check_same_network(latency, importance, spec)
+    if spec is not None:
+        universe = set(candidates(spec, method=method))
+        for table in (latency, importance):
+            missing = sorted(universe - table.entries.keys())
+            if missing:
+                raise InvalidTableError(
+                    f"the {table.KIND} table lacks {len(missing)} of the {len(universe)} {method} "
+                    f"candidates of this network, e.g. {missing[0].describe()}: build it over "
+                    f"lmzoo.candidates(spec, method={method!r})"
+                )
+    else:
+        keep = _IN_METHOD[method]
+        universe = {c for c in latency.entries if keep(c)}
+        others = {c for c in importance.entries if keep(c)}
+        if universe != others:
+            only_lat, only_imp = sorted(universe - others), sorted(others - universe)
+            example = only_lat[0] if only_lat else only_imp[0]
+            raise InvalidTableError(
+                f"the tables cover different candidates ({len(only_lat)} only in the latency table, "
+                f"{len(only_imp)} only in the importance table, e.g. {example.describe()}): build "
+                "both over the same candidates, or pass spec= to use exactly the method's set"
+            )
+    identity = identity_candidates(universe, "")
+    length = len(identity)
+    if any(c.end > length for c in universe):
+        raise InvalidTableError("the tables hold candidates past the last unit of their identity plan")
+    if method == "depth":
+        options = _depth_options(universe, latency, importance, score)
+    else:
+        lat, imp = latency.entries, importance.entries
+        options = [
+            Option(c.start, c.end, lat[c], score(imp[c], c), (c,))
+            for c in sorted(universe, key=candidate_order)
+        ]
+    return Problem(
+        length=length,
+        options=options,
+        latency_of=latency.entries,
+        identity_ms=math.fsum(latency.entries[c] for c in identity),
+        fixed_ms=latency.fixed_ms,
+        method=method,
+        spec=spec,
+    )
+
+
+def _check_same_network(latency: LatencyTable, importance: ImportanceTable, spec: Spec | None) -> None:
+    prints = {
+        "latency table": latency.spec_fingerprint,
+        "importance table": importance.spec_fingerprint,
+        "spec": spec.fingerprint if spec is not None else None,
+    }
+    known = {k: v for k, v in prints.items() if v is not None}
+    if len(set(known.values())) > 1:
+        detail = ", ".join(f"{k} {v}" for k, v in known.items())
+        raise InvalidTableError(f"the tables come from different networks (spec fingerprints: {detail})")
+
+
+def identity_candidates(universe: Iterable[Candidate], kind: str) -> list[Candidate]:
+    keys = set(universe)
+    if not keys:
+        raise InvalidTableError("the tables hold no candidate of this method (not even the identity plan)")
+    length = max(c.end for c in keys)
+    singles = {c.end: c for c in keys if c.length == 1 and c.kept == (c.end,)}
+    missing = [unit for unit in range(1, length + 1) if unit not in singles]
+    if missing:
+        where = f"the {kind} table" if kind else "the tables"
+        raise InvalidTableError(
+            f"{where} do not cover the identity plan: no entry keeping unit {missing[0]} alone "
+            f"(block ({missing[0] - 1}, {missing[0]}]); tables must include every single-unit candidate"
+        )
+    return [singles[unit] for unit in range(1, length + 1)]
+
+
+def _depth_options(
+    universe: set[Candidate],
+    latency: LatencyTable,
+    importance: ImportanceTable,
+    score: Callable[[float, Candidate], float],
+) -> list[Option]:
+    """Stage 1 of Kim et al.: the fastest merge pattern of every activation-free segment."""
+    by_start: dict[int, list[Candidate]] = {}
+    for c in sorted(universe, key=candidate_order):
+        by_start.setdefault(c.start, []).append(c)
+    options = []
+    for start in sorted(by_start):
+        segments = by_start[start]
+        last = max(c.end for c in segments)
+        # shortest path from `start` over all-kept candidates lying in [start, last]
+        fastest: dict[int, tuple[float, tuple[Candidate, ...]]] = {start: (0.0, ())}
+        for position in range(start, last):
+            if position not in fastest:
+                continue
+            so_far, path = fastest[position]
+            for c in sorted(by_start.get(position, ()), key=lambda c: -c.end):
+                if c.end > last:
+                    continue
+                total = math.fsum((so_far, latency.entries[c]))
+                old = fastest.get(c.end)
+                # strict: on ties the pattern found first (fewer, longer blocks) stays
+                if old is None or total < old[0]:
+                    fastest[c.end] = (total, (*path, c))
+        for seg in segments:
+            total, path = fastest[seg.end]
+            path_ms = math.fsum(latency.entries[b] for b in path)
+            options.append(Option(start, seg.end, path_ms, score(importance[seg], seg), path))
+    return options
