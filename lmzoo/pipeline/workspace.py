@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,12 +94,14 @@ def save_weights(module: Any, weights: Path) -> None:
     """Write a trained stage's weights atomically, then drop the training state it resumed from."""
     from safetensors.torch import save_file
 
-    from lmzoo.files import write_atomic
-
-    tmp = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp))
-    write_atomic(weights, tmp.read_bytes())
-    tmp.unlink()
+    fd, tmp = tempfile.mkstemp(prefix=f".{weights.name}.", suffix=".tmp", dir=weights.parent)  # unique
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp)
+        os.replace(tmp, weights)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     (weights.parent / "train.state").unlink(missing_ok=True)
 
 
