@@ -18,8 +18,27 @@ from typing import Any
 
 from lmzoo.errors import InvalidSpecError
 
-#: Activation kinds a position can carry. "groupnorm+silu" is the DDPM norm+activation pair.
-ACTIVATION_KINDS = frozenset({"relu", "relu6", "silu", "groupnorm+silu"})
+#: Activation kinds a position can carry (lmzoo.adapters.base.activations makes their modules); a
+#: kind may carry its parameter after a colon ("leaky_relu:0.2"). "groupnorm+silu" is the DDPM
+#: norm+activation pair.
+ACTIVATION_KINDS = frozenset(
+    {
+        "relu",
+        "relu6",
+        "silu",
+        "gelu",
+        "gelu-tanh",
+        "hardswish",
+        "hardsigmoid",
+        "sigmoid",
+        "tanh",
+        "mish",
+        "selu",
+        "leaky_relu",
+        "elu",
+        "groupnorm+silu",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -91,7 +110,7 @@ class Spec:
             raise InvalidSpecError(f"a spec with {length} units needs positions 0..{length}")
         for p in self.positions:
             for kind in (p.activation, p.inserted_activation):
-                if kind is not None and kind not in ACTIVATION_KINDS:
+                if kind is not None and kind.split(":", 1)[0] not in ACTIVATION_KINDS:
                     raise InvalidSpecError(f"unknown activation kind {kind!r} at position {p.index}")
         for u in self.units:
             if u.kernel < 1 or u.stride < 1 or u.padding < 0:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmzoo.adapters.base.modules import make_activation
+from lmzoo.adapters.base.activations import make_activation
 from lmzoo.core.candidates import IDENTITY_KERNEL, METHODS, Candidate, block_geometry, candidates
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmzoo.adapters.base.activations import IDEMPOTENT, make_activation
 from lmzoo.adapters.base.modules import (
     MERGE_DTYPE,
     check_mergeable_conv,
-    make_activation,
     module_map,
     module_shape,
     plain_batchnorm,
@@ -348,10 +348,6 @@ def _check_layout_matches(layout: ChainLayout, model: nn.Module, spec: Spec) -> 
         )
 
 
-#: activations with act(act(x)) == act(x): re-applying one after an identity block is skipped
-_IDEMPOTENT = frozenset({"relu", "relu6"})
-
-
 def _build_chain(model: nn.Module, layout: ChainLayout, spec: Spec, plan: Plan) -> Chain:
     blocks: list[nn.Module] = []
     activations: list[nn.Module] = []
@@ -378,7 +374,7 @@ def _build_chain(model: nn.Module, layout: ChainLayout, spec: Spec, plan: Plan) 
         )
         kind = None if cand.end in plan.linear else spec.block_activation(cand.start, cand.end)
         applied = kind
-        if not cand.kept and kind in _IDEMPOTENT and kind == previous_kind and cand.end not in span_targets:
+        if not cand.kept and kind in IDEMPOTENT and kind == previous_kind and cand.end not in span_targets:
             kind = None  # an identity block between two equal idempotent activations: act(act(x)) = act(x)
         activations.append(make_activation(kind))
         previous_kind = applied

@@ -8,6 +8,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from lmzoo.adapters.base.activations import module_kind
 from lmzoo.core import kernels
 from lmzoo.core.kernels import ConvMap, MapShape
 from lmzoo.core.spec import Unit
@@ -16,30 +17,18 @@ from lmzoo.errors import UnsupportedModelError
 #: merges are computed in float64 and cast back, so merging adds no visible round-off
 MERGE_DTYPE = torch.float64
 
-_ACTIVATIONS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.SiLU: "silu"}
-
 
 def activation_kind(module: nn.Module | None, where: str) -> str | None:
-    """The spec's name for an activation module (None for identity)."""
+    """The spec's name for an activation module (None for identity); an error naming ``where`` for
+    a module that is not an elementwise activation lmzoo knows."""
     if module is None or isinstance(module, nn.Identity):
         return None
-    for cls, kind in _ACTIVATIONS.items():
-        if type(module) is cls:
-            return kind
-    raise UnsupportedModelError(
-        f"{where}: activation {type(module).__name__} is not supported "
-        f"(supported: {', '.join(sorted(c.__name__ for c in _ACTIVATIONS))})"
-    )
-
-
-def make_activation(kind: str | None) -> nn.Module:
-    """A fresh, out-of-place activation module of the given kind."""
+    kind = module_kind(module)
     if kind is None:
-        return nn.Identity()
-    for cls, name in _ACTIVATIONS.items():
-        if name == kind:
-            return cls()
-    raise ValueError(f"no module for activation kind {kind!r}")
+        raise UnsupportedModelError(
+            f"{where}: {type(module).__name__} is not an elementwise activation lmzoo knows"
+        )
+    return kind
 
 
 def check_mergeable_conv(conv: nn.Module, where: str) -> nn.Conv2d:
