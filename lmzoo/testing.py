@@ -37,6 +37,43 @@ def _tiny_resnet_bottleneck() -> nn.Module:
     return ResNet(Bottleneck, (2, 1, 2, 1), channels=(4, 8, 8, 16), stem_width=8, num_classes=10)  # type: ignore[arg-type]
 
 
+class TinyGraphNet(nn.Module):
+    """What the generic family reads, in one small network: a stem; a residual pair whose projection is
+    a separate conv and BatchNorm; functional activations (GELU, Hardswish, leaky ReLU, SiLU); a
+    grouped conv; dropout inside a chain; a squeeze-excite product, a mean and a concatenation, which
+    are barriers."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+
+        def conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+            return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups)
+
+        self.stem, self.stem_bn = conv(3, 8, 3), nn.BatchNorm2d(8)
+        self.a1, self.a1_bn = conv(8, 8, 3), nn.BatchNorm2d(8)
+        self.a2, self.a2_bn = conv(8, 16, 3, stride=2), nn.BatchNorm2d(16)
+        self.proj, self.proj_bn = conv(8, 16, 1, stride=2), nn.BatchNorm2d(16)
+        self.grouped, self.grouped_bn = conv(16, 16, 3, groups=4), nn.BatchNorm2d(16)
+        self.drop = nn.Dropout(0.1)
+        self.pw, self.pw_bn = conv(16, 16, 1), nn.BatchNorm2d(16)
+        self.se_reduce, self.se_expand = conv(16, 4, 1), conv(4, 16, 1)
+        self.dw, self.dw_bn = conv(16, 16, 5, groups=16), nn.BatchNorm2d(16)
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        x = F.relu(self.stem_bn(self.stem(x)))
+        y = F.gelu(self.a1_bn(self.a1(x)))
+        y = F.hardswish(self.a2_bn(self.a2(y)) + self.proj_bn(self.proj(x)))
+        z = F.leaky_relu(self.grouped_bn(self.grouped(y)), 0.2)
+        z = torch.relu(self.pw_bn(self.pw(self.drop(z))) + y)
+        squeeze = z.mean((2, 3), keepdim=True)
+        z = z * torch.sigmoid(self.se_expand(F.relu(self.se_reduce(squeeze))))
+        w = F.silu(self.dw_bn(self.dw(z)))
+        return self.head(torch.cat([w, z], 1).mean((2, 3)))
+
+
 def _tiny_mobilenetv2() -> nn.Module:
     import timm
 
@@ -96,6 +133,7 @@ TINY_MODELS: dict[str, TinyModel] = {
     "resnet-bottleneck": TinyModel("timm-resnet", _tiny_resnet_bottleneck, _image(3, 33, 29)),
     "mobilenetv2": TinyModel("timm-mobilenetv2", _tiny_mobilenetv2, _image(3, 35, 41)),
     "ddpm-unet": TinyModel("diffusers-unet2d", _tiny_unet, _unet_inputs),
+    "graph": TinyModel("generic", TinyGraphNet, _image(3, 27, 31)),
 }
 
 
@@ -179,6 +217,7 @@ def random_checkpoint(
 __all__ = [
     "CHECKPOINT_BASES",
     "TINY_MODELS",
+    "TinyGraphNet",
     "TinyModel",
     "ddpm_cifar10_unet",
     "random_checkpoint",

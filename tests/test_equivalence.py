@@ -212,7 +212,8 @@ def test_structure_only_merge_has_the_layout_of_the_computed_merge(name):
     for plan in plans:
         merged = lmzoo.merge(lmzoo.apply_plan(model, spec, plan)).eval()
         structure = merged_in_place(copy.deepcopy(model), spec, plan, weights=False).eval()
-        assert [type(m) for m in structure.modules()] == [type(m) for m in merged.modules()]
+        # (a GraphModule's class is made per instance: compare by name)
+        assert [type(m).__name__ for m in structure.modules()] == [type(m).__name__ for m in merged.modules()]
         expected = merged.state_dict()
         got = structure.state_dict()
         assert list(got) == list(expected)

@@ -1,8 +1,8 @@
 """timm MobileNetV2 family: timm's EfficientNet class built from DepthwiseSeparableConv and
 InvertedResidual blocks without squeeze-excite. That is MobileNetV2 (mobilenetv2_035 ...
 mobilenetv2_140) and the networks of the same class and blocks: efficientnet_lite0-4, mnasnet_100,
-fbnetc_100, spnasnet_100 (checked exact in tests/adapters/test_trace.py). Blocks with squeeze-excite
-(EfficientNet-B*, MnasNet-A1) are refused, naming the block.
+fbnetc_100, spnasnet_100 (checked exact in tests/adapters/test_trace.py). Networks of the class with
+squeeze-excite (EfficientNet-B*, MnasNet-A1) belong to the generic family (``lmzoo.adapters.graph``).
 
 Chain: every block of ``model.blocks`` (DepthwiseSeparableConv and InvertedResidual); the stem conv
 and the final 1x1 conv before the head stay untouched, so the latter is never merged (paper).
@@ -41,9 +41,13 @@ class TimmMobileNetV2Adapter(ChainAdapter):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
+        """timm EfficientNet-class networks of plain blocks; those with squeeze-excite (EfficientNet-B*,
+        MnasNet-A1) belong to the generic family, where each squeeze-excite is a barrier."""
+        if not type(model).__module__.startswith("timm."):
+            return False
         from timm.models.efficientnet import EfficientNet
 
-        return isinstance(model, EfficientNet)
+        return isinstance(model, EfficientNet) and cls.lays_out(model)
 
     def layout(self, model: nn.Module) -> ChainLayout:
         units: list[LayoutUnit] = []

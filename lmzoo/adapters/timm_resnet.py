@@ -33,9 +33,13 @@ class TimmResNetAdapter(ChainAdapter):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
+        """timm ResNets made of plain blocks; the others (SE, anti-aliasing, ResNet-D's pooled
+        shortcuts) belong to the generic family."""
+        if not type(model).__module__.startswith("timm."):
+            return False
         from timm.models.resnet import ResNet
 
-        return isinstance(model, ResNet)
+        return isinstance(model, ResNet) and cls.lays_out(model)
 
     def layout(self, model: nn.Module) -> ChainLayout:
         from timm.models.resnet import BasicBlock, Bottleneck

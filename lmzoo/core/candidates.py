@@ -116,6 +116,8 @@ class BlockGeometry:
     stride: int
     depthwise: bool
     padding: int = 0
+    #: the groups of the merged conv when it is one grouped conv kept alone (1: dense or depthwise)
+    groups: int = 1
 
 
 def block_geometry(spec: Spec, start: int, end: int, kept: Iterable[int]) -> BlockGeometry:
@@ -133,9 +135,11 @@ def block_geometry(spec: Spec, start: int, end: int, kept: Iterable[int]) -> Blo
         kernel += stride * (unit.kernel - 1)
         padding += stride * unit.padding
         stride *= unit.stride
-    projection_inside = any(s.projection is not None for s in spec.spans_inside(start, end))
+    inside = list(spec.spans_inside(start, end))
+    projection_inside = any(s.projection is not None for s in inside)
     depthwise = all(spec.unit(k).depthwise for k in kept) and not projection_inside
-    return BlockGeometry(kernel, stride, depthwise, padding)
+    groups = spec.unit(kept[0]).groups if len(kept) == 1 and not inside else 1
+    return BlockGeometry(kernel, stride, depthwise, padding, groups)
 
 
 def check_candidate(spec: Spec, candidate: Candidate) -> None:

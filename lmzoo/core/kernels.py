@@ -95,13 +95,27 @@ def identity_map(channels: int, *, dtype: torch.dtype, device: torch.device | st
 def conv_map(
     weight: Tensor, bias: Tensor | None, *, stride: int, padding: int, groups: int, dtype: torch.dtype
 ) -> ConvMap:
-    """The map of a square, undilated conv with groups 1 (dense) or groups = channels (depthwise)."""
+    """The map of a square, undilated conv: dense (groups 1), depthwise (groups = channels, weight
+    (C, 1, K, K)), or grouped, which becomes its dense block-diagonal equivalent."""
     out_channels = weight.shape[0]
-    depthwise = groups > 1
-    if depthwise and not (groups == out_channels and weight.shape[1] == 1):
-        raise ValueError("only dense (groups=1) or depthwise (groups=in=out) convolutions can be merged")
+    depthwise = groups > 1 and groups == out_channels and weight.shape[1] == 1
+    w = weight.detach().to(dtype)
+    if groups > 1 and not depthwise:
+        w = grouped_to_dense(w, groups)
     b = torch.zeros(out_channels, dtype=dtype, device=weight.device) if bias is None else bias.to(dtype)
-    return ConvMap(weight.detach().to(dtype), b.detach(), stride, padding, depthwise)
+    return ConvMap(w, b.detach(), stride, padding, depthwise)
+
+
+def grouped_to_dense(weight: Tensor, groups: int) -> Tensor:
+    """A grouped conv weight (out, in / groups, K, K) as the dense block-diagonal (out, in, K, K):
+    output group g reads only input group g."""
+    out_channels, per_group = weight.shape[0], weight.shape[1]
+    out_per_group = out_channels // groups
+    dense = weight.new_zeros(out_channels, per_group * groups, *weight.shape[2:])
+    for g in range(groups):
+        rows = slice(g * out_per_group, (g + 1) * out_per_group)
+        dense[rows, g * per_group : (g + 1) * per_group] = weight[rows]
+    return dense
 
 
 def scale_shift(m: ConvMap, scale: Tensor, shift: Tensor) -> ConvMap:

@@ -57,6 +57,15 @@ class Unit:
     weight_l1: float
     #: the unit may be dropped entirely (the paper's kernel-0 option, e.g. DDPM upsampling convs)
     removable: bool = False
+    #: the groups of a grouped conv that is not depthwise (ResNeXt, RegNet); 1 otherwise. Composed
+    #: with others it merges densely; kept alone it keeps its groups
+    groups: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.groups == 1:  # specs written before it existed keep their fingerprints
+            del data["groups"]
+        return data
 
     @property
     def reducible(self) -> bool:
@@ -80,13 +89,21 @@ class Position:
 class ResidualSpan:
     """value(target) = branch(value(source)) + shortcut(value(source)).
 
-    ``projection`` is the module path of a 1x1 conv (+ norm) shortcut, ``None`` for identity.
+    ``projection`` is the module path of a 1x1 conv (+ norm) shortcut, ``None`` for identity: an
+    ``nn.Sequential(conv, norm)``, or the conv alone when ``projection_norm`` names its norm.
     """
 
     source: int
     target: int
     projection: str | None = None
     stride: int = 1
+    projection_norm: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.projection_norm is None:  # specs written before it existed keep their fingerprints
+            del data["projection_norm"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -162,9 +179,9 @@ class Spec:
         """JSON-safe structure (used for fingerprints and checkpoint configs)."""
         return {
             "family": self.family,
-            "units": [asdict(u) for u in self.units],
+            "units": [u.to_dict() for u in self.units],
             "positions": [asdict(p) for p in self.positions],
-            "spans": [asdict(s) for s in self.spans],
+            "spans": [s.to_dict() for s in self.spans],
             "input_shapes": [list(s) for s in self.input_shapes],
         }
 

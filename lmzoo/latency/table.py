@@ -91,7 +91,7 @@ def conv_config(spec: Spec, cand: Candidate) -> ConvConfig | None:
         kernel=cand.kernel,
         stride=cand.stride,
         padding=geometry.padding,
-        groups=first.in_channels if cand.depthwise else 1,
+        groups=first.in_channels if cand.depthwise else geometry.groups,
         input_shape=first.input_shape,
         activation=spec.block_activation(cand.start, cand.end),
     )

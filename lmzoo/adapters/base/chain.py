@@ -22,6 +22,8 @@ from lmzoo.adapters.base.activations import IDEMPOTENT, make_activation
 from lmzoo.adapters.base.modules import (
     MERGE_DTYPE,
     check_mergeable_conv,
+    grouped_with_norm,
+    is_depthwise,
     module_map,
     module_shape,
     plain_batchnorm,
@@ -192,8 +194,16 @@ class ConfiguredBlock(nn.Module):
         return self._fold(MapShape.identity, UnitStep.map_shape, module_shape, MapShape.then, MapShape.plus)
 
     def lmzoo_merged(self, structure_only: bool = False) -> nn.Module:
-        if not self.inner_spans and not any(isinstance(s, UnitStep) for s in self.steps):
+        kept = [s for s in self.steps if isinstance(s, UnitStep)]
+        if not self.inner_spans and not kept:
             return nn.Identity()
+        if (
+            not self.inner_spans
+            and len(kept) == 1
+            and kept[0].conv.groups > 1
+            and not is_depthwise(kept[0].conv)
+        ):
+            return grouped_with_norm(kept[0].conv, kept[0].norm, structure_only)  # keeps its groups
         merged = self.merged_shape() if structure_only else self.merged_map()
         return to_module(merged, like=self._like())
 
@@ -213,6 +223,7 @@ class Chain(nn.Module):
         spans: Sequence[ResidualSpan],
         shortcuts: Sequence[nn.Module],
         span_channels: Sequence[int],
+        start: int = 0,
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
@@ -223,13 +234,15 @@ class Chain(nn.Module):
         self.span_channels = list(span_channels)
         #: positions whose maps a shortcut reads later (run_blocks keeps them in ``saved``)
         self.span_sources = {s.source for s in spans}
+        #: the position of the chain's input (a network may hold several chains)
+        self.start = start
         self._resume: Iterator[tuple[int, torch.Tensor, dict[int, torch.Tensor]]] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._resume is not None:
             first, x, saved = next(self._resume)
             return self.run_blocks(x, saved, first, len(self.blocks))
-        saved = {0: x} if 0 in self.span_sources else {}
+        saved = {self.start: x} if self.start in self.span_sources else {}
         return self.run_blocks(x, saved, 0, len(self.blocks))
 
     def run_blocks(
@@ -265,7 +278,7 @@ class Chain(nn.Module):
             b.lmzoo_merged(structure_only) if isinstance(b, ConfiguredBlock) else copy.deepcopy(b)
             for b in self.blocks
         ]
-        like = next(p for p in self.parameters())
+        like = next(self.parameters(), torch.empty(0))  # a chain whose every conv is dropped has none
 
         def merged_shortcut(module: nn.Module, channels: int) -> nn.Module:
             if isinstance(module, nn.Identity):
@@ -282,6 +295,7 @@ class Chain(nn.Module):
             self.spans,
             shortcuts,
             self.span_channels,
+            self.start,
         )
 
 
@@ -291,6 +305,15 @@ class ChainAdapter(Adapter):
     @abstractmethod
     def layout(self, model: nn.Module) -> ChainLayout:
         """The model's chain, from module types and attribute names (raise UnsupportedModelError)."""
+
+    @classmethod
+    def lays_out(cls, model: nn.Module) -> bool:
+        """Whether the family can describe ``model`` (its ``matches`` then claims it)."""
+        try:
+            cls().layout(model)
+        except UnsupportedModelError:
+            return False
+        return True
 
     def trace(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Spec:
         layout = self.layout(model)
@@ -322,7 +345,7 @@ class ChainAdapter(Adapter):
         layout = self.layout(model)
         _check_layout_matches(layout, model, spec)
         configured = model if in_place else copy.deepcopy(model)
-        chain = _build_chain(configured, layout, spec, plan)
+        chain = build_chain(configured, layout.units, spec, plan)
         configured.set_submodule(layout.containers[0], chain)
         for name in layout.containers[1:]:
             configured.set_submodule(name, nn.Identity())
@@ -348,14 +371,26 @@ def _check_layout_matches(layout: ChainLayout, model: nn.Module, spec: Spec) -> 
         )
 
 
-def _build_chain(model: nn.Module, layout: ChainLayout, spec: Spec, plan: Plan) -> Chain:
+def build_chain(
+    model: nn.Module,
+    units: Sequence[LayoutUnit],
+    spec: Spec,
+    plan: Plan,
+    first: int = 0,
+    last: int | None = None,
+) -> Chain:
+    """The Chain of ``plan``'s blocks between positions ``first`` and ``last`` (the whole plan by
+    default), with the modules of ``model`` that ``units`` name (one per spec unit, in order)."""
+    last = spec.length if last is None else last
+    chosen = [c for c in plan if first <= c.start and c.end <= last]
+    spans = [s for s in spec.spans if first <= s.source and s.target <= last]
     blocks: list[nn.Module] = []
     activations: list[nn.Module] = []
-    span_targets = {s.target for s in spec.spans}
+    span_targets = {s.target for s in spans}
     previous_kind: str | None = None  # the activation applied at the current block's start
-    for cand in plan:
+    for cand in chosen:
         steps: list[nn.Module] = []
-        for unit, lu in zip(spec.units_in(cand.start, cand.end), layout.units[cand.start : cand.end]):
+        for unit, lu in zip(spec.units_in(cand.start, cand.end), units[cand.start : cand.end]):
             if unit.index in cand.kept:
                 conv = cast(nn.Conv2d, model.get_submodule(lu.conv))
                 norm = plain_batchnorm(model.get_submodule(lu.norm), lu.norm) if lu.norm else None
@@ -381,24 +416,28 @@ def _build_chain(model: nn.Module, layout: ChainLayout, spec: Spec, plan: Plan) 
     boundaries = set(plan.block_ends)
     outer = [
         s
-        for s in spec.spans
+        for s in spans
         if s.source in boundaries
         and s.target in boundaries
-        and not any(c.start <= s.source and s.target <= c.end for c in plan)
+        and not any(c.start <= s.source and s.target <= c.end for c in chosen)
     ]
     return Chain(
         blocks,
-        [c.end for c in plan],
+        [c.end for c in chosen],
         activations,
         outer,
         [_shortcut(model, s) for s in outer],
         [spec.unit(s.source + 1).in_channels for s in outer],
+        first,
     )
 
 
 def _shortcut(model: nn.Module, span: ResidualSpan) -> nn.Module:
     if span.projection is None:
         return nn.Identity()
+    if span.projection_norm is not None:
+        conv, norm = model.get_submodule(span.projection), model.get_submodule(span.projection_norm)
+        return nn.Sequential(conv, plain_batchnorm(norm, span.projection_norm))
     projection = model.get_submodule(span.projection)
     assert isinstance(projection, nn.Sequential)
     conv, norm = projection[0], projection[1]

@@ -45,8 +45,6 @@ def check_mergeable_conv(conv: nn.Module, where: str) -> nn.Conv2d:
         problems.append("dilation")
     if conv.padding_mode != "zeros":
         problems.append(f"padding mode {conv.padding_mode!r}")
-    if conv.groups != 1 and not (conv.groups == conv.in_channels == conv.out_channels):
-        problems.append(f"grouped conv (groups={conv.groups}) that is not depthwise")
     if problems:
         raise UnsupportedModelError(f"{where}: conv cannot be merged exactly ({'; '.join(problems)})")
     return conv
@@ -114,7 +112,7 @@ def module_shape(module: nn.Module, channels: int, *, padding: int | None = None
             module.kernel_size[0],
             module.stride[0],
             int(module.padding[0]) if padding is None else padding,
-            module.groups > 1,
+            is_depthwise(module),
         )
     if isinstance(module, (nn.Identity, nn.BatchNorm2d)):
         return MapShape.identity(module.num_features if isinstance(module, nn.BatchNorm2d) else channels)
@@ -193,8 +191,37 @@ def unit_from_conv(
         kernel=conv.kernel_size[0],
         stride=conv.stride[0],
         padding=int(conv.padding[0]),
-        depthwise=conv.groups > 1,
+        depthwise=is_depthwise(conv),
         input_shape=(channels, height, width),
         weight_l1=float(conv.weight.detach().abs().sum()),
         removable=removable,
+        groups=1 if is_depthwise(conv) else conv.groups,
     )
+
+
+def grouped_with_norm(conv: nn.Conv2d, norm: nn.Module, structure_only: bool = False) -> nn.Conv2d:
+    """A grouped conv followed by its norm (BatchNorm or identity) as one conv with the same groups:
+    the norm's per-channel scale and shift folded into its weight and bias."""
+    merged = _uninitialised_conv(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size[0],
+        stride=conv.stride[0],
+        padding=conv.padding[0],
+        groups=conv.groups,
+        bias=True,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
+    if not structure_only:
+        m = module_map(norm, conv.out_channels, device=conv.weight.device)
+        scale, shift = m.weight.reshape(-1), m.bias  # a norm's map is a depthwise 1x1 map
+        bias = conv.bias.detach().to(MERGE_DTYPE) if conv.bias is not None else torch.zeros_like(shift)
+        with torch.no_grad():
+            merged.weight.copy_(conv.weight.detach().to(MERGE_DTYPE) * scale[:, None, None, None])
+            cast(torch.Tensor, merged.bias).copy_(bias * scale + shift)
+    return merged
+
+
+def is_depthwise(conv: nn.Conv2d) -> bool:
+    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels

@@ -40,6 +40,8 @@ class Adapter(ABC):
     family: ClassVar[str]
     #: what models the family covers, shown when a model is not supported
     description: ClassVar[str]
+    #: a fallback family takes the models no other family accepts (the generic graph adapter)
+    fallback: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -77,7 +79,10 @@ def adapter_for(model: nn.Module) -> Adapter:
     if not isinstance(model, nn.Module):
         raise UnsupportedModelError(f"expected a torch.nn.Module, got {type(model).__name__}")
     kind = f"{type(model).__module__}.{type(model).__name__}"
-    accepting = [cls for _, cls in ADAPTERS.items() if cls.matches(model)]
+    families = ADAPTERS.items()
+    accepting = [cls for _, cls in families if not cls.fallback and cls.matches(model)]
+    if not accepting:
+        accepting = [cls for _, cls in families if cls.fallback and cls.matches(model)][:1]
     if len(accepting) > 1:
         raise UnsupportedModelError(
             f"{kind} is accepted by several adapter families ({', '.join(c.family for c in accepting)}); "
