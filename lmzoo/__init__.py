@@ -33,6 +33,7 @@ from lmzoo.errors import (
     InvalidTableError,
     LatencyBackendUnavailable,
     LmzooError,
+    MergeTooLargeError,
     NotConfiguredError,
     UnsupportedModelError,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "InvalidTableError",
     "LatencyBackendUnavailable",
     "LmzooError",
+    "MergeTooLargeError",
     "NotConfiguredError",
     "UnsupportedModelError",
     "__version__",

@@ -211,12 +211,20 @@ def load_weights_strictly(module: nn.Module, weights: Path) -> None:
     module.load_state_dict(state, strict=True)
 
 
-def load_checkpoint(directory: str | os.PathLike[str], *, device: str = "cpu") -> nn.Module:
+def load_checkpoint(
+    directory: str | os.PathLike[str], *, device: str = "cpu", own_build: bool = False
+) -> nn.Module:
     """The merged network of a checkpoint directory, weights loaded strictly, in eval mode, as its
     source wraps it (a merged DDPM UNet comes as
-    :class:`~lmzoo.sources.diffusers.unet.LayerMergeUNet2DModel`)."""
+    :class:`~lmzoo.sources.diffusers.unet.LayerMergeUNet2DModel`). ``own_build``: the directory is
+    the user's own build (the local store), so a user's factory may be imported to rebuild it."""
     directory = Path(directory)
     config = read_config(directory)
+    if own_build:
+        try:
+            get_source(config["base"]["source"]).import_own_code(config["base"]["arch"])
+        except LmzooError as err:
+            raise CheckpointError(f"{directory}: {err}") from None
     merged = merged_structure(config, directory)
     load_weights_strictly(merged, directory / WEIGHTS_NAME)
     model = get_source(config["base"]["source"]).wrap(merged, config)

@@ -14,7 +14,13 @@ from torch import nn
 from lmzoo.adapters.base.registry import Mergeable, adapter_for
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
-from lmzoo.errors import InvalidInputError, InvalidPlanError, NotConfiguredError
+from lmzoo.errors import (
+    InvalidArgumentError,
+    InvalidInputError,
+    InvalidPlanError,
+    MergeTooLargeError,
+    NotConfiguredError,
+)
 
 #: attribute set on configured and merged models: the plan that produced them
 PLAN_ATTRIBUTE = "lmzoo_plan"
@@ -58,6 +64,7 @@ def merged_in_place(model: nn.Module, spec: Spec, plan: Plan, *, weights: bool =
     ``weights=False`` builds only the merged structure, to load a state dict into: the merge computes
     geometry, no weights, and the merged modules hold uninitialised memory."""
     configured = _configure(model, spec, plan, in_place=True)
+    check_merge_memory(configured, bytes_per_weight=MERGE_BYTES if weights else 4)
     _replace_mergeable(configured, structure_only=not weights)
     return configured
 
@@ -77,14 +84,66 @@ def _configure(model: nn.Module, spec: Spec, plan: Plan, *, in_place: bool) -> n
 
 def merge(model: nn.Module) -> nn.Module:
     """The deploy network: every plan block of a configured network as one nn.Conv2d (BN folded,
-    convs composed, shortcuts fused), same forward signature and output. ``model`` is not modified."""
+    convs composed, shortcuts fused), same forward signature and output. ``model`` is not modified.
+    A block whose merged kernel would not fit in memory raises MergeTooLargeError first
+    (:func:`merge_memory_limit`)."""
     if not isinstance(model, nn.Module) or not hasattr(model, PLAN_ATTRIBUTE):
         raise NotConfiguredError(
             "merge() takes a configured network: call lmzoo.apply_plan(model, spec, plan) first"
         )
+    check_merge_memory(model, bytes_per_weight=MERGE_BYTES)
     merged = copy.deepcopy(model)
     _replace_mergeable(merged)
     return merged
+
+
+#: bytes of one merged weight while merging: float64 composition (lmzoo.adapters.base.modules)
+MERGE_BYTES = 8
+#: the share of the machine's memory one merged kernel may take: a merge holds a few copies of the
+#: largest block's kernel at once (the composition, the result, its float32 cast)
+MERGE_MEMORY_SHARE = 1 / 8
+
+
+def merge_memory_limit() -> int:
+    """The largest merged kernel, in bytes: ``$LMZOO_MERGE_LIMIT_GB``, else an eighth of this
+    machine's memory (8 GiB where it cannot be read)."""
+    import os
+
+    if os.environ.get("LMZOO_MERGE_LIMIT_GB"):
+        try:
+            return int(float(os.environ["LMZOO_MERGE_LIMIT_GB"]) * 2**30)
+        except ValueError:
+            raise InvalidArgumentError("LMZOO_MERGE_LIMIT_GB must be a number of GiB") from None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 64 * 2**30
+    return int(total * MERGE_MEMORY_SHARE)
+
+
+def check_merge_memory(configured: nn.Module, *, bytes_per_weight: int, limit: int | None = None) -> None:
+    """Raise MergeTooLargeError naming the first block whose merged kernel exceeds the limit."""
+    from lmzoo.adapters.base.chain import ConfiguredBlock
+
+    limit = merge_memory_limit() if limit is None else limit
+    for block in configured.modules():
+        if not isinstance(block, ConfiguredBlock):
+            continue
+        shape = block.merged_shape()
+        size = (
+            shape.out_channels
+            * (1 if shape.depthwise else shape.in_channels)
+            * shape.kernel**2
+            * bytes_per_weight
+        )
+        if size > limit:
+            k, gib = shape.kernel, 2**30
+            raise MergeTooLargeError(
+                f"block ({block.start}, {block.end}] would merge into a {k}x{k} conv from "
+                f"{shape.in_channels} to {shape.out_channels} channels: {size / gib:.1f} GiB of weights, "
+                f"above the merge limit of {limit / gib:.1f} GiB; cap merged kernels (solve.max_kernel in a "
+                "recipe, CandidateRules(max_kernel=...) in the API) or raise LMZOO_MERGE_LIMIT_GB"
+            )
 
 
 def _replace_mergeable(module: nn.Module, *, structure_only: bool = False) -> None:

@@ -50,3 +50,7 @@ class LatencyBackendUnavailable(LmzooError, RuntimeError):
 
 class DataNotFoundError(LmzooError, FileNotFoundError):
     """A data set is not where lmzoo looked; the message lists the places and how to get it."""
+
+
+class MergeTooLargeError(LmzooError, MemoryError):
+    """A block would merge into a convolution too large to compute; the message names it and the limit."""

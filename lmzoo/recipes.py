@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from lmzoo.core.candidates import DEFAULT_METHOD, METHODS
+from lmzoo.core.candidates import DEFAULT_METHOD, METHODS, CandidateRules
 from lmzoo.core.problem import DEFAULT_OBJECTIVE, OBJECTIVES
 from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_UNREACHABLE, UNREACHABLE
 from lmzoo.errors import LmzooError
@@ -117,6 +117,14 @@ class SolveSection:
     #: speed-up) or "fastest" (build the fastest plan and say so; smoke profiles, whose tiny
     #: timings move with the machine's load)
     unreachable: str = DEFAULT_UNREACHABLE
+    #: the largest kernel a merge of two or more convs may have (null: no cap, the paper's); caps
+    #: the merge memory of deep networks and the candidates both tables hold
+    max_kernel: int | None = None
+
+    @property
+    def rules(self) -> CandidateRules:
+        """The candidate rules of the tables and the solver."""
+        return CandidateRules(max_kernel=self.max_kernel)
 
 
 @dataclass(frozen=True)
@@ -446,6 +454,10 @@ def _check_values(recipe: Recipe, path: Path) -> None:
             f"solve.unreachable must be one of {', '.join(UNREACHABLE)}",
         ),
         (all(s > 1 for s in recipe.solve.speedups), "solve.speedups must all be > 1"),
+        (
+            recipe.solve.max_kernel is None or recipe.solve.max_kernel >= 1,
+            "solve.max_kernel must be a kernel size >= 1 (or null for no cap)",
+        ),
         (
             bool(re.fullmatch(r"[a-z0-9][a-z0-9.-]*", recipe.name)),
             "name must be lower-case letters, digits, . and -",

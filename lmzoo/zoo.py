@@ -151,7 +151,7 @@ def load(name: str, *, revision: str | None = None, device: str = "cpu") -> nn.M
             raise InvalidArgumentError(f"{name} pins revision {pinned} but revision={revision!r} was given")
         return load_checkpoint(download_checkpoint(repo_id, pinned or revision), device=device)
     if revision is None and is_built(name):
-        return load_checkpoint(entry_dir(name), device=device)
+        return load_checkpoint(entry_dir(name), device=device, own_build=True)
     entry = registry().get(name)
     if entry is None:
         raise _unknown(name)

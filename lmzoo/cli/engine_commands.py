@@ -42,8 +42,10 @@ def inspect(
     check_plans: int,
     as_json: bool,
 ) -> None:
-    """Trace a network (random weights) and summarise its LayerMerge spec and candidates."""
+    """Trace a network (random weights) and summarise its LayerMerge spec and candidates; for the
+    generic family, also which convolutions form chains and which barriers cut them, and why."""
     import lmzoo
+    from lmzoo.adapters import adapter_for
     from lmzoo.core.plan import random_plan
     from lmzoo.engine import check_merge
 
@@ -63,6 +65,9 @@ def inspect(
         "largest_kernel": max(c.kernel for c in cands),
         "trace_and_candidates_s": round(elapsed, 3),
     }
+    explain = getattr(adapter_for(model), "explain", None)
+    if explain is not None:
+        summary["layout"] = [{"where": where, "what": what} for where, what in explain(model)]
     rng = random.Random(0)
     checks = [asdict(check_merge(model, spec, random_plan(spec, cands, rng), x)) for _ in range(check_plans)]
     if checks:
@@ -71,8 +76,10 @@ def inspect(
         click.echo(json.dumps(summary, indent=2))
         return
     for key, value in summary.items():
-        if key != "plan_checks":
+        if key not in ("plan_checks", "layout"):
             click.echo(f"{key:>24}: {value}")
+    for row in summary.get("layout", []):
+        click.echo(f"{row['where']:>24}: {row['what']}")
     for i, check in enumerate(checks, 1):
         click.echo(
             f"{'plan ' + str(i):>24}: {check['blocks']} blocks (largest kernel {check['largest_kernel']}), "
@@ -281,11 +288,12 @@ def bench(
 
 def _model(source: str, name: str, *, in_chans: int, num_classes: int | None) -> Any:
     """The network ``name`` of ``source`` with random weights, in eval mode."""
-    from lmzoo.sources import Architecture
+    from lmzoo.sources import Architecture, get_source
 
-    kwargs: dict[str, Any] = {"in_chans": in_chans}
+    kwargs: dict[str, Any] = {"in_chans": in_chans} if in_chans != 3 else {}  # 3: every source's default
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
+    get_source(source).import_own_code(name)  # a factory named on the command line is the user's own
     return Architecture(source, name, kwargs).build().eval()
 
 

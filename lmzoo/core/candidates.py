@@ -100,7 +100,8 @@ class CandidateRules:
     #: inside a block only 1x1 convs may follow a strided conv (paper); False allows the general
     #: stride composition k = k1 + s1 * (k2 - 1)
     pointwise_after_stride: bool = True
-    #: largest merged kernel enumerated; None = no cap (paper)
+    #: largest kernel a merge of two or more convs may have; None = no cap (paper). Deep networks
+    #: reach merged kernels whose float64 composition does not fit in memory (resnet101: 47x47)
     max_kernel: int | None = None
 
 
@@ -242,6 +243,12 @@ def candidates(
     return found
 
 
+def all_candidates(spec: Spec, rules: CandidateRules = PAPER_RULES) -> list[Candidate]:
+    """Every method's candidates together, sorted: the rows of latency and importance tables, so
+    that one pair of tables serves LayerMerge and both baselines."""
+    return sorted({c for m in METHODS for c in candidates(spec, rules, method=m)}, key=candidate_order)
+
+
 def candidate_order(c: Candidate) -> tuple[int, int, int, bool, tuple[int, ...]]:
     """Candidates' natural order, as a key (much faster than the dataclass comparisons)."""
     return (c.start, c.end, c.kernel, c.depthwise, c.kept)
@@ -280,7 +287,7 @@ def _emit(
         else:
             if any(u.index not in kept and not u.reducible for u in units):
                 continue
-            if rules.max_kernel is not None and kernel > rules.max_kernel:
+            if rules.max_kernel is not None and len(kept) > 1 and kernel > rules.max_kernel:
                 continue
             key = (kernel, all_dw and not projection_inside)
         old = best.get(key)
@@ -303,7 +310,8 @@ def _depth_candidates(spec: Spec, rules: CandidateRules) -> list[Candidate]:
             seen_stride = seen_stride or unit.stride > 1
             kept = tuple(range(start + 1, end + 1))
             g = block_geometry(spec, start, end, kept)
-            if spec.block_is_valid(start, end) and (rules.max_kernel is None or g.kernel <= rules.max_kernel):
+            capped = rules.max_kernel is not None and end - start > 1 and g.kernel > rules.max_kernel
+            if spec.block_is_valid(start, end) and not capped:
                 found.append(Candidate(start, end, g.kernel, g.stride, g.depthwise, kept))
             if spec.positions[end].barrier:
                 break

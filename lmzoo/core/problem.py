@@ -31,7 +31,15 @@ from typing import Literal, cast
 
 import numpy as np
 
-from lmzoo.core.candidates import Candidate, Method, candidate_order, candidates, check_method
+from lmzoo.core.candidates import (
+    PAPER_RULES,
+    Candidate,
+    CandidateRules,
+    Method,
+    candidate_order,
+    candidates,
+    check_method,
+)
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
 from lmzoo.core.tables import ImportanceTable, LatencyTable
@@ -77,8 +85,10 @@ class Problem:
         fixed_ms: float,
         method: Method,
         spec: Spec | None,
+        rules: CandidateRules = PAPER_RULES,
     ) -> None:
         self.length = length
+        self.rules = rules
         self.options = tuple(options)
         self.latency_of = latency_of
         self.identity_ms = identity_ms
@@ -146,7 +156,12 @@ def scorer(objective: object) -> Callable[[float, Candidate], float]:
 
 
 def build_problem(
-    latency: object, importance: object, method: object, spec: Spec | None, objective: object
+    latency: object,
+    importance: object,
+    method: object,
+    spec: Spec | None,
+    objective: object,
+    rules: CandidateRules = PAPER_RULES,
 ) -> Problem:
     if not isinstance(latency, LatencyTable) or not isinstance(importance, ImportanceTable):
         raise InvalidArgumentError(
@@ -158,7 +173,7 @@ def build_problem(
     spec = spec or latency.spec or importance.spec
     _check_same_network(latency, importance, spec)
     if spec is not None:
-        universe = set(candidates(spec, method=method))
+        universe = set(candidates(spec, rules, method=method))
         for table in (latency, importance):
             missing = sorted(universe - table.entries.keys())
             if missing:
@@ -199,6 +214,7 @@ def build_problem(
         fixed_ms=latency.fixed_ms,
         method=method,
         spec=spec,
+        rules=rules,
     )
 
 

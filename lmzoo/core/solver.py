@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lmzoo.core.candidates import DEFAULT_METHOD, Method
+from lmzoo.core.candidates import DEFAULT_METHOD, PAPER_RULES, CandidateRules, Method
 from lmzoo.core.plan import Plan
 from lmzoo.core.problem import (
     DEFAULT_OBJECTIVE,
@@ -95,6 +95,7 @@ def solve(
     method: Method = DEFAULT_METHOD,
     spec: Spec | None = None,
     objective: Objective = DEFAULT_OBJECTIVE,
+    rules: CandidateRules = PAPER_RULES,
 ) -> Plan:
     """The plan of largest summed importance whose table latency fits the budget.
 
@@ -110,7 +111,7 @@ def solve(
 
     Raises InfeasibleBudgetError (naming the smallest feasible budget) when no plan fits.
     """
-    problem = build_problem(latency, importance, method, spec, objective)
+    problem = build_problem(latency, importance, method, spec, objective, rules)
     levels = _check_levels(levels)
     budget = _budget(problem, budget_ms, speedup)
     if budget <= 0:
@@ -153,6 +154,7 @@ def frontier(
     method: Method = DEFAULT_METHOD,
     spec: Spec | None = None,
     objective: Objective = DEFAULT_OBJECTIVE,
+    rules: CandidateRules = PAPER_RULES,
 ) -> list[FrontierPoint]:
     """The accuracy-latency frontier from one DP pass, sorted by latency; importance strictly
     increases along it (dominated plans are dropped).
@@ -161,7 +163,7 @@ def frontier(
     nothing improves). For any budget, the last point whose ``latency_ms`` fits it is the optimal
     plan for that budget on this grid, so one call serves every target speed-up of a model.
     """
-    problem = build_problem(latency, importance, method, spec, objective)
+    problem = build_problem(latency, importance, method, spec, objective, rules)
     levels = _check_levels(levels)
     top = _extreme_plan(problem, most_important=True)
     top_ms = problem.chain_ms(top)
@@ -351,10 +353,16 @@ def _infeasible(problem: Problem, budget: float, levels: int) -> InfeasibleBudge
     blocks = len(fastest)
     safe = fastest_ms * levels / (levels - blocks) * (1 + 1e-12) if levels > blocks else fastest_ms
     asked = f"{budget:.4g} ms (speed-up {problem.speedup(budget):.3f}x)" if budget > 0 else "this speed-up"
+    cap = problem.rules.max_kernel
+    capped = (
+        f"; merged kernels are capped at {cap} (solve.max_kernel): a larger cap may reach further"
+        if cap
+        else ""
+    )
     return InfeasibleBudgetError(
         f"no {problem.method} plan fits a budget of {asked}: the fastest plan takes {fastest_ms:.4g} ms "
         f"by the latency table (speed-up {problem.speedup(fastest_ms):.3f}x); ask for at least "
-        f"{safe:.4g} ms (speed-up {problem.speedup(safe):.3f}x) at levels={levels}",
+        f"{safe:.4g} ms (speed-up {problem.speedup(safe):.3f}x) at levels={levels}{capped}",
         min_budget_ms=safe,
         max_speedup=problem.speedup(safe),
     )

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmzoo.core.candidates import METHODS, Candidate, candidates
+from lmzoo.core.candidates import Candidate, all_candidates
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
 from lmzoo.errors import InvalidArgumentError, InvalidTableError, LmzooError
@@ -80,7 +80,7 @@ def importance_table(
     if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
         raise InvalidArgumentError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
     if cands is None:
-        cands = {c for m in METHODS for c in candidates(spec, method=m)}
+        cands = all_candidates(spec)
     ordered = sorted(set(cands), key=lambda c: (c.start, c.end, c.kernel, c.depthwise, c.kept))
     task = task or task_for(model)
     context = EstimatorContext(model, spec, data, settings, task, torch.device(device))

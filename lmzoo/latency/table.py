@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from lmzoo.adapters.base.activations import make_activation
-from lmzoo.core.candidates import IDENTITY_KERNEL, METHODS, Candidate, block_geometry, candidates
+from lmzoo.core.candidates import IDENTITY_KERNEL, Candidate, all_candidates, block_geometry
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
 from lmzoo.latency.backends import Backend, Target, get_backend, measure_interleaved, measure_times, target_of
@@ -124,7 +124,7 @@ def latency_table(
     chosen.check(target)
     passes, batch_size = setting.passes, setting.batch_size
     if cands is None:
-        cands = sorted({c for m in METHODS for c in candidates(spec, method=m)})
+        cands = all_candidates(spec)
     cands = list(cands)
     measurement = measurement_of(setting)
     runs_per_pass = max(1, measurement.runs // passes)

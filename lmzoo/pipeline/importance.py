@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
+from lmzoo.core.candidates import all_candidates
 from lmzoo.core.spec import Spec
 from lmzoo.importance.table import importance_table
 from lmzoo.pipeline.base import base_key
@@ -40,6 +41,7 @@ def importance_stage(
         imp.train_fraction,
         imp.heldout_fraction,
         imp.seed,
+        ws.recipe.solve.rules,
     )
     out, cached = ws.output(
         Stage.IMPORTANCE, key, "importance.json", lambda path: ImportanceTable.load(path).for_network(spec)
@@ -50,6 +52,7 @@ def importance_stage(
         model,
         spec,
         inputs.importance_data(),
+        cands=all_candidates(spec, ws.recipe.solve.rules),
         estimator=estimator,
         settings=settings,
         task=inputs.task,

@@ -28,8 +28,10 @@ class BuildInputs:
 
     def random_model(self) -> nn.Module:
         """The recipe's base architecture with random weights."""
+        m = self.recipe.model
         try:
-            return self.recipe.model.architecture.build()
+            get_source(m.source).import_own_code(m.arch)  # the user's own recipe may name their code
+            return m.architecture.build()
         except LmzooError as err:
             raise InvalidArgumentError(f"{self.recipe.path}: {err}") from None
 
@@ -38,6 +40,7 @@ class BuildInputs:
         m = self.recipe.model
         assert m.pretrained is not None
         try:
+            get_source(m.source).import_own_code(m.arch)
             return get_source(m.source).load_pretrained(m.pretrained, m.arch, m.kwargs)
         except InvalidArgumentError as err:
             raise InvalidArgumentError(f"{self.recipe.path}: {err}") from None

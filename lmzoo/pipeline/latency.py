@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lmzoo.core.candidates import all_candidates
 from lmzoo.core.spec import Spec
 from lmzoo.latency.table import latency_table
 from lmzoo.pipeline.stages import Stage
@@ -18,8 +19,8 @@ def latency_stage(
     ws: Workspace, model: nn.Module, spec: Spec, example: tuple[torch.Tensor, ...], *, progress: bool = True
 ) -> tuple[LatencyTable, Path]:
     """The latency table and its file."""
-    setting = ws.recipe.latency
-    key = content_key(spec.fingerprint, setting)
+    setting, rules = ws.recipe.latency, ws.recipe.solve.rules
+    key = content_key(spec.fingerprint, setting, rules)
     out, cached = ws.output(
         Stage.LATENCY, key, "latency.json", lambda path: LatencyTable.load(path).for_network(spec)
     )
@@ -30,6 +31,7 @@ def latency_stage(
         setting,
         model=model,
         example_inputs=example,
+        cands=all_candidates(spec, rules),
         cache=out.parent / "measurements.jsonl",
         progress=progress,
     )

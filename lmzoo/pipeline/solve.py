@@ -17,7 +17,9 @@ def solve_stage(
 ) -> SolveRecord:
     """The solve record of ``speedup`` (cached)."""
     s = ws.recipe.solve
-    key = content_key(latency.to_dict(), importance.to_dict(), s.method, s.levels, s.objective, speedup)
+    key = content_key(
+        latency.to_dict(), importance.to_dict(), s.method, s.levels, s.objective, speedup, s.rules
+    )
     out = ws.stage(Stage.SOLVE, key) / "plan.json"
     cached = ws.cached(out, SolveRecord.load)
     if cached is not None:
@@ -26,7 +28,7 @@ def solve_stage(
     # A feasible target gives the same plan under either `unreachable` setting, so it is not keyed.
     plan, max_speedup = solve_reachable(
         latency, importance, unreachable=s.unreachable, speedup=speedup, method=method, levels=s.levels,
-        objective=objective,
+        objective=objective, rules=s.rules,
     )  # fmt: skip
     record = SolveRecord(
         target_speedup=speedup,

@@ -94,6 +94,10 @@ class Source(ABC):
         """The architecture with pretrained weights from ``reference`` (e.g. ``hf-hub:ORG/REPO``),
         read from safetensors only; DataNotFoundError when they cannot be reached."""
 
+    def import_own_code(self, arch: str) -> None:  # noqa: B027 - most sources build from a library
+        """Import what ``arch`` needs from the user's own code (a factory's module). Called only for
+        the user's own recipes and local store, never for downloaded checkpoints."""
+
     def display_name(self, arch: str) -> str:
         """The base network's name in cards and results."""
         return arch
@@ -134,6 +138,60 @@ def registered_sources() -> dict[str, str]:
 def get_source(name: str) -> Source:
     """The registered source ``name``; an error listing the registered ones otherwise."""
     return SOURCES.get(name)()
+
+
+def safetensors_state(reference: str) -> dict[str, Any]:
+    """The tensors of pretrained weights stored as safetensors: ``hf-hub:ORG/REPO`` (its
+    ``model.safetensors``, or ``hf-hub:ORG/REPO/FILE.safetensors``) or a local ``.safetensors`` file.
+    Never a pickle; DataNotFoundError when the file cannot be reached."""
+    from pathlib import Path
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from lmzoo.errors import DataNotFoundError
+
+    if reference.startswith("hf-hub:"):
+        from huggingface_hub import hf_hub_download
+
+        parts = reference.removeprefix("hf-hub:").split("/")
+        repo, filename = "/".join(parts[:2]), "/".join(parts[2:]) or "model.safetensors"
+        if not filename.endswith(".safetensors"):
+            raise InvalidArgumentError(
+                f"{reference}: lmzoo loads pretrained weights from .safetensors files only"
+            )
+        try:
+            path = hf_hub_download(repo, filename)
+        except Exception as err:  # every network and Hub failure: one message
+            raise DataNotFoundError(
+                f"cannot get the pretrained weights {reference} ({type(err).__name__}: {str(err)[:160]}); "
+                "connect to the Hub (or set HF_ENDPOINT to a mirror), or pre-download them with "
+                f"`hf download {repo}`"
+            ) from None
+    else:
+        path = reference
+        if not reference.endswith(".safetensors"):
+            raise InvalidArgumentError(
+                f"{reference}: lmzoo loads pretrained weights from .safetensors files only"
+            )
+        if not Path(path).is_file():
+            raise DataNotFoundError(f"the pretrained weights {reference} do not exist")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as err:
+        raise DataNotFoundError(f"{reference} is not a readable safetensors file ({err})") from None
+
+
+def load_state(model: nn.Module, state: dict[str, Any], reference: str) -> nn.Module:
+    """``model`` with ``state`` loaded strictly; an error naming the first keys that do not fit."""
+    result = model.load_state_dict(state, strict=False)
+    problems = [*result.missing_keys[:2], *result.unexpected_keys[:2]]
+    if problems:
+        raise InvalidArgumentError(
+            f"{reference} does not fit the architecture (missing or unexpected: {', '.join(problems)}); "
+            "check model.arch and model.kwargs"
+        )
+    return model
 
 
 def source_of(model: nn.Module) -> Source:
