@@ -173,8 +173,8 @@ def model_card(
     def result(metric_type: str, metric_name: str, metric_value: float, **more: Any) -> EvalResult:
         return EvalResult(
             task_type=task_type,
-            dataset_type=DATASET_IDS[dataset],
-            dataset_name=DATASET_NAMES[dataset],
+            dataset_type=DATASET_IDS.get(dataset, dataset),
+            dataset_name=DATASET_NAMES.get(dataset, f"{dataset} {Path(recipe.data.root or '').name}".strip()),
             metric_type=metric_type,
             metric_name=metric_name,
             metric_value=metric_value,
@@ -207,7 +207,7 @@ def model_card(
         library_name="lmzoo",
         tags=["layermerge", "depth-compression", "pruning", "arxiv:2406.12837"],
         base_model=recipe.model.pretrained.removeprefix("hf-hub:") if recipe.model.pretrained else None,
-        datasets=[DATASET_IDS[dataset]],
+        datasets=[DATASET_IDS[dataset]] if dataset in DATASET_IDS else None,  # a user's images: no Hub id
         eval_results=results,
     )
     base = recipe.model.architecture.display_name

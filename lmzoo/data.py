@@ -312,6 +312,104 @@ def imagenet(
     return datasets.ImageFolder(str(folder), transform=transform)
 
 
+# -- a user's image folder ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageFolderSettings:
+    """A user's images in ImageFolder layout (ROOT/TRAIN_DIR/<class>/<image>, the same classes under
+    VAL_DIR) and timm-style transforms: evaluation resizes to ``image_size / crop_pct`` and crops the
+    centre; training takes random-resized crops and flips (``augment``) or the evaluation transform."""
+
+    root: str
+    train_dir: str = "train"
+    val_dir: str = "val"
+    image_size: int = 224
+    #: None: ImageNet's statistics (for 1 channel, their mean)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channels: int = 3
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+    augment: bool = True
+
+
+def image_folder(split: str, settings: ImageFolderSettings) -> Dataset[Any]:
+    """The ``"train"`` or ``"val"`` split of a user's image folder (checked: both folders exist, hold
+    images, name the same classes, and their first images read)."""
+    from torchvision import datasets
+    from torchvision.transforms import v2 as transforms
+
+    if split not in ("train", "val"):
+        raise InvalidArgumentError(f"image-folder split must be 'train' or 'val', got {split!r}")
+    root = Path(settings.root)
+    folders = {name: root / getattr(settings, f"{name}_dir") for name in ("train", "val")}
+    classes = {name: _class_folders(folder) for name, folder in folders.items()}
+    if classes["train"] != classes["val"]:
+        only_train = sorted(set(classes["train"]) - set(classes["val"]))
+        only_val = sorted(set(classes["val"]) - set(classes["train"]))
+        raise InvalidArgumentError(
+            f"{folders['train']} and {folders['val']} must hold the same class folders; only in train: "
+            f"{', '.join(only_train[:5]) or '-'}; only in val: {', '.join(only_val[:5]) or '-'}"
+        )
+    mean = settings.mean or (IMAGENET_MEAN if settings.channels == 3 else (sum(IMAGENET_MEAN) / 3,))
+    std = settings.std or (IMAGENET_STD if settings.channels == 3 else (sum(IMAGENET_STD) / 3,))
+    interpolation = transforms.InterpolationMode(settings.interpolation)
+    size = settings.image_size
+    tail = [
+        transforms.ToImage(),
+        transforms.ToDtype(torch.float32, scale=True),
+        transforms.Normalize(mean, std),
+    ]
+    if split == "train" and settings.augment:
+        head = [
+            transforms.RandomResizedCrop(size, interpolation=interpolation),
+            transforms.RandomHorizontalFlip(),
+        ]
+    else:
+        head = [
+            transforms.Resize(int(size / settings.crop_pct), interpolation=interpolation),
+            transforms.CenterCrop(size),
+        ]
+    color = "L" if settings.channels == 1 else "RGB"
+
+    def load(path: str) -> Any:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with open(path, "rb") as handle:
+                return Image.open(handle).convert(color)
+        except (OSError, UnidentifiedImageError) as err:
+            raise DataNotFoundError(
+                f"the image {path} cannot be read ({err}); remove or replace it"
+            ) from None
+
+    dataset = datasets.ImageFolder(
+        str(folders[split]), transform=transforms.Compose(head + tail), loader=load
+    )
+    for cls_index in range(len(dataset.classes)):  # the first image of every class reads, or fail now
+        first = next(i for i, (_, label) in enumerate(dataset.samples) if label == cls_index)
+        load(dataset.samples[first][0])
+    return dataset
+
+
+def _class_folders(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        raise DataNotFoundError(
+            f"the image folder {folder} does not exist; lay the images out as {folder}/<class>/<image>"
+        )
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    extensions = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+    empty = [c for c in classes if not any(f.suffix.lower() in extensions for f in (folder / c).iterdir())]
+    if not classes or empty:
+        raise DataNotFoundError(
+            f"{folder} holds no images"
+            + (f" in {', '.join(empty[:5])}" if empty else "")
+            + f"; lay them out as {folder}/<class>/<image>"
+        )
+    return classes
+
+
 # -- subsets --------------------------------------------------------------------------------------
 
 

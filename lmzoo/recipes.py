@@ -56,7 +56,7 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    #: fashion-mnist, cifar10 or imagenet
+    #: fashion-mnist, cifar10, imagenet, or image-folder (a user's images: root/train/<class>/...)
     dataset: str
     root: str | None = None
     #: zero-pad the images to this square size
@@ -66,6 +66,19 @@ class DataSection:
     #: use only the first N training / test images (smoke profiles)
     limit_train: int | None = None
     limit_test: int | None = None
+    #: image-folder: the training and evaluation folders under root, one subfolder per class
+    train_dir: str = "train"
+    val_dir: str = "val"
+    #: image-folder: per-channel mean and std of the pixels in [0, 1] (null: ImageNet's), the
+    #: channels the images are read with (3: RGB, 1: grayscale), the resize interpolation and the
+    #: evaluation crop (resize to input_size / crop_pct, then centre-crop input_size: timm's eval)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channels: int = 3
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+    #: image-folder: random-resized crops and flips on the training split (false: the eval transform)
+    augment: bool = True
 
 
 @dataclass(frozen=True)
@@ -439,6 +452,20 @@ def _check_values(recipe: Recipe, path: Path) -> None:
         raise RecipeError(f"{path}: {err}") from None
     checks = [
         (recipe.data.dataset in DATASETS, f"data.dataset must be one of {', '.join(DATASETS)}"),
+        (
+            recipe.data.dataset != "image-folder" or bool(recipe.data.root),
+            "data.root names the image folder (with data.train_dir and data.val_dir inside)",
+        ),
+        (recipe.data.channels in (1, 3), "data.channels must be 1 (grayscale) or 3 (RGB)"),
+        (
+            recipe.data.interpolation in ("nearest", "bilinear", "bicubic"),
+            "data.interpolation must be nearest, bilinear or bicubic",
+        ),
+        (0 < recipe.data.crop_pct <= 1, "data.crop_pct must be in (0, 1]"),
+        (
+            all(len(v) == recipe.data.channels for v in (recipe.data.mean, recipe.data.std) if v is not None),
+            "data.mean and data.std need one value per channel",
+        ),
         (recipe.data.normalize in ("standard", "symmetric"), "data.normalize must be standard or symmetric"),
         (
             recipe.importance.estimator in estimators,
@@ -492,4 +519,4 @@ def _check_values(recipe: Recipe, path: Path) -> None:
             raise RecipeError(f"{path}: {message}")
 
 
-DATASETS = ("fashion-mnist", "cifar10", "imagenet")
+DATASETS = ("fashion-mnist", "cifar10", "imagenet", "image-folder")

@@ -127,3 +127,67 @@ def test_resnet34_smoke_build(tmp_path, monkeypatch):
         json.loads((tmp_path / "store" / baseline / "config.json").read_text())["plan"]
     )
     assert all(b.length == 1 for b in plan) and not plan.linear and any(not b.kept for b in plan)
+
+
+FOLDER_RECIPE = """
+name: tvresnet18-folder-layermerge
+description: torchvision resnet18 trained and compressed on a folder of images
+model: {{source: torchvision, arch: resnet18, kwargs: {{num_classes: 10}}, input_size: 32}}
+data:
+  dataset: image-folder
+  root: {root}
+  mean: [0.286, 0.286, 0.286]
+  std: [0.353, 0.353, 0.353]
+  crop_pct: 1.0
+  augment: false
+base: {{epochs: 1, batch_size: 50, lr: 0.05}}
+latency: {{runs: 6, warmup: 2, passes: 1, batch_size: 16}}
+importance:
+  estimator: bn-recalibration
+  train_fraction: 0.25
+  heldout_fraction: 0.25
+  train: {{batch_size: 50}}
+  eval_batch_size: 100
+solve: {{speedups: [1.2], unreachable: fastest, max_kernel: 7}}
+finetune: {{epochs: 1, batch_size: 50}}
+evaluate: {{latency_runs: 6, latency_rounds: 2}}
+"""
+
+
+def test_a_torchvision_network_builds_on_a_users_image_folder(tmp_path, monkeypatch):
+    """`lmzoo build my-recipe.yaml` on a user's images: a folder of Fashion-MNIST PNGs, ten classes."""
+    from PIL import Image
+
+    from lmzoo import data
+
+    train = data.fashion_mnist("train")
+    folder = tmp_path / "images"
+    for split, count in (("train", 40), ("val", 10)):
+        seen = dict.fromkeys(range(10), 0)
+        for index in range(len(train)):
+            label = int(train.labels[index])
+            if seen[label] < count:
+                target = folder / split / f"class{label}"
+                target.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(train.images[index, 0].numpy()).save(target / f"{index}.png")
+                seen[label] += 1
+            if all(n == count for n in seen.values()):
+                break
+    recipe = tmp_path / "tvresnet18-folder-layermerge.yaml"
+    recipe.write_text(FOLDER_RECIPE.format(root=folder))
+    monkeypatch.setenv("LMZOO_HOME", str(tmp_path / "store"))
+    result = CliRunner().invoke(main, ["build", str(recipe), "--workdir", str(tmp_path / "work")])
+    assert result.exit_code == 0, result.output
+    entry = tmp_path / "store" / "tvresnet18-folder-layermerge-1.2x"
+    config = json.loads((entry / "config.json").read_text())
+    assert config["base"] == {"source": "torchvision", "arch": "resnet18", "kwargs": {"num_classes": 10}}
+    evaluation = json.loads((entry / "evaluation.json").read_text())
+    assert evaluation["merge_relative_error"] < 1e-4 and evaluation["test"]["heldout"] == 100
+    plan = lmzoo.Plan.from_dict(config["plan"])
+    assert all(b.kernel <= 7 for b in plan)  # solve.max_kernel
+    model = lmzoo.load("tvresnet18-folder-layermerge-1.2x")
+    again = lmzoo.load(f"local-dir:{entry}")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x)) and model(x).shape == (2, 10)
+    assert "resnet18" in (entry / "README.md").read_text()

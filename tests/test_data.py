@@ -142,3 +142,55 @@ def test_subsets_are_deterministic_disjoint_and_checked():
         data.subsets(100, train_fraction=0.6)
     with pytest.raises(InvalidArgumentError, match="must be in"):
         data.subsets(100, train_fraction=0.0)
+
+
+def _image_folder(root, classes=("bag", "boot", "shirt"), per_class=4, size=20, seed=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val"):
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (size, size), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def test_an_image_folder_with_timm_style_transforms(tmp_path):
+    root = _image_folder(tmp_path / "images")
+    settings = data.ImageFolderSettings(
+        root=str(root), image_size=16, mean=(0.5,), std=(0.25,), channels=1, crop_pct=0.8, augment=False
+    )
+    train, val = data.image_folder("train", settings), data.image_folder("val", settings)
+    assert len(train) == len(val) == 12 and train.classes == ["bag", "boot", "shirt"]
+    x, y = val[5]
+    assert x.shape == (1, 16, 16) and y == 1
+    from PIL import Image
+
+    with Image.open(root / "val" / "boot" / "1.png") as image:  # resized to 16 / 0.8 = 20: unchanged
+        pixels = torch.from_numpy(np.array(image, dtype=np.float32) / 255)
+    expected = (pixels[2:18, 2:18] - 0.5) / 0.25  # the centre crop
+    torch.testing.assert_close(x[0], expected, atol=1e-6, rtol=0)
+    rgb = data.image_folder("train", data.ImageFolderSettings(root=str(root), image_size=16))
+    assert rgb[0][0].shape == (3, 16, 16)
+
+
+def test_bad_image_folders_say_what_is_wrong(tmp_path):
+    settings = data.ImageFolderSettings(root=str(tmp_path / "none"))
+    with pytest.raises(DataNotFoundError, match="does not exist; lay the images out as"):
+        data.image_folder("train", settings)
+    root = _image_folder(tmp_path / "a")
+    (root / "val" / "bag").rename(root / "val" / "bags")
+    with pytest.raises(InvalidArgumentError, match="only in train: bag; only in val: bags"):
+        data.image_folder("train", data.ImageFolderSettings(root=str(root)))
+    root = _image_folder(tmp_path / "b")
+    for image in (root / "train" / "boot").iterdir():
+        image.unlink()
+    with pytest.raises(DataNotFoundError, match="holds no images in boot"):
+        data.image_folder("train", data.ImageFolderSettings(root=str(root)))
+    root = _image_folder(tmp_path / "c")
+    (root / "train" / "shirt" / "0.png").write_bytes(b"not an image")
+    with pytest.raises(DataNotFoundError, match=r"0\.png cannot be read"):
+        data.image_folder("train", data.ImageFolderSettings(root=str(root)))

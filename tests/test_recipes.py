@@ -83,7 +83,10 @@ def test_profiles_merge_over_the_defaults(tmp_path):
             ("speedups: [1.5, 2]", "speedups: [1.5], objective: max"),
             "solve.objective must be one of sum, product",
         ),
-        (("source: timm", "source: keras"), "unknown model source 'keras'; choose one of diffusers, python, timm, torchvision"),
+        (
+            ("source: timm", "source: keras"),
+            "unknown model source 'keras'; choose one of diffusers, python, timm, torchvision",
+        ),
         (("source: timm", "family: keras"), "model.family: unknown model family 'keras'"),
         (("arch: mobilenetv2_035", "arch: 'hf-hub:timm/x'"), "a location, not an architecture name"),
         (

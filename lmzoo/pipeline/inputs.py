@@ -61,6 +61,21 @@ class BuildInputs:
         elif d.dataset == "cifar10":
             train_set = lmdata.cifar10("train", root=d.root, normalize=d.normalize)
             test_set = lmdata.cifar10("test", root=d.root, normalize=d.normalize)
+        elif d.dataset == "image-folder":
+            assert d.root is not None
+            folder = lmdata.ImageFolderSettings(
+                root=d.root,
+                train_dir=d.train_dir,
+                val_dir=d.val_dir,
+                image_size=self.recipe.model.input_size,
+                mean=d.mean,
+                std=d.std,
+                channels=d.channels,
+                interpolation=d.interpolation,
+                crop_pct=d.crop_pct,
+                augment=d.augment,
+            )
+            train_set, test_set = lmdata.image_folder("train", folder), lmdata.image_folder("val", folder)
         else:
             size = self.recipe.model.input_size
             train_set = lmdata.imagenet("train", root=d.root, image_size=size)
