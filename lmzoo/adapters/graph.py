@@ -303,8 +303,13 @@ def analyse(gm: fx.GraphModule, policy: GraphPolicy = GraphPolicy()) -> GraphLay
     reader = _Reader(gm)
     rejected_adds: set[fx.Node] = set()
     breaks: set[fx.Node] = set()
-    for _ in range(1 + sum(1 for n in gm.graph.nodes if n.op == "call_function")):
-        layout = _chains(reader, policy, rejected_adds, breaks)
+    not_projections: set[fx.Node] = set()
+    for _ in range(1 + 2 * sum(1 for n in gm.graph.nodes if n.op in ("call_function", "call_module"))):
+        ahead = _projections_ahead(reader, not_projections)
+        layout, unused = _chains(reader, policy, rejected_adds, breaks, ahead)
+        if unused:  # claimed as shortcuts but no chain used them: they are convolutions like others
+            not_projections.update(unused)
+            continue
         problems = _outside_readers(layout)
         if not problems:
             return layout
@@ -342,9 +347,46 @@ def _projection(reader: _Reader, node: fx.Node) -> tuple[fx.Node, fx.Node, fx.No
     return reader.back(conv.args[0]), conv, norm
 
 
+def _projections_ahead(reader: _Reader, not_projections: set[fx.Node]) -> set[fx.Node]:
+    """The 1x1 convs (and norms) that are shortcuts: an addition's operand norm(conv1x1(x)) whose other
+    operand was computed from x, whatever order the forward computes them in."""
+    found: set[fx.Node] = set()
+    for node in reader.gm.graph.nodes:
+        if node.op != "call_function" or node.target not in ADDITIONS or len(node.args) != 2:
+            continue
+        if not all(isinstance(a, fx.Node) for a in node.args):
+            continue
+        for branch, shortcut in (node.args, node.args[::-1]):
+            projection = _projection(reader, shortcut)
+            if projection is None or projection[1] in not_projections:
+                continue
+            if _reaches(branch, projection[0], avoid=shortcut):
+                found.update(projection[1:])
+                break
+    return found
+
+
+def _reaches(start: fx.Node, target: fx.Node, *, avoid: fx.Node, limit: int = 256) -> bool:
+    """Whether ``target`` is an ancestor of ``start`` (not through ``avoid``), within ``limit`` nodes."""
+    seen, todo = {avoid}, [start]
+    while todo and len(seen) < limit:
+        node = todo.pop()
+        if node is target:
+            return True
+        if node in seen:
+            continue
+        seen.add(node)
+        todo.extend(a for a in node.all_input_nodes if a not in seen)
+    return False
+
+
 def _chains(
-    reader: _Reader, policy: GraphPolicy, rejected_adds: set[fx.Node], breaks: set[fx.Node]
-) -> GraphLayout:
+    reader: _Reader,
+    policy: GraphPolicy,
+    rejected_adds: set[fx.Node],
+    breaks: set[fx.Node],
+    ahead: set[fx.Node],
+) -> tuple[GraphLayout, set[fx.Node]]:
     units: list[_Unit] = []
     chains: list[tuple[int, int, fx.Node, fx.Node]] = []
     spans: list[ResidualSpan] = []
@@ -365,7 +407,7 @@ def _chains(
         positions.clear()
 
     for node in list(reader.gm.graph.nodes):
-        if node in claimed or reader.conv(node) is None:
+        if node in claimed or node in ahead or reader.conv(node) is None:
             continue
         reason = _conv_refusal(reader, node, policy)
         if reason is not None:
@@ -413,7 +455,8 @@ def _chains(
     barriers.pop(len(units), None)  # the last position needs no barrier
     _apply_policy(reader, policy, units, barriers)
     inserted = _inserted(policy, units)
-    return GraphLayout(reader.gm, units, chains, spans, barriers, refused, inserted)
+    unused = {n for n in ahead if reader.conv(n) is not None} - claimed
+    return GraphLayout(reader.gm, units, chains, spans, barriers, refused, inserted), unused
 
 
 def _between(reader: _Reader, conv: fx.Node, norm: fx.Node, add: fx.Node) -> list[fx.Node]:

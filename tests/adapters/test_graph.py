@@ -117,3 +117,75 @@ def test_refusals_name_the_module_and_the_reason():
         lmzoo.trace(Branchy(), torch.randn(1, 3, 8, 8))
     with pytest.raises(UnsupportedModelError, match="Linear has no convolution lmzoo can merge"):
         lmzoo.trace(nn.Linear(4, 2), torch.randn(1, 4))
+
+
+def test_projection_shortcuts_are_found_in_any_order():
+    """The shortcut may be computed before the branch (and a 1x1 branch beside a 3x3 one, as in
+    RepVGG, fuses into it); the merge is exact either way."""
+
+    class ShortcutFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj, self.proj_bn = nn.Conv2d(4, 8, 1, stride=2), nn.BatchNorm2d(8)
+            self.a, self.a_bn = nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8)
+            self.b, self.b_bn = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+            self.one, self.one_bn = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)
+            self.three, self.three_bn = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            shortcut = self.proj_bn(self.proj(x))
+            y = torch.relu(self.a_bn(self.a(x)))
+            y = torch.relu(self.b_bn(self.b(y)) + shortcut)
+            return torch.relu(self.one_bn(self.one(y)) + self.three_bn(self.three(y)))
+
+    model = randomize_norms(ShortcutFirst()).eval().double()
+    x = torch.randn(2, 4, 15, 15, dtype=torch.float64)
+    spec = lmzoo.trace(model, x)
+    assert [u.path for u in spec.units] == ["a", "b", "three"]
+    assert [(s.source, s.target, s.projection, s.projection_norm) for s in spec.spans] == [
+        (0, 2, "proj", "proj_bn"),
+        (2, 3, "one", "one_bn"),
+    ]
+    for cand in lmzoo.candidates(spec):
+        blocks = [b for b in lmzoo.Plan.identity(spec) if not cand.start < b.end <= cand.end]
+        blocks.insert(cand.start, cand)
+        configured = lmzoo.apply_plan(model, spec, lmzoo.Plan(blocks)).eval()
+        with torch.no_grad():
+            a, b = configured(x), lmzoo.merge(configured)(x)
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-12
+
+
+COVERAGE = [
+    "timm:resnet101",
+    "timm:seresnet50",
+    "timm:resnext50_32x4d",
+    "timm:regnety_002",
+    "timm:mobilenetv3_large_100",
+    "timm:efficientnet_b0",
+    "timm:vgg11_bn",
+    "timm:repvgg_a0",
+    "timm:convnext_atto",
+    "timm:densenet121",
+    "torchvision:resnet50",
+    "torchvision:mobilenet_v3_small",
+    "torchvision:efficientnet_b0",
+    "torchvision:regnet_x_400mf",
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", COVERAGE)
+def test_full_size_networks_merge_exactly(name):
+    """The issue's coverage list at full width (32 px inputs): traced, merged exactly in float64."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "coverage.py"
+    spec = importlib.util.spec_from_file_location("coverage_script", path)
+    assert spec is not None and spec.loader is not None
+    coverage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(coverage)
+    row = coverage.row(name, size=32, plans=1)
+    assert "refused" not in row, row
+    assert row["error float64"] < 1e-10 and row["units"] > 0
+    assert row["shortens"] or name == "timm:repvgg_a0"  # RepVGG: a chain per block (its identity BN)
