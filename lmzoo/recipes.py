@@ -66,19 +66,24 @@ class DataSection:
     #: use only the first N training / test images (smoke profiles)
     limit_train: int | None = None
     limit_test: int | None = None
-    #: image-folder: the training and evaluation folders under root, one subfolder per class
-    train_dir: str = "train"
-    val_dir: str = "val"
-    #: image-folder: per-channel mean and std of the pixels in [0, 1] (null: ImageNet's), the
-    #: channels the images are read with (3: RGB, 1: grayscale), the resize interpolation and the
-    #: evaluation crop (resize to input_size / crop_pct, then centre-crop input_size: timm's eval)
+    #: image-folder (null: lmzoo.data.ImageFolderSettings' defaults): the training and evaluation
+    #: folders under root, one subfolder per class; per-channel mean and std of the pixels in [0, 1];
+    #: the channels the images are read with (3: RGB, 1: grayscale); the resize interpolation and
+    #: the evaluation crop (resize to input_size / crop_pct, then centre-crop input_size: timm's);
+    #: random-resized crops and flips on the training split (false: the evaluation transform)
+    train_dir: str | None = None
+    val_dir: str | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    channels: int = 3
-    interpolation: str = "bilinear"
-    crop_pct: float = 0.875
-    #: image-folder: random-resized crops and flips on the training split (false: the eval transform)
-    augment: bool = True
+    channels: int | None = None
+    interpolation: str | None = None
+    crop_pct: float | None = None
+    augment: bool | None = None
+
+    def folder_settings(self) -> dict[str, Any]:
+        """The image-folder fields the recipe sets (the others keep the data source's defaults)."""
+        names = ("train_dir", "val_dir", "mean", "std", "channels", "interpolation", "crop_pct", "augment")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
 @dataclass(frozen=True)
@@ -456,14 +461,18 @@ def _check_values(recipe: Recipe, path: Path) -> None:
             recipe.data.dataset != "image-folder" or bool(recipe.data.root),
             "data.root names the image folder (with data.train_dir and data.val_dir inside)",
         ),
-        (recipe.data.channels in (1, 3), "data.channels must be 1 (grayscale) or 3 (RGB)"),
+        (recipe.data.channels in (None, 1, 3), "data.channels must be 1 (grayscale) or 3 (RGB)"),
         (
-            recipe.data.interpolation in ("nearest", "bilinear", "bicubic"),
+            recipe.data.interpolation in (None, "nearest", "bilinear", "bicubic"),
             "data.interpolation must be nearest, bilinear or bicubic",
         ),
-        (0 < recipe.data.crop_pct <= 1, "data.crop_pct must be in (0, 1]"),
+        (recipe.data.crop_pct is None or 0 < recipe.data.crop_pct <= 1, "data.crop_pct must be in (0, 1]"),
         (
-            all(len(v) == recipe.data.channels for v in (recipe.data.mean, recipe.data.std) if v is not None),
+            all(
+                len(v) == (recipe.data.channels or 3)
+                for v in (recipe.data.mean, recipe.data.std)
+                if v is not None
+            ),
             "data.mean and data.std need one value per channel",
         ),
         (recipe.data.normalize in ("standard", "symmetric"), "data.normalize must be standard or symmetric"),

@@ -26,8 +26,7 @@ exactly (tests/adapters/test_graph.py).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -40,7 +39,7 @@ from lmzoo.adapters.base.activations import ADDITIONS, function_kind, module_kin
 from lmzoo.adapters.base.chain import LayoutUnit, build_chain
 from lmzoo.adapters.base.modules import check_mergeable_conv, unit_from_conv
 from lmzoo.adapters.base.registry import Adapter, register_adapter
-from lmzoo.adapters.base.tracing import run_with_hooks
+from lmzoo.adapters.base.tracing import eval_mode, run_with_hooks
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Position, ResidualSpan, Spec
 from lmzoo.errors import InvalidPlanError, UnsupportedModelError
@@ -98,20 +97,9 @@ def _timm_notrace() -> tuple[list[type], list[Any]]:
     return list(get_notrace_modules()), list(get_notrace_functions())
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
 def capture(model: nn.Module) -> fx.GraphModule:
     """``model`` as a GraphModule sharing its modules (captured in eval mode)."""
-    with _eval_mode(model):
+    with eval_mode(model):
         try:
             graph = _Tracer().trace(model)
         except Exception as err:  # tracing fails on data-dependent control flow, in many ways

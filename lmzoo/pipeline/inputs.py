@@ -64,16 +64,7 @@ class BuildInputs:
         elif d.dataset == "image-folder":
             assert d.root is not None
             folder = lmdata.ImageFolderSettings(
-                root=d.root,
-                train_dir=d.train_dir,
-                val_dir=d.val_dir,
-                image_size=self.recipe.model.input_size,
-                mean=d.mean,
-                std=d.std,
-                channels=d.channels,
-                interpolation=d.interpolation,
-                crop_pct=d.crop_pct,
-                augment=d.augment,
+                root=d.root, image_size=self.recipe.model.input_size, **d.folder_settings()
             )
             train_set, test_set = lmdata.image_folder("train", folder), lmdata.image_folder("val", folder)
         else:
