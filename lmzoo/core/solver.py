@@ -359,6 +359,8 @@ def _infeasible(problem: Problem, budget: float, levels: int) -> InfeasibleBudge
         if cap
         else ""
     )
+    if all(o.end - o.start == 1 and o.blocks[0].kept for o in problem.options):
+        capped += "; nothing in this network merges or drops (`lmzoo inspect` shows what separates its convs)"
     return InfeasibleBudgetError(
         f"no {problem.method} plan fits a budget of {asked}: the fastest plan takes {fastest_ms:.4g} ms "
         f"by the latency table (speed-up {problem.speedup(fastest_ms):.3f}x); ask for at least "
