@@ -16,6 +16,7 @@ The solver::
 The zoo::
 
     model = lmzoo.load("mobilenetv2-fmnist-layermerge-1.6x")
+    lmzoo.build("mobilenetv2-fmnist-layermerge", speedups=[1.7])   # any target of a recipe
 
 The names below are imported on first use, so ``import lmzoo`` (and the ``lmzoo`` command) start
 without importing torch.
@@ -35,6 +36,7 @@ from lmzoo.errors import (
     LmzooError,
     MergeTooLargeError,
     NotConfiguredError,
+    ProfileBuildWarning,
     UnsupportedModelError,
 )
 from lmzoo.lazy import lazy_exports
@@ -56,6 +58,12 @@ _EXPORTS = {
     "lmzoo.latency.endtoend": ("benchmark",),
     "lmzoo.latency.table": ("latency_table",),
     "lmzoo.zoo": ("list_models", "load"),
+    "lmzoo.devices": ("DeviceUnavailableError",),
+    "lmzoo.export": ("export_onnx",),
+    "lmzoo.pipeline.builder": ("build",),
+    "lmzoo.preprocessing": ("Preprocessing",),
+    # a diffusers pipeline's model_index.json names this class ("lmzoo", "LayerMergeUNet2DModel")
+    "lmzoo.sources.diffusers.unet": ("LayerMergeUNet2DModel",),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
@@ -71,6 +79,7 @@ __all__ = [
     "LmzooError",
     "MergeTooLargeError",
     "NotConfiguredError",
+    "ProfileBuildWarning",
     "UnsupportedModelError",
     "__version__",
     *sorted(name for names in _EXPORTS.values() for name in names),
@@ -83,12 +92,17 @@ if TYPE_CHECKING:
     from lmzoo.core.problem import OBJECTIVES
     from lmzoo.core.solver import FrontierPoint, frontier, solve, solve_reachable
     from lmzoo.core.spec import Spec
+    from lmzoo.devices import DeviceUnavailableError
     from lmzoo.engine import apply_plan, merge, trace
+    from lmzoo.export import export_onnx
     from lmzoo.importance.table import importance_table
     from lmzoo.latency.endtoend import benchmark
     from lmzoo.latency.setting import LatencySetting
     from lmzoo.latency.stats import LatencyStats
     from lmzoo.latency.table import latency_table
+    from lmzoo.pipeline.builder import build
+    from lmzoo.preprocessing import Preprocessing
     from lmzoo.sources import registered_sources
+    from lmzoo.sources.diffusers.unet import LayerMergeUNet2DModel
     from lmzoo.tables import ImportanceTable, LatencyTable
     from lmzoo.zoo import list_models, load

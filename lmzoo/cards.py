@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from lmzoo.frechet import INCEPTION
-from lmzoo.recipes import Recipe
-from lmzoo.records import Evaluation, Frechet, SampleGrid, SolveRecord
+from lmzoo.preprocessing import Preprocessing
+from lmzoo.recipes import DEFAULT_PROFILE, Recipe, zoo_entry_name
+from lmzoo.records import Evaluation, Frechet, OnnxExport, SampleGrid, SolveRecord
 
 PAPER = "https://arxiv.org/abs/2406.12837"
 DATASET_IDS = {
@@ -38,7 +39,9 @@ TEMPLATE = """---
 ---
 
 # {{ name }}
-
+{% if profile_note %}
+> {{ profile_note }}
+{% endif %}
 {{ description }}
 
 {{ intro }}
@@ -51,41 +54,45 @@ TEMPLATE = """---
 {% endfor %}
 
 Speed-up **{{ '%.2f' % speedup }}×** (target {{ target }}×; the table predicted {{ predicted }}),
-measured with `{{ backend }}` on {{ device_name }}, batch {{ batch }}, {{ dtype }}, {{ threads }} threads,
-{{ runs }} runs, base and merged timed interleaved, base in deploy form (norms folded); torch {{ torch }},
-{{ date }}. Details in `latency.json`.
+measured with `{{ backend }}` on {{ device_name }}, batch {{ batch }}, {{ dtype }}, {{ runs }} runs,
+base and merged timed interleaved, base in deploy form (norms folded); torch {{ torch }}, {{ date }}.
+Details in `latency.json`.
 
 ## Plan
 
 {{ plan_summary }}
 
-![per-block latency, base vs merged](latency.png)
+![per-block latency of the base and the merged network, measured the same way](latency.png)
 {% if frontier %}
-![accuracy against measured speed-up: LayerMerge and the baselines](frontier.png)
+![{{ frontier_alt }}](frontier.png)
 {% endif %}{% if samples %}
 ![samples of the base (left) and the merged network (right) from the same noise](samples.png)
 
 {{ samples }}.
 {% endif %}{% if frechet_line %}
 {{ frechet_line }}
+{% endif %}{% if preprocessing %}
+## Preprocessing
+
+{{ preprocessing }}.
 {% endif %}
 ## Use
 
 ```python
-import lmzoo
+{{ use_code }}
+```
 
-model = lmzoo.load("{{ name }}")  # the local store ($LMZOO_HOME), then the Hub
-{% if repo_id %}model = lmzoo.load("hf-hub:{{ repo_id }}")  # this repository, or pin @<commit sha>
-{% endif %}```
-
-The merged network is rebuilt from the `{{ base }}` architecture and the plan in `config.json`, then
-`model.safetensors` is loaded strictly; no pickles and no training code are involved.
-
+{{ use_note }}
+{% if onnx %}
+`{{ onnx_file }}` holds the same network in ONNX: {{ onnx }}
+{% endif %}
 ## Rebuild
 
+lmzoo is installed from a clone of its repository (it is not on PyPI): `pip install -e .` in the
+clone, then
+
 ```bash
-pip install lmzoo
-lmzoo build {{ name }}{{ profile_flag }}
+lmzoo build {{ rebuild_name }}{{ profile_flag }}
 ```
 
 `recipe.yaml` is the recipe it was built from; `tables/` holds the latency and importance tables the
@@ -111,6 +118,12 @@ IMPORTANCE_TEXT = {
 }
 
 
+def better_direction(metric: str) -> str:
+    """ "lower" for losses and distances, "higher" for accuracies (the y axis of a frontier plot)."""
+    lower = ("loss", "fid", "fréchet", "frechet", "distance", "error")
+    return "lower" if any(word in metric.lower() for word in lower) else "higher"
+
+
 def _objective_text(objective: str, task: str) -> str:
     """What the dynamic program maximised (lmzoo.core.problem's objectives)."""
     importance, summed = IMPORTANCE_TEXT[task]
@@ -130,17 +143,16 @@ def _description(recipe: Recipe) -> str:
 
 
 def _intro(method: str, base: str, objective: str, task: str) -> str:
-    lmzoo = "[lmzoo](https://github.com/lmzoo/lmzoo)"
     paper = f"([Kim et al., ICML 2024]({PAPER}))"
     if method == "layermerge":
         text = (
-            f"Built with {lmzoo} from `{base}` with LayerMerge {paper}: activation and convolution layers "
+            f"Built with lmzoo from `{base}` with LayerMerge {paper}: activation and convolution layers "
             "removed jointly, the remaining consecutive convolutions merged into single convolutions, "
             "chosen by an exact dynamic program under a latency budget."
         )
     elif method == "layermerge-union":
         text = (
-            f"Built with {lmzoo} from `{base}` with an lmzoo extension of LayerMerge {paper}: its blocks "
+            f"Built with lmzoo from `{base}` with an lmzoo extension of LayerMerge {paper}: its blocks "
             "together with layer pruning's, so a convolution may also be removed while the activations "
             "around it stay (the paper allows that only on DDPM upsampling convolutions); chosen by the "
             "same exact dynamic program under a latency budget, whose optimum by the tables is then no "
@@ -148,17 +160,78 @@ def _intro(method: str, base: str, objective: str, task: str) -> str:
         )
     else:
         text = (
-            f"A **baseline** built with {lmzoo} from `{base}` for comparison with LayerMerge {paper}: "
+            f"A **baseline** built with lmzoo from `{base}` for comparison with LayerMerge {paper}: "
             f"{METHOD_TEXT[method]}, chosen by the same exact dynamic program under the same latency "
             "budget, tables and fine-tuning."
         )
     return f"{text} {_objective_text(objective, task)}"
 
 
+def _use(
+    name: str, repo_id: str | None, task: str, preprocessing: Preprocessing | None, pipeline: bool
+) -> tuple[str, str]:
+    """(the Use section's code, the note under it): loading, and the input pipeline or DDPM pipeline
+    (``pipeline``: the checkpoint is a diffusers pipeline directory)."""
+    hub = f'"hf-hub:{repo_id}"' if repo_id else None
+    lines = [
+        "import lmzoo",
+        "",
+        f'model = lmzoo.load("{name}")  # the local store ($LMZOO_HOME), then the Hub',
+    ]
+    if hub:
+        lines.append(f"model = lmzoo.load({hub})  # this repository, or pin @<commit sha>")
+    note = (
+        "The merged network is rebuilt from the base architecture and the plan in `config.json`, then "
+        "its safetensors weights are loaded strictly; no pickles and no training code are involved."
+    )
+    if task == "denoising" and pipeline:
+        where = f'"{repo_id}"' if repo_id else f'lmzoo.store.entry_dir("{name}")'
+        lines += [
+            "",
+            "from diffusers import DDPMPipeline  # this checkpoint is a DDPM pipeline directory too",
+            "",
+            f"pipeline = DDPMPipeline.from_pretrained({where})",
+            "images = pipeline(batch_size=4, num_inference_steps=1000).images",
+        ]
+        note += (
+            " `model_index.json` names the UNet class `lmzoo.LayerMergeUNet2DModel` and the training "
+            "schedule's `DDPMScheduler`, so diffusers loads it with lmzoo installed and no other code."
+        )
+    elif task == "denoising":
+        lines += [
+            "",
+            "from diffusers import DDPMPipeline, DDPMScheduler",
+            "",
+            "scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02)",
+            "images = DDPMPipeline(unet=model, scheduler=scheduler)(batch_size=4).images",
+        ]
+        note += " (This checkpoint predates DDPM pipeline directories; rebuild it for `from_pretrained`.)"
+    elif preprocessing is not None and preprocessing.timm_reproduces:
+        lines += [
+            "",
+            "import timm  # model.pretrained_cfg holds the preprocessing below",
+            "",
+            "transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))",
+            "logits = model(transform(image).unsqueeze(0))  # image: a PIL image of the data set",
+        ]
+    return "\n".join(lines), note
+
+
 def model_card(
-    *, name: str, recipe: Recipe, evaluation: Evaluation, solve: SolveRecord, frontier: bool = False
+    *,
+    name: str,
+    recipe: Recipe,
+    evaluation: Evaluation,
+    solve: SolveRecord,
+    frontier: bool = False,
+    preprocessing: Preprocessing | None = None,
+    preprocessing_recorded: bool = True,
+    onnx: OnnxExport | None = None,
+    pipeline: bool = True,
 ) -> str:
-    """The README.md text of a zoo entry."""
+    """The README.md text of a zoo entry (``preprocessing``: its data's, which the card states, as the
+    checkpoint records it or, for an earlier checkpoint, as its recipe implies; ``onnx``: the record of
+    an ONNX export next to it; ``pipeline``: a DDPM checkpoint is a diffusers pipeline directory)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     card = evaluation.latency_card
@@ -168,6 +241,10 @@ def model_card(
     config = f"{m.backend}, {device_name}, batch {m.batch_size}, {m.dtype}"
     task_type, key, label, row_label, fmt = TASK_METRICS[evaluation.task]
     value, base_value = evaluation.test[key], evaluation.base_test[key]
+    frontier_alt = (
+        f"{label}, {better_direction(label)} is better, against measured speed-up: LayerMerge and "
+        "the baselines"
+    )
     rows = [(row_label, fmt.format(base_value), fmt.format(value))]
 
     def result(metric_type: str, metric_name: str, metric_value: float, **more: Any) -> EvalResult:
@@ -205,16 +282,21 @@ def model_card(
         model_name=name,
         license=recipe.license,
         library_name="lmzoo",
+        pipeline_tag=task_type,
         tags=["layermerge", "depth-compression", "pruning", "arxiv:2406.12837"],
         base_model=recipe.model.pretrained.removeprefix("hf-hub:") if recipe.model.pretrained else None,
         datasets=[DATASET_IDS[dataset]] if dataset in DATASET_IDS else None,  # a user's images: no Hub id
         eval_results=results,
     )
     base = recipe.model.architecture.display_name
+    repo_id = f"{recipe.hub.org}/{name}" if recipe.hub.org else None
+    recorded = preprocessing if preprocessing_recorded else None  # what load attaches to the model
+    use_code, use_note = _use(name, repo_id, evaluation.task, recorded, pipeline)
     text = ModelCard.from_template(
         data,
         template_str=TEMPLATE,
         name=name,
+        profile_note=_profile_note(recipe, solve),
         description=_description(recipe),
         base=base,
         metric_rows=rows,
@@ -225,19 +307,59 @@ def model_card(
         device_name=device_name,
         batch=m.batch_size,
         dtype=m.dtype,
-        threads=m.threads,
         runs=m.runs,
         torch=m.versions.get("torch", "?"),  # the torch the timing ran on, not this one
         date=m.date,
         plan_summary=solve.plan.summary().describe(),
         frontier=frontier,
+        frontier_alt=frontier_alt,
         samples=_samples_line(evaluation.samples),
         frechet_line=_frechet_line(frechet),
-        repo_id=f"{recipe.hub.org}/{name}" if recipe.hub.org else None,
-        profile_flag="" if recipe.profile == "default" else f" --profile {recipe.profile}",
+        preprocessing=_preprocessing_text(preprocessing, evaluation.task, preprocessing_recorded),
+        use_code=use_code,
+        use_note=use_note,
+        onnx=onnx.describe() if onnx else None,
+        onnx_file=onnx.file if onnx else None,
+        rebuild_name=zoo_entry_name(recipe.name, recipe.solve.method, solve.target_speedup),
+        profile_flag="" if recipe.profile == DEFAULT_PROFILE else f" --profile {recipe.profile}",
         intro=_intro(recipe.solve.method, base, recipe.solve.objective, evaluation.task),
     ).content
     return str(text)
+
+
+def _profile_note(recipe: Recipe, solve: SolveRecord) -> str | None:
+    """The warning under the title of a build of another recipe profile than the default."""
+    if recipe.profile == DEFAULT_PROFILE:
+        return None
+    entry = zoo_entry_name(recipe.name, recipe.solve.method, solve.target_speedup)
+    return (
+        f"**Not the zoo entry.** Built with the recipe's `{recipe.profile}` profile (its own data "
+        f"limits, schedules and tables), so its weights and figures are not those of `{entry}`."
+    )
+
+
+def _preprocessing_text(preprocessing: Preprocessing | None, task: str, recorded: bool) -> str | None:
+    if preprocessing is None:
+        return None
+    if recorded:
+        text = f"Inputs as evaluated: {preprocessing.describe()}"
+    else:
+        text = (
+            "This checkpoint predates recorded preprocessing; its recipe's, as lmzoo prepares that data "
+            f"now: {preprocessing.describe()}"
+        )
+    if task == "classification" and preprocessing.label_names:
+        shown = ", ".join(preprocessing.label_names[:12])
+        more = (
+            f", ... ({len(preprocessing.label_names)} classes)" if len(preprocessing.label_names) > 12 else ""
+        )
+        text += f". Classes in output order: {shown}{more}"
+    if task == "classification" and preprocessing.timm_reproduces and recorded:
+        text += (
+            ". `lmzoo.load` sets it as the model's timm `pretrained_cfg`, so timm's "
+            "`resolve_data_config` and `create_transform` rebuild it exactly"
+        )
+    return text
 
 
 def _frechet_labels(frechet: Frechet) -> tuple[str, str, str]:
@@ -277,9 +399,10 @@ def _samples_line(samples: SampleGrid | None) -> str | None:
     return f"{samples.count} samples each, {samples.sampler}, noise seed {samples.seed}"
 
 
-def card_from_checkpoint(directory: str | os.PathLike[str]) -> str:
+def card_from_checkpoint(directory: str | os.PathLike[str], *, frontier: bool | None = None) -> str:
     """Regenerate the README.md card of a built checkpoint directory from what it holds (config,
-    recipe, solve record, evaluation; its frontier plot when ``frontier.png`` is there)."""
+    recipe, solve record, evaluation, ONNX export record; ``frontier``: whether the card shows
+    ``frontier.png``, by default when it is there)."""
     from lmzoo.checkpoint import CheckpointError, read_config
     from lmzoo.recipes import parse_recipe
     from lmzoo.records import RecordError
@@ -300,13 +423,34 @@ def card_from_checkpoint(directory: str | os.PathLike[str]) -> str:
     except RecordError as err:
         raise CheckpointError(str(err)) from None
     recipe = recipe.with_method(solve.method)  # baselines
+    try:
+        onnx = OnnxExport.load(directory / "onnx.json") if (directory / "onnx.json").is_file() else None
+    except RecordError as err:
+        raise CheckpointError(str(err)) from None
     return model_card(
         name=config["name"],
         recipe=recipe,
         evaluation=evaluation,
         solve=solve,
-        frontier=(directory / "frontier.png").is_file(),
+        frontier=(directory / "frontier.png").is_file() if frontier is None else frontier,
+        preprocessing=_recorded_preprocessing(config, recipe),
+        preprocessing_recorded=config.get("preprocessing") is not None,
+        onnx=onnx,
+        pipeline="weights" in config,
     )
+
+
+def _recorded_preprocessing(config: dict[str, Any], recipe: Recipe) -> Preprocessing | None:
+    """The checkpoint's preprocessing; for a checkpoint written before configs recorded it, its
+    recipe's (the small data sets', which need no images to know)."""
+    if config.get("preprocessing") is not None:
+        return Preprocessing.from_dict(config["preprocessing"])
+    from lmzoo.data import SMALL_DATASETS, small_preprocessing
+
+    d = recipe.data
+    if d.dataset not in SMALL_DATASETS:
+        return None
+    return small_preprocessing(d.dataset, d.normalize, d.pad_to)
 
 
 def _predicted_text(solve: SolveRecord) -> str:

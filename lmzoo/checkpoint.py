@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmzoo.errors import LmzooError
 from lmzoo.files import read_json, write_json
+from lmzoo.preprocessing import Preprocessing, PreprocessingError
 from lmzoo.sources import TASKS, Architecture, get_source, migrate_legacy, source_names
 from lmzoo.version import __version__
 
@@ -34,6 +35,9 @@ CHECKPOINT_FORMAT = "lmzoo.checkpoint/2"
 READABLE_FORMATS = ("lmzoo.checkpoint/1", CHECKPOINT_FORMAT)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+#: the weights files a config may name (``"weights"``; absent: model.safetensors): a fixed list, so
+#: a config never points a loader at an arbitrary path. The diffusers one holds a DDPM pipeline's UNet.
+WEIGHTS_NAMES = (WEIGHTS_NAME, "unet/diffusion_pytorch_model.safetensors")
 #: config.json is a few kB (the plan of a 50-conv network is about 8 kB)
 MAX_CONFIG_BYTES = 1024 * 1024
 
@@ -50,9 +54,11 @@ def checkpoint_config(
     task: str,
     spec_fingerprint: str,
     plan: Plan,
+    preprocessing: Preprocessing | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``config.json`` of a checkpoint (``extra``: provenance such as the recipe and target)."""
+    """The ``config.json`` of a checkpoint (``preprocessing``: the evaluation preprocessing of its
+    data; ``extra``: provenance such as the recipe and target)."""
     return {
         "format": CHECKPOINT_FORMAT,
         "lmzoo_version": __version__,
@@ -62,8 +68,14 @@ def checkpoint_config(
         "task": task,
         "spec_fingerprint": spec_fingerprint,
         "plan": plan.to_dict(),
+        **({"preprocessing": preprocessing.to_dict()} if preprocessing is not None else {}),
         **(dict(extra) if extra else {}),
     }
+
+
+def weights_name(config: Mapping[str, Any]) -> str:
+    """The weights file of a checkpoint (relative to its directory)."""
+    return str(config.get("weights", WEIGHTS_NAME))
 
 
 def write_checkpoint(
@@ -73,8 +85,9 @@ def write_checkpoint(
     files: Mapping[str, Callable[[Path], object]] | None = None,
 ) -> Path:
     """Write a checkpoint into ``directory`` atomically: everything goes to a temporary sibling that
-    is renamed into place, so the store never holds a half-written checkpoint. ``files`` maps extra
-    file names to writers (cards, plots, recipe, tables)."""
+    is renamed into place, so the store never holds a half-written checkpoint. ``merged``'s state goes
+    to :func:`weights_name`; ``files`` maps extra file names to writers (cards, plots, recipe,
+    tables, a source's own layout)."""
     from safetensors.torch import save_file
 
     target = Path(directory)
@@ -82,7 +95,9 @@ def write_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in merged.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        weights = tmp / weights_name(config)
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(weights), metadata={"format": "pt"})
         write_json(tmp / CONFIG_NAME, config)
         for name, writer in (files or {}).items():
             path = tmp / name
@@ -143,6 +158,13 @@ def _checked(config: Any, path: Path) -> dict[str, Any]:
     need(config.get("task") in TASKS, f"'task' must be one of {', '.join(TASKS)}")
     need(isinstance(config.get("plan"), dict), "'plan' must be an object")
     need(isinstance(config.get("spec_fingerprint"), str), "'spec_fingerprint' must be a string")
+    need(weights_name(config) in WEIGHTS_NAMES, f"'weights' must be one of {', '.join(WEIGHTS_NAMES)}")
+    if config.get("preprocessing") is not None:
+        try:
+            recorded = Preprocessing.from_dict(config["preprocessing"])
+        except PreprocessingError as err:
+            need(False, str(err))
+        need(list(recorded.input_size) == shape, "'preprocessing.input_size' differs from 'input_size'")
     return dict(config)
 
 
@@ -218,15 +240,66 @@ def load_checkpoint(
     source wraps it (a merged DDPM UNet comes as
     :class:`~lmzoo.sources.diffusers.unet.LayerMergeUNet2DModel`). ``own_build``: the directory is
     the user's own build (the local store), so a user's factory may be imported to rebuild it."""
+    from lmzoo.devices import resolve_device
+
+    target = resolve_device(device)  # before any work: a missing GPU is one clear error
     directory = Path(directory)
     config = read_config(directory)
+    warn_if_profile_build(config)
     if own_build:
         try:
             get_source(config["base"]["source"]).import_own_code(config["base"]["arch"])
         except LmzooError as err:
             raise CheckpointError(f"{directory}: {err}") from None
     merged = merged_structure(config, directory)
-    load_weights_strictly(merged, directory / WEIGHTS_NAME)
-    model = get_source(config["base"]["source"]).wrap(merged, config)
+    source = get_source(config["base"]["source"])
+    if "weights" in config:  # a source's own layout: the file holds the wrapped network's state
+        model = source.wrap(merged, config)
+        load_weights_strictly(model, directory / weights_name(config))
+    else:
+        load_weights_strictly(merged, directory / WEIGHTS_NAME)
+        model = source.wrap(merged, config)
     object.__setattr__(model, "lmzoo_checkpoint", str(directory))  # where it came from (cards, provenance)
-    return model.to(device).eval()
+    if config.get("preprocessing") is not None:
+        attach_preprocessing(model, Preprocessing.from_dict(config["preprocessing"]), config["task"])
+    return model.to(target).eval()
+
+
+def warn_if_profile_build(config: Mapping[str, Any]) -> None:
+    """A :class:`~lmzoo.errors.ProfileBuildWarning` when the checkpoint was built with a recipe
+    profile other than the default (a smoke build is not the zoo entry)."""
+    import warnings
+
+    from lmzoo.errors import ProfileBuildWarning
+
+    profile = config.get("profile", "default")
+    if profile != "default":
+        warnings.warn(
+            f"{config.get('name', 'this checkpoint')} was built with the recipe's {profile!r} profile: it is "
+            "not the zoo entry, and its weights and figures are not the entry's",
+            ProfileBuildWarning,
+            stacklevel=3,
+        )
+
+
+#: timm pretrained_cfg keys that describe the base's original weights or test-time settings, not
+#: the merged network: dropped when the checkpoint's preprocessing is attached
+_FOREIGN_CFG_KEYS = (
+    "url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source", "tag", "custom_load",
+    "test_input_size", "test_crop_pct", "license", "description", "origin_url", "paper_name",
+    "paper_ids", "notes", "label_offset", "label_descriptions",
+)  # fmt: skip
+
+
+def attach_preprocessing(model: nn.Module, preprocessing: Preprocessing, task: str) -> None:
+    """Record ``preprocessing`` on a loaded network: ``model.lmzoo_preprocessing``, and for a
+    classifier timm's ``pretrained_cfg`` (and its alias ``default_cfg``), so
+    ``timm.data.resolve_data_config(model=model)`` and ``create_transform`` rebuild it."""
+    object.__setattr__(model, "lmzoo_preprocessing", preprocessing)
+    if task != "classification" or not preprocessing.timm_reproduces:
+        return
+    inherited = dict(getattr(model, "pretrained_cfg", None) or {})
+    kept = {k: v for k, v in inherited.items() if k not in _FOREIGN_CFG_KEYS}
+    cfg = {**kept, **preprocessing.timm_config()}
+    object.__setattr__(model, "pretrained_cfg", cfg)
+    object.__setattr__(model, "default_cfg", cfg)

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lmzoo.errors import DataNotFoundError, InvalidArgumentError
+from lmzoo.preprocessing import Preprocessing
 
 #: where the Debian package dataset-fashion-mnist installs the idx files
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -40,65 +41,89 @@ FASHION_MNIST_FILES = {
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-#: side of the stored images of the small data sets, before any ``pad_to``
-NATIVE_SIZE = {"fashion-mnist": 28, "cifar10": 32}
-_STATISTICS = {
-    "fashion-mnist": (FASHION_MNIST_MEAN, FASHION_MNIST_STD),
-    "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
+FASHION_MNIST_LABELS = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
+)  # fmt: skip
+CIFAR10_LABELS = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"
+)  # fmt: skip
+#: the small data sets: (side of the stored images, mean, std, class names)
+SMALL_DATASETS = {
+    "fashion-mnist": (28, FASHION_MNIST_MEAN, FASHION_MNIST_STD, FASHION_MNIST_LABELS),
+    "cifar10": (32, CIFAR10_MEAN, CIFAR10_STD, CIFAR10_LABELS),
 }
 SPLITS = ("train", "test")
 
 
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
-    """uint8 images (N, C, H, W) and integer labels in memory, normalised on access.
-
-    ``pad_to`` zero-pads (after normalisation, so the border is the data mean) to a square size,
-    e.g. 32 for a DDPM UNet on 28x28 Fashion-MNIST.
-    """
+    """uint8 images (N, C, H, W) and integer labels in memory, prepared on access exactly as
+    ``preprocessing`` says: padded to its input size with its fill colour ("border"), scaled to
+    [0, 1] and normalised. These are the tensors timm's transform of the same record
+    (:meth:`lmzoo.preprocessing.Preprocessing.transform`) makes from the PIL images, bit for bit."""
 
     def __init__(
         self,
         images: np.ndarray,
         labels: np.ndarray,
+        preprocessing: Preprocessing,
         *,
-        mean: Sequence[float],
-        std: Sequence[float],
-        pad_to: int | None = None,
-        pad_value: float = 0.0,
         name: str = "images",
     ) -> None:
         if images.ndim != 4 or images.dtype != np.uint8 or len(images) != len(labels):
             raise InvalidArgumentError(f"{name}: expected uint8 images (N, C, H, W) and N labels")
+        channels, height, width = preprocessing.input_size
+        if images.shape[1] != channels or images.shape[2] > height or images.shape[3] > width:
+            raise InvalidArgumentError(
+                f"{name}: images of shape {images.shape[1:]} do not fit the input {preprocessing.input_size}"
+            )
+        if images.shape[2:] != (height, width) and preprocessing.crop_mode != "border":
+            raise InvalidArgumentError(f"{name}: smaller images need a border preprocessing to pad them")
         self.images = torch.from_numpy(np.array(images, copy=True, order="C"))
         self.labels = torch.from_numpy(labels.astype(np.int64))
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-        self.pad_to = pad_to
-        self.pad_value = pad_value
+        self.preprocessing = preprocessing
+        self.mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(preprocessing.std, dtype=torch.float32).view(-1, 1, 1)
         self.name = name
+        extra_h, extra_w = height - images.shape[2], width - images.shape[3]
+        self._top, self._left = extra_h // 2, extra_w // 2  # timm's center_crop_or_pad split
+        self._canvas = torch.tensor(preprocessing.fill or (0,) * channels, dtype=torch.uint8).view(-1, 1, 1)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        x = (self.images[index].float() / 255.0 - self.mean) / self.std
-        if self.pad_to is not None:
-            extra_h, extra_w = self.pad_to - x.shape[-2], self.pad_to - x.shape[-1]
-            x = torch.nn.functional.pad(
-                x,
-                (extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2),
-                value=self.pad_value,
+        image = self.images[index]
+        channels, height, width = self.preprocessing.input_size
+        if image.shape[1:] != (height, width):
+            canvas = self._canvas.expand(channels, height, width).clone()
+            canvas[:, self._top : self._top + image.shape[1], self._left : self._left + image.shape[2]] = (
+                image
             )
+            image = canvas
+        # ToTensor then Normalize, the same operations in the same order as torchvision's
+        x = image.to(dtype=torch.float32).div(255).sub_(self.mean).div_(self.std)
         return x, int(self.labels[index])
 
     @property
+    def classes(self) -> list[str]:
+        names = self.preprocessing.label_names
+        return list(names) if names else [str(i) for i in range(self.num_classes)]
+
+    @property
     def num_classes(self) -> int:
-        return int(self.labels.max()) + 1
+        return self.preprocessing.num_classes or int(self.labels.max()) + 1
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
-        x, _ = self[0]
-        return (int(x.shape[0]), int(x.shape[1]), int(x.shape[2]))
+        return self.preprocessing.input_size
+
+    def image(self, index: int) -> Any:
+        """Image ``index`` as the PIL image a user of the raw data set would hold (for timm's
+        transforms; tests compare them with this data set's tensors)."""
+        from PIL import Image
+
+        array = self.images[index].numpy()
+        return Image.fromarray(array[0]) if array.shape[0] == 1 else Image.fromarray(array.transpose(1, 2, 0))
 
 
 # -- Fashion-MNIST --------------------------------------------------------------------------------
@@ -112,10 +137,8 @@ def fashion_mnist(
     pad_to: int | None = None,
     normalize: str = "standard",
 ) -> ImageDataset:
-    """Fashion-MNIST ``split`` ("train": 60,000 images, "test": 10,000), 1x28x28, 10 classes.
-
-    ``normalize="standard"`` uses the data set's mean and std (padding is 0, the mean);
-    ``"symmetric"`` maps pixels to [-1, 1] as DDPM expects (padding is -1, black)."""
+    """Fashion-MNIST ``split`` ("train": 60,000 images, "test": 10,000), 1x28x28, 10 classes;
+    ``pad_to`` and ``normalize`` as :func:`small_preprocessing` says."""
     _check_split(split)
     images_name, labels_name = FASHION_MNIST_FILES[split]
     places = _fashion_mnist_places(root)
@@ -123,16 +146,8 @@ def fashion_mnist(
         if (place / images_name).is_file() and (place / labels_name).is_file():
             images = read_idx(place / images_name)
             labels = read_idx(place / labels_name)
-            mean, std, pad_value = normalization("fashion-mnist", normalize)
-            return ImageDataset(
-                images[:, None],
-                labels,
-                mean=mean,
-                std=std,
-                pad_to=pad_to,
-                pad_value=pad_value,
-                name=f"fashion-mnist/{split}",
-            )
+            preprocessing = small_preprocessing("fashion-mnist", normalize, pad_to)
+            return ImageDataset(images[:, None], labels, preprocessing, name=f"fashion-mnist/{split}")
     if download:
         return _download_fashion_mnist(split, Path(root or _data_home() / "fashion-mnist"), pad_to, normalize)
     looked = ", ".join(str(p) for p in places)
@@ -152,23 +167,33 @@ def _fashion_mnist_places(root: str | os.PathLike[str] | None) -> list[Path]:
     return places
 
 
-def normalization(dataset: str, normalize: str) -> tuple[tuple[float, ...], tuple[float, ...], float]:
-    """(mean, std, padding value) this module normalises ``dataset``'s images with under ``normalize``
-    ("standard": the data set's statistics, padding with the mean, i.e. 0; "symmetric": [-1, 1],
-    padding black)."""
-    if dataset not in _STATISTICS:
-        raise InvalidArgumentError(f"no image statistics for {dataset!r}; known: {', '.join(_STATISTICS)}")
-    return _normalization(normalize, *_STATISTICS[dataset])
+def small_preprocessing(
+    dataset: str, normalize: str = "standard", pad_to: int | None = None
+) -> Preprocessing:
+    """The preprocessing of Fashion-MNIST or CIFAR-10 images (:mod:`lmzoo.preprocessing`).
 
-
-def _normalization(
-    normalize: str, mean: tuple[float, ...], std: tuple[float, ...]
-) -> tuple[tuple[float, ...], tuple[float, ...], float]:
-    if normalize == "standard":
-        return mean, std, 0.0
+    ``normalize="standard"``: the data set's mean and std; ``pad_to`` pads the images to that square
+    size with the mean colour (timm's "border" crop mode, so timm's transform reproduces it).
+    ``"symmetric"``: pixels mapped to [-1, 1] as DDPM expects, padding black."""
+    if dataset not in SMALL_DATASETS:
+        raise InvalidArgumentError(f"no image statistics for {dataset!r}; known: {', '.join(SMALL_DATASETS)}")
+    native, mean, std, labels = SMALL_DATASETS[dataset]
     if normalize == "symmetric":
-        return (0.5,) * len(mean), (0.5,) * len(std), -1.0
-    raise InvalidArgumentError(f"normalize must be 'standard' or 'symmetric', got {normalize!r}")
+        mean, std, fill = (0.5,) * len(mean), (0.5,) * len(std), (0,) * len(mean)
+    elif normalize == "standard":
+        fill = None  # the mean colour
+    else:
+        raise InvalidArgumentError(f"normalize must be 'standard' or 'symmetric', got {normalize!r}")
+    size = max(native, pad_to or native)
+    return Preprocessing.padded(
+        native,
+        (len(mean), size, size),
+        mean,
+        std,
+        fill=fill,
+        num_classes=len(labels),
+        label_names=labels,
+    )
 
 
 def _download_fashion_mnist(split: str, root: Path, pad_to: int | None, normalize: str) -> ImageDataset:
@@ -217,7 +242,7 @@ def cifar10(
 ) -> ImageDataset:
     """CIFAR-10 ``split`` from torchvision's layout (``ROOT/cifar-10-batches-py``), 3x32x32;
     ``normalize`` as for :func:`fashion_mnist` ("symmetric" for DDPM)."""
-    mean, std, _ = normalization("cifar10", normalize)
+    preprocessing = small_preprocessing("cifar10", normalize)
     _check_split(split)
     candidates = [Path(root)] if root is not None else []
     candidates.append(_data_home())
@@ -228,13 +253,7 @@ def cifar10(
             batches = [_safe_unpickle(f.read_bytes(), f) for f in files]
             images = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
             labels = np.concatenate([np.asarray(b["labels"], dtype=np.int64) for b in batches])
-            return ImageDataset(
-                images.reshape(-1, 3, 32, 32),
-                labels,
-                mean=mean,
-                std=std,
-                name=f"cifar10/{split}",
-            )
+            return ImageDataset(images.reshape(-1, 3, 32, 32), labels, preprocessing, name=f"cifar10/{split}")
     looked = ", ".join(str(p) for p in candidates)
     raise DataNotFoundError(
         f"CIFAR-10 ({split}) not found in: {looked}. Download and extract "
@@ -278,38 +297,28 @@ def _safe_unpickle(blob: bytes, path: Path) -> dict[str, Any]:
 
 
 def imagenet(
-    split: str = "train", *, root: str | os.PathLike[str] | None = None, image_size: int = 224
+    split: str = "train",
+    *,
+    root: str | os.PathLike[str] | None = None,
+    image_size: int = 224,
+    **settings: Any,
 ) -> Dataset[Any]:
     """ImageNet ``split`` ("train" or "val") in ImageFolder layout (ROOT/train/<wnid>/*.JPEG), with the
-    paper's preprocessing: random-resized crop and flip for training, resize 256 + centre crop 224
-    for evaluation (also used for held-out importance subsets, as in the official code)."""
-    from torchvision import datasets, transforms
-
+    paper's preprocessing (:class:`ImageFolderSettings`' defaults: random-resized crop and flip for
+    training; resize 256, centre crop 224, bilinear, for evaluation, also used for held-out importance
+    subsets as in the official code). ``settings``: other ImageFolderSettings fields (interpolation,
+    crop_pct, mean, std)."""
     if split not in ("train", "val"):
         raise InvalidArgumentError(f"ImageNet split must be 'train' or 'val', got {split!r}")
     base = Path(root) if root is not None else _data_home() / "imagenet"
-    folder = base / split
-    if not folder.is_dir() or not any(folder.iterdir()):
-        raise DataNotFoundError(
-            f"ImageNet {split} images not found in {folder} (ImageFolder layout: {folder}/<class>/<image>). "
-            "ImageNet needs a licence from image-net.org; pass root= or set LMZOO_DATA"
-        )
-    normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    if split == "train":
-        transform = transforms.Compose(
-            [
-                transforms.RandomResizedCrop(image_size),
-                transforms.RandomHorizontalFlip(),
-                transforms.ToTensor(),
-                normalize,
-            ]
-        )
-    else:
-        resize = round(image_size * 256 / 224)
-        transform = transforms.Compose(
-            [transforms.Resize(resize), transforms.CenterCrop(image_size), transforms.ToTensor(), normalize]
-        )
-    return datasets.ImageFolder(str(folder), transform=transform)
+    folder_settings = ImageFolderSettings(root=str(base), image_size=image_size, **settings)
+    for folder in (base / folder_settings.train_dir, base / folder_settings.val_dir):
+        if not folder.is_dir() or not any(folder.iterdir()):
+            raise DataNotFoundError(
+                f"ImageNet images not found in {folder} (ImageFolder layout: {folder}/<class>/<image>). "
+                "ImageNet needs a licence from image-net.org; pass root= or set LMZOO_DATA"
+            )
+    return image_folder(split, folder_settings)
 
 
 # -- a user's image folder ------------------------------------------------------------------------
@@ -329,9 +338,24 @@ class ImageFolderSettings:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     channels: int = 3
+    #: the paper's ImageNet evaluation (torchvision's Resize(256) + CenterCrop(224))
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
     augment: bool = True
+
+    def preprocessing(self, label_names: Sequence[str]) -> Preprocessing:
+        """The evaluation preprocessing these settings describe (timm's centre-crop transform)."""
+        mean = self.mean or (IMAGENET_MEAN if self.channels == 3 else (sum(IMAGENET_MEAN) / 3,))
+        std = self.std or (IMAGENET_STD if self.channels == 3 else (sum(IMAGENET_STD) / 3,))
+        return Preprocessing(
+            input_size=(self.channels, self.image_size, self.image_size),
+            mean=tuple(mean),
+            std=tuple(std),
+            interpolation=self.interpolation,
+            crop_pct=self.crop_pct,
+            num_classes=len(label_names),
+            label_names=tuple(label_names),
+        )
 
 
 def image_folder(split: str, settings: ImageFolderSettings) -> Dataset[Any]:
@@ -352,25 +376,21 @@ def image_folder(split: str, settings: ImageFolderSettings) -> Dataset[Any]:
             f"{folders['train']} and {folders['val']} must hold the same class folders; only in train: "
             f"{', '.join(only_train[:5]) or '-'}; only in val: {', '.join(only_val[:5]) or '-'}"
         )
-    mean = settings.mean or (IMAGENET_MEAN if settings.channels == 3 else (sum(IMAGENET_MEAN) / 3,))
-    std = settings.std or (IMAGENET_STD if settings.channels == 3 else (sum(IMAGENET_STD) / 3,))
-    interpolation = transforms.InterpolationMode(settings.interpolation)
-    size = settings.image_size
-    tail = [
-        transforms.ToImage(),
-        transforms.ToDtype(torch.float32, scale=True),
-        transforms.Normalize(mean, std),
-    ]
+    preprocessing = settings.preprocessing(classes["val"])
     if split == "train" and settings.augment:
-        head = [
-            transforms.RandomResizedCrop(size, interpolation=interpolation),
-            transforms.RandomHorizontalFlip(),
-        ]
-    else:
-        head = [
-            transforms.Resize(int(size / settings.crop_pct), interpolation=interpolation),
-            transforms.CenterCrop(size),
-        ]
+        transform = transforms.Compose(
+            [
+                transforms.RandomResizedCrop(
+                    settings.image_size, interpolation=transforms.InterpolationMode(settings.interpolation)
+                ),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToImage(),
+                transforms.ToDtype(torch.float32, scale=True),
+                transforms.Normalize(preprocessing.mean, preprocessing.std),
+            ]
+        )
+    else:  # timm's evaluation transform of the recorded preprocessing: what a user of the model runs
+        transform = preprocessing.transform()
     color = "L" if settings.channels == 1 else "RGB"
 
     def load(path: str) -> Any:
@@ -384,9 +404,8 @@ def image_folder(split: str, settings: ImageFolderSettings) -> Dataset[Any]:
                 f"the image {path} cannot be read ({err}); remove or replace it"
             ) from None
 
-    dataset = datasets.ImageFolder(
-        str(folders[split]), transform=transforms.Compose(head + tail), loader=load
-    )
+    dataset = datasets.ImageFolder(str(folders[split]), transform=transform, loader=load)
+    dataset.preprocessing = preprocessing  # type: ignore[attr-defined]
     for cls_index in range(len(dataset.classes)):  # the first image of every class reads, or fail now
         first = next(i for i, (_, label) in enumerate(dataset.samples) if label == cls_index)
         load(dataset.samples[first][0])

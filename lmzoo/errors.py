@@ -54,3 +54,8 @@ class DataNotFoundError(LmzooError, FileNotFoundError):
 
 class MergeTooLargeError(LmzooError, MemoryError):
     """A block would merge into a convolution too large to compute; the message names it and the limit."""
+
+
+class ProfileBuildWarning(UserWarning):
+    """A loaded checkpoint was built with a recipe profile other than the default (e.g. ``smoke``):
+    it is not the zoo entry, and its weights and figures are not the entry's."""

@@ -4,19 +4,23 @@ olah serve those).
 
 Downloads honour ``HF_ENDPOINT`` as it is when the call is made and ``HF_HUB_OFFLINE`` as
 huggingface_hub does (read when it is imported); a revision pinned by commit sha loads from the cache
-with no network call. Only ``config.json`` and
-``model.safetensors`` are fetched to load: nothing downloaded is ever unpickled.
+with no network call. Only ``config.json`` and the weights file it
+names (a safetensors file) are fetched to load: nothing downloaded is ever unpickled. Publishing is
+repeatable: unchanged files make no new commit, and a tag already on the commit stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from lmzoo.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError
+from lmzoo.checkpoint import CONFIG_NAME, CheckpointError
 from lmzoo.errors import InvalidArgumentError, LmzooError
 
 HUB_PREFIX = "hf-hub:"
@@ -53,25 +57,19 @@ def _offline() -> bool:
 
 
 def download_checkpoint(repo_id: str, revision: str | None = None) -> Path:
-    """The local snapshot directory holding ``config.json`` and ``model.safetensors`` of a Hub repo."""
+    """The local snapshot directory holding ``config.json`` and the weights file it names
+    (``model.safetensors``, or a DDPM pipeline's UNet weights) of a Hub repo."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
+    from lmzoo.checkpoint import read_config, weights_name
     from lmzoo.version import __version__
 
     endpoint = _endpoint()
     where = f"{repo_id}@{revision or 'main'}" + (f" on {endpoint}" if endpoint else "")
-    paths = []
-    for filename in (CONFIG_NAME, WEIGHTS_NAME):
-        try:
-            paths.append(
+
+    def fetch(filename: str) -> Path:
+        with _download_errors(where, filename):
+            return Path(
                 hf_hub_download(
                     repo_id,
                     filename,
@@ -82,37 +80,84 @@ def download_checkpoint(repo_id: str, revision: str | None = None) -> Path:
                     library_version=__version__,
                 )
             )
-        except RevisionNotFoundError:
-            raise HubError(f"{where}: no such revision; check the tag, branch or commit sha") from None
-        except RepositoryNotFoundError:
-            raise HubError(
-                f"{where}: the repository or its {filename} was not found (private repos need "
-                "`hf auth login` or HF_TOKEN)"
-            ) from None
-        except LocalEntryNotFoundError:  # not in the cache, and the Hub was not asked or not reachable
-            if _offline():
-                raise HubError(
-                    f"{where}: {filename} is not in the local Hub cache and HF_HUB_OFFLINE is set; "
-                    "unset it to download, or pin a revision that was downloaded before"
-                ) from None
-            raise HubError(
-                f"{where}: the Hub could not be reached and {filename} is not in the local cache; check the "
-                "network or HF_ENDPOINT"
-            ) from None
-        except EntryNotFoundError:
-            raise HubError(f"{where} has no {filename}; it is not an lmzoo checkpoint") from None
-        except HFValidationError as err:
-            raise HubError(f"{where}: {err}") from None
-        except (HfHubHTTPError, OSError) as err:
-            raise HubError(
-                f"{where}: the Hub could not be reached ({type(err).__name__}: {str(err)[:200]}); check the "
-                "network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the local cache"
-            ) from None
-    directories = {Path(p).parent for p in paths}
-    if len(directories) != 1:  # both files come from one snapshot (one commit)
-        raise HubError(f"{where}: config.json and model.safetensors resolved to different revisions")
-    snapshot = directories.pop()
+
+    snapshot = fetch(CONFIG_NAME).parent
+    weights = weights_name(read_config(snapshot))  # validated: one of the names a checkpoint may use
+    if fetch(weights).parent != (snapshot / weights).parent:  # both from one snapshot (one commit)
+        raise HubError(f"{where}: {CONFIG_NAME} and {weights} resolved to different revisions")
     return snapshot
+
+
+#: what describes a published checkpoint without its weights: config, card, records, plots, tables
+RECORD_PATTERNS = ("*.json", "*.md", "*.yaml", "*.png", "tables/*.json")
+
+
+def download_records(repo_id: str, revision: str | None = None) -> Path:
+    """The local snapshot directory of a Hub checkpoint's records (:data:`RECORD_PATTERNS`: its
+    config, card, recipe, solve and evaluation records), without the weights."""
+    from huggingface_hub import snapshot_download
+
+    from lmzoo.version import __version__
+
+    endpoint = _endpoint()
+    where = f"{repo_id}@{revision or 'main'}" + (f" on {endpoint}" if endpoint else "")
+    with _download_errors(where, "records"):
+        snapshot = Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                allow_patterns=list(RECORD_PATTERNS),
+                endpoint=endpoint,
+                local_files_only=_offline(),
+                library_name="lmzoo",
+                library_version=__version__,
+            )
+        )
+    if not (snapshot / CONFIG_NAME).is_file():
+        raise HubError(f"{where} has no {CONFIG_NAME}; it is not an lmzoo checkpoint")
+    return snapshot
+
+
+@contextlib.contextmanager
+def _download_errors(where: str, filename: str) -> Iterator[None]:
+    """Every failure of a Hub download as one HubError naming the repo, revision and fix."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        yield
+    except RevisionNotFoundError:
+        raise HubError(f"{where}: no such revision; check the tag, branch or commit sha") from None
+    except RepositoryNotFoundError:
+        raise HubError(
+            f"{where}: the repository or its {filename} was not found (private repos need "
+            "`hf auth login` or HF_TOKEN)"
+        ) from None
+    except LocalEntryNotFoundError:  # not in the cache, and the Hub was not asked or not reachable
+        if _offline():
+            raise HubError(
+                f"{where}: {filename} is not in the local Hub cache and HF_HUB_OFFLINE is set; "
+                "unset it to download, or pin a revision that was downloaded before"
+            ) from None
+        raise HubError(
+            f"{where}: the Hub could not be reached and {filename} is not in the local cache; check the "
+            "network or HF_ENDPOINT"
+        ) from None
+    except EntryNotFoundError:
+        raise HubError(f"{where} has no {filename}; it is not an lmzoo checkpoint") from None
+    except HFValidationError as err:
+        raise HubError(f"{where}: {err}") from None
+    except (HfHubHTTPError, OSError) as err:
+        raise HubError(
+            f"{where}: the Hub could not be reached ({type(err).__name__}: {str(err)[:200]}); check the "
+            "network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the local cache"
+        ) from None
 
 
 def download_card(repo_id: str, revision: str) -> Path | None:
@@ -134,11 +179,63 @@ def _published_files(directory: Path) -> list[Path]:
 
 
 def _check_publishable(directory: Path) -> None:
-    from lmzoo.checkpoint import read_config
+    from lmzoo.checkpoint import read_config, weights_name
 
-    if not (directory / WEIGHTS_NAME).is_file():
-        raise CheckpointError(f"{directory} has no {WEIGHTS_NAME}; build the entry before publishing it")
-    read_config(directory)
+    weights = weights_name(read_config(directory))
+    if not (directory / weights).is_file():
+        raise CheckpointError(f"{directory} has no {weights}; build the entry before publishing it")
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a publish did: the commit now holding the checkpoint, its tag, and whether that commit
+    is new (a re-publish of unchanged files makes none)."""
+
+    sha: str
+    tag: str
+    new_commit: bool
+
+
+class TagTakenError(HubError):
+    """The tag asked for already names another commit."""
+
+
+def default_tag() -> str:
+    """The tag a publish gets when none is asked for. When it already names another commit (a
+    re-publish after a rebuild) the tag is versioned per commit: ``lmzoo-<version>-<sha[:10]>``."""
+    from lmzoo.version import __version__
+
+    return f"lmzoo-{__version__}"
+
+
+def _tag_for(requested: str | None, existing: dict[str, str], sha: str, move: bool) -> tuple[str, bool]:
+    """(tag, whether it must be created) for commit ``sha``; ``existing``: tag -> commit."""
+    tag = requested or default_tag()
+    at = existing.get(tag)
+    if at is None or move:
+        return tag, at != sha
+    if at == sha:
+        return tag, False  # a re-publish: the tag is already there
+    if requested is None:
+        versioned = f"{tag}-{sha[:10]}"
+        return versioned, existing.get(versioned) != sha
+    raise TagTakenError(
+        f"the tag {tag} already names commit {at[:12]}; pass --move-tag to move it, or another --tag"
+    )
+
+
+def _failure(err: BaseException) -> str:
+    """One line for what went wrong talking to the Hub (never a token: messages carry none)."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if isinstance(err, OfflineModeIsEnabled):
+        return "HF_HUB_OFFLINE is set; unset it to publish"
+    if isinstance(err, HfHubHTTPError):
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        hint = "; log in with `hf auth login` or set HF_TOKEN" if status in (401, 403) else ""
+        return f"HTTP {status}{hint}"
+    reason = f"{type(err).__name__}: {str(err)[:160]}"
+    return f"the Hub could not be reached ({reason}); check the network or HF_ENDPOINT"
 
 
 def publish_to_hub(
@@ -146,38 +243,53 @@ def publish_to_hub(
     repo_id: str,
     *,
     tag: str | None = None,
+    move_tag: bool = False,
     private: bool = False,
     token: str | None = None,
-) -> str:
-    """Upload a checkpoint directory as one commit (``upload_folder``), tag it, return the commit sha.
+) -> Published:
+    """Upload a checkpoint directory as one commit (``upload_folder``; unchanged files make no new
+    commit) and tag it (:func:`default_tag` when ``tag`` is None). Repeatable: publishing the same
+    files again changes nothing. Every failure is one HubError saying what was and was not uploaded.
     The token comes from ``token``, ``HF_TOKEN`` or the Hub login; it is never printed."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     directory = Path(directory)
     _check_publishable(directory)
     if not REPO_ID.match(repo_id):
         raise InvalidArgumentError(f"--repo-id must be ORG/REPO, got {repo_id!r}")
-    api = HfApi(endpoint=_endpoint(), token=token)
+    endpoint = _endpoint()
+    where = f"{directory.name} to {repo_id}" + (f" on {endpoint}" if endpoint else "")
+    api = HfApi(endpoint=endpoint, token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
+        before = api.repo_info(repo_id).sha
         commit = api.upload_folder(
             repo_id=repo_id,
             folder_path=directory,
             commit_message=f"lmzoo: publish {directory.name}",
             ignore_patterns=[f"{p}/**" for p in UNPUBLISHED],
         )
-        sha = commit.oid
-        if tag:
-            api.create_tag(repo_id, tag=tag, revision=sha, tag_message=f"lmzoo {directory.name}")
-    except HfHubHTTPError as err:
-        status = getattr(getattr(err, "response", None), "status_code", None)
-        hint = " (log in with `hf auth login` or set HF_TOKEN)" if status in (401, 403) else ""
-        raise HubError(f"publishing {directory.name} to {repo_id} failed: HTTP {status}{hint}") from None
-    return str(sha)
+        sha = str(commit.oid)
+    except Exception as err:  # every client or network failure: one line, nothing committed
+        raise HubError(f"publishing {where} failed, nothing was committed: {_failure(err)}") from None
+    try:
+        existing = {ref.name: ref.target_commit for ref in api.list_repo_refs(repo_id).tags}
+        chosen, create = _tag_for(tag, existing, sha, move_tag)
+        if create:
+            if chosen in existing:
+                api.delete_tag(repo_id, tag=chosen)
+            api.create_tag(repo_id, tag=chosen, revision=sha, tag_message=f"lmzoo {directory.name}")
+    except TagTakenError as err:
+        raise TagTakenError(f"published {where} as commit {sha}, but not tagged: {err}") from None
+    except Exception as err:
+        raise HubError(
+            f"published {where} as commit {sha}, but tagging it failed: {_failure(err)}; publish again "
+            "to tag it (the files are unchanged, so no new commit is made)"
+        ) from None
+    return Published(sha=sha, tag=chosen, new_commit=sha != before)
 
 
-def _git(repo: Path, *args: str) -> str:
+def _git(repo: Path, *args: str, check: bool = True) -> str:
     env = {
         **os.environ,
         "GIT_AUTHOR_NAME": os.environ.get("GIT_AUTHOR_NAME", "lmzoo"),
@@ -189,17 +301,22 @@ def _git(repo: Path, *args: str) -> str:
         done = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=False)
     except FileNotFoundError:
         raise HubError("publishing to a git mirror needs the `git` command; install git") from None
-    if done.returncode != 0:
+    if done.returncode != 0 and check:
         raise HubError(f"git {args[0]} in {repo} failed: {done.stderr.strip()[:300]}")
     return done.stdout.strip()
 
 
 def publish_to_git(
-    directory: str | os.PathLike[str], repo: str | os.PathLike[str], *, tag: str | None = None
-) -> str:
+    directory: str | os.PathLike[str],
+    repo: str | os.PathLike[str],
+    *,
+    tag: str | None = None,
+    move_tag: bool = False,
+) -> Published:
     """Commit a checkpoint directory into the git repository ``repo`` (created if needed) in Hub
-    layout — files at the root, weights as plain blobs (no LFS) — tag it, return the commit sha.
-    The commit replaces the repository's files with the checkpoint's."""
+    layout — files at the root, weights as plain blobs (no LFS) — and tag it, as
+    :func:`publish_to_hub` does: the commit replaces the repository's files with the checkpoint's,
+    unchanged files make no new commit, and tags follow the same rule."""
     directory, repo = Path(directory), Path(repo)
     _check_publishable(directory)
     repo.mkdir(parents=True, exist_ok=True)
@@ -213,8 +330,20 @@ def publish_to_git(
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
     _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "--allow-empty", "-m", f"lmzoo: publish {directory.name}")
+    has_head = bool(_git(repo, "rev-parse", "--verify", "-q", "HEAD", check=False))
+    changed = not has_head or bool(_git(repo, "status", "--porcelain"))
+    if changed:
+        _git(repo, "commit", "-q", "-m", f"lmzoo: publish {directory.name}")
     sha = _git(repo, "rev-parse", "HEAD")
-    if tag:
-        _git(repo, "tag", "-f", tag, sha)
-    return sha
+    existing = {}  # tag -> commit (an annotated tag's target, or a lightweight tag's object)
+    refs = _git(repo, "for-each-ref", "--format=%(refname:short) %(*objectname) %(objectname)", "refs/tags")
+    for line in refs.splitlines():
+        name, target, obj = line.split(" ")
+        existing[name] = target or obj
+    try:
+        chosen, create = _tag_for(tag, existing, sha, move_tag)
+    except TagTakenError as err:
+        raise TagTakenError(f"committed {directory.name} to {repo} as {sha}, but not tagged: {err}") from None
+    if create:
+        _git(repo, "tag", "-f", chosen, sha)
+    return Published(sha=sha, tag=chosen, new_commit=changed)

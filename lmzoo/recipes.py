@@ -30,7 +30,11 @@ from lmzoo.latency.setting import LatencySetting
 from lmzoo.sources import Architecture, get_source, migrate_legacy
 from lmzoo.training.settings import OPTIMIZERS, TrainSettings
 
-ENTRY_NAME = re.compile(r"^(?P<recipe>[a-z0-9][a-z0-9._-]*?)-(?P<speedup>\d+(?:\.\d+)?)x$")
+#: ``<recipe>-<s>x``, and ``<recipe>-<s>x-<profile>`` for a build with a profile other than the default
+ENTRY_NAME = re.compile(
+    r"^(?P<recipe>[a-z0-9][a-z0-9._-]*?)-(?P<speedup>\d+(?:\.\d+)?)x(?:-(?P<profile>[a-z0-9][a-z0-9-]*))?$"
+)
+DEFAULT_PROFILE = "default"
 
 
 class RecipeError(LmzooError):
@@ -192,14 +196,17 @@ class Recipe:
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
     hub: HubSection = field(default_factory=HubSection)
     #: the profile this recipe was resolved with ("default" when none)
-    profile: str = "default"
+    profile: str = DEFAULT_PROFILE
     #: where the recipe came from (not part of its content)
     path: str = field(default="", compare=False, metadata={"key": False})
 
     def entry_name(self, speedup: float) -> str:
         """``<recipe>-<s>x``; a baseline method replaces the recipe's ``-layermerge`` suffix (or is
-        appended): mobilenetv2-fmnist-depth-1.6x is the depth-compression baseline at 1.6x."""
-        return f"{baseline_stem(self.name, self.solve.method)}-{speedup:g}x"
+        appended): mobilenetv2-fmnist-depth-1.6x is the depth-compression baseline at 1.6x. A build
+        with another profile than the default is not the zoo entry and says so in its name:
+        mobilenetv2-fmnist-layermerge-1.6x-smoke (so it never replaces or is published as the entry)."""
+        name = zoo_entry_name(self.name, self.solve.method, speedup)
+        return name if self.profile == DEFAULT_PROFILE else f"{name}-{self.profile}"
 
     def with_method(self, method: str) -> Recipe:
         """This recipe solving with another selection method (the paper's baselines, the union)."""
@@ -210,10 +217,24 @@ class Recipe:
     def entries(self) -> list[str]:
         return [self.entry_name(s) for s in self.solve.speedups]
 
+    def zoo_entries(self) -> dict[str, tuple[str, float]]:
+        """The zoo entries this recipe defines: entry name -> (method, speed-up), for every target
+        speed-up and every method (LayerMerge and its baselines), default profile."""
+        return {
+            zoo_entry_name(self.name, method, speedup): (method, speedup)
+            for method in METHODS
+            for speedup in self.solve.speedups
+        }
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data.pop("path")
         return _plain(data)
+
+
+def zoo_entry_name(recipe_name: str, method: str, speedup: float) -> str:
+    """The zoo entry of a recipe, method and target speed-up (default profile)."""
+    return f"{baseline_stem(recipe_name, method)}-{speedup:g}x"
 
 
 def baseline_stem(recipe_name: str, method: str) -> str:
@@ -254,20 +275,26 @@ def recipe_files() -> dict[str, Path]:
 
 
 def load_recipe(
-    name_or_path: str | os.PathLike[str], profile: str | None = None, *, method: str | None = None
+    name_or_path: str | os.PathLike[str],
+    profile: str | None = None,
+    *,
+    method: str | None = None,
+    extra_speedups: bool = False,
 ) -> tuple[Recipe, float | None]:
     """A recipe from a file path, a recipe name, or a zoo entry name (``<recipe>-<s>x``, or a
-    baseline's ``<stem>-depth-<s>x`` / ``<stem>-layer-<s>x``, or ``<stem>-layermerge-union-<s>x``).
+    baseline's ``<stem>-depth-<s>x`` / ``<stem>-layer-<s>x``, or ``<stem>-layermerge-union-<s>x``;
+    ``-<profile>`` after it names a profile build, e.g. ``...-1.6x-smoke``).
 
     Returns the recipe resolved with ``profile`` (and ``method``, which a baseline's entry name
-    implies) and, for an entry name, its target speed-up.
+    implies) and, for an entry name, its target speed-up: one of the recipe's, or any speed-up
+    above 1 with ``extra_speedups`` (a custom target of the same recipe).
     """
     text = str(name_or_path)
     speedup: float | None = None
     path = Path(text)
     if not (text.endswith((".yaml", ".yml")) or path.is_file()):
         files = recipe_files()
-        recipe_name, speedup, implied = _resolve_name(text, files)
+        recipe_name, speedup, implied, implied_profile = _resolve_name(text, files)
         if recipe_name is None:
             import difflib
 
@@ -283,33 +310,40 @@ def load_recipe(
             if method not in (None, implied):
                 raise RecipeError(f"{text!r} names the {implied} method, not {method}")
             method = implied
+        if implied_profile is not None:
+            if profile not in (None, implied_profile):
+                raise RecipeError(f"{text!r} names the {implied_profile} profile, not {profile}")
+            profile = implied_profile
         path = files[recipe_name]
     recipe = parse_recipe(path, profile)
     if method is not None:
         recipe = recipe.with_method(method)
-    if speedup is not None and not any(abs(s - speedup) < 1e-9 for s in recipe.solve.speedups):
+    listed = speedup is None or any(abs(s - speedup) < 1e-9 for s in recipe.solve.speedups)
+    if not listed and not extra_speedups:
         raise RecipeError(
-            f"{path}: {text!r} is not one of its entries ({', '.join(recipe.entries())}); "
-            "add the speed-up to solve.speedups"
+            f"{path}: {text!r} is not one of its entries ({', '.join(recipe.entries())}); build another "
+            f"speed-up of it with `lmzoo build {recipe.name} --speedup {speedup:g}`"
         )
     return recipe, speedup
 
 
-def _resolve_name(text: str, files: dict[str, Path]) -> tuple[str | None, float | None, str | None]:
-    """(recipe name, entry speed-up, baseline method the name implies) of a recipe or entry name."""
+def _resolve_name(
+    text: str, files: dict[str, Path]
+) -> tuple[str | None, float | None, str | None, str | None]:
+    """(recipe name, entry speed-up, baseline method, profile) a recipe or entry name implies."""
     if text in files:
-        return text, None, None
+        return text, None, None, None
     match = ENTRY_NAME.match(text)
     if match is None:
-        return None, None, None
-    name, speedup = match["recipe"], float(match["speedup"])
+        return None, None, None, None
+    name, speedup, profile = match["recipe"], float(match["speedup"]), match["profile"]
     if name in files:
-        return name, speedup, None
+        return name, speedup, None, profile
     for method in METHODS:
         stem = name.removesuffix(f"-{method}")
         if method != "layermerge" and stem != name and f"{stem}-layermerge" in files:
-            return f"{stem}-layermerge", speedup, method
-    return None, None, None
+            return f"{stem}-layermerge", speedup, method, profile
+    return None, None, None, None
 
 
 def _entry_names(path: Path) -> list[str]:
@@ -332,16 +366,25 @@ def parse_recipe(path: str | os.PathLike[str], profile: str | None = None) -> Re
     profiles = raw.pop("profiles", {}) or {}
     if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
         raise RecipeError(f"{path}: 'profiles' must map profile names to partial recipes")
-    if profile not in (None, "default") and profile not in profiles:
-        known = ", ".join(["default", *profiles])
+    for name in profiles:  # a profile names its builds (<entry>-<profile>)
+        if (
+            not isinstance(name, str)
+            or name == DEFAULT_PROFILE
+            or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name)
+        ):
+            raise RecipeError(
+                f"{path}: profile name {name!r} must be lower-case letters, digits and - (and not 'default')"
+            )
+    if profile not in (None, DEFAULT_PROFILE) and profile not in profiles:
+        known = ", ".join([DEFAULT_PROFILE, *profiles])
         raise RecipeError(f"{path}: no profile {profile!r}; this recipe has: {known}")
     resolved = {}
-    for name in ("default", *profiles):  # every profile is checked, not only the one asked for
-        merged = raw if name == "default" else {**_deep_merge(raw, profiles[name]), "profile": name}
+    for name in (DEFAULT_PROFILE, *profiles):  # every profile is checked, not only the one asked for
+        merged = raw if name == DEFAULT_PROFILE else {**_deep_merge(raw, profiles[name]), "profile": name}
         recipe = _build(Recipe, _migrated(merged, path), "", path)
         _check_values(recipe, path)
         resolved[name] = dataclasses.replace(recipe, path=str(path))
-    return resolved[profile or "default"]
+    return resolved[profile or DEFAULT_PROFILE]
 
 
 def _migrated(raw: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -503,8 +546,8 @@ def _check_values(recipe: Recipe, path: Path) -> None:
             "hub.org must be a Hub organisation or user name",
         ),
         (
-            all(n in recipe.entries() for n in recipe.hub.revisions),
-            f"hub.revisions may only pin this recipe's entries ({', '.join(recipe.entries())})",
+            all(n in recipe.zoo_entries() for n in recipe.hub.revisions),
+            f"hub.revisions may only pin this recipe's entries ({', '.join(recipe.zoo_entries())})",
         ),
         (
             all(re.fullmatch(r"[0-9a-f]{40}", r) for r in recipe.hub.revisions.values()),

@@ -1,4 +1,4 @@
-"""The build's records (DESIGN §12): what the solve, merge and evaluate stages write and what cards,
+"""The build's records (DESIGN §12): what the solve, merge, evaluate and export steps write and what cards,
 results and the command line read. Each is a dataclass with ``to_dict`` / ``from_dict``, a format
 version, and ``save`` / ``load`` (``lmzoo.files.JsonFile``). Files written by earlier versions, which
 had no format key, read as version 1."""
@@ -198,3 +198,59 @@ class Evaluation(Record):
             )
 
         return _parsed("evaluation", cls.FORMAT, data, build)
+
+
+@dataclass(frozen=True)
+class OnnxExport(Record):
+    """How an ONNX file was made and checked (``onnx.json``)."""
+
+    FORMAT = "lmzoo.onnx-export/1"
+    FILE_KIND = "ONNX export record"
+
+    file: str
+    opset: int
+    dynamic_batch: bool
+    #: every input's shape at batch 1 (an image; a DDPM UNet also takes a timestep per image)
+    input_shapes: tuple[tuple[int, ...], ...]
+    checked_batches: tuple[int, ...]
+    #: the largest |onnxruntime - PyTorch| over the checked inputs, and relative to the output's scale
+    max_abs_error: float
+    relative_error: float
+    tolerance: float
+    provider: str
+    versions: dict[str, str]
+
+    def describe(self) -> str:
+        """One sentence for a model card."""
+        batch = "dynamic batch" if self.dynamic_batch else "batch 1"
+        batches = " and ".join(str(b) for b in self.checked_batches)
+        return (
+            f"`{self.file}` (ONNX opset {self.opset}, {batch}) was run in onnxruntime "
+            f"{self.versions.get('onnxruntime', '?')} ({self.provider}) on random inputs at batch {batches} "
+            f"and matched the PyTorch output: largest difference {self.relative_error:.1e} of the output's "
+            f"scale (tolerance {self.tolerance:g}); exported with torch {self.versions.get('torch', '?')}."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["input_shapes"] = [list(s) for s in self.input_shapes]
+        data["checked_batches"] = list(self.checked_batches)
+        return {"format": self.FORMAT, **data}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> OnnxExport:
+        def build(d: dict[str, Any]) -> OnnxExport:
+            return cls(
+                file=str(d["file"]),
+                opset=int(d["opset"]),
+                dynamic_batch=bool(d["dynamic_batch"]),
+                input_shapes=tuple(tuple(int(v) for v in s) for s in d["input_shapes"]),
+                checked_batches=tuple(int(b) for b in d["checked_batches"]),
+                max_abs_error=float(d["max_abs_error"]),
+                relative_error=float(d["relative_error"]),
+                tolerance=float(d["tolerance"]),
+                provider=str(d["provider"]),
+                versions={str(k): str(v) for k, v in d["versions"].items()},
+            )
+
+        return _parsed(cls.FILE_KIND, cls.FORMAT, data, build)

@@ -9,9 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lmzoo.cards import TASK_METRICS
+from lmzoo.cards import TASK_METRICS, better_direction
 from lmzoo.checkpoint import architecture, read_config
 from lmzoo.errors import InvalidArgumentError
+from lmzoo.recipes import DEFAULT_PROFILE
 from lmzoo.records import Evaluation, SolveRecord
 
 #: columns every results CSV row has (``cards/results.csv``)
@@ -28,6 +29,7 @@ RESULT_COLUMNS = (
 #: every column :func:`results_rows` writes: how each number was measured, next to it
 RESULT_FIELDS = (
     *RESULT_COLUMNS[:4],
+    "profile",
     "objective",
     *RESULT_COLUMNS[4:6],
     "predicted_speedup",
@@ -70,6 +72,8 @@ def results_rows(directories: list[Path]) -> list[dict[str, Any]]:
         setting = {
             "arch": architecture(config).display_name,
             "dataset": dataset,
+            # a build of another recipe profile (smoke) is not the zoo entry: its own rows and base
+            "profile": config.get("profile", DEFAULT_PROFILE),
             "backend": m.backend,
             "device": m.device_name or m.device,
             "batch": m.batch_size,
@@ -189,7 +193,13 @@ def plot_frontier(
         group = (mine["arch"], mine["dataset"])
     if group is None:
         return False
-    same = [r for r in rows if (r["arch"], r["dataset"]) == group]
+    profile = mine.get("profile") if mine is not None else None
+    same = [
+        r
+        for r in rows
+        if (r["arch"], r["dataset"]) == group
+        and (r.get("profile") or DEFAULT_PROFILE) == (profile or DEFAULT_PROFILE)
+    ]
     metric = mine["metric"] if mine is not None else next((r["metric"] for r in same), None)
     same = [r for r in same if r["metric"] == metric]
     if not any(r["method"] != "base" for r in same):
@@ -225,8 +235,11 @@ def plot_frontier(
         f"batch {setting.get('batch', '?')})",
         fontsize=8,
     )
-    ax.set_ylabel(str(metric))
-    ax.set_title(f"{group[0]} on {group[1]}", fontsize=9)
+    ax.set_ylabel(f"{metric}\n{better_direction(str(metric))} is better", fontsize=8)
+    title = f"{group[0]} on {group[1]}"
+    if profile not in (None, DEFAULT_PROFILE):
+        title += f" ({profile} profile builds)"
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -73,6 +73,16 @@ class Classification(Task):
         return (x,)
 
 
+#: the DDPM noise schedule (Ho et al. 2020: T = 1000, betas linear from 1e-4 to 0.02), as diffusers'
+#: DDPMScheduler arguments: training, evaluation, sampling and a checkpoint's scheduler_config.json
+DDPM_SCHEDULE: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 1e-4,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+}
+
+
 class Denoising(Task):
     """DDPM noise prediction (Ho et al. 2020): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, loss
     = ||eps - net(x_t, t)||^2. Held-out metrics use noise and timesteps drawn from ``eval_seed``, the
@@ -81,22 +91,11 @@ class Denoising(Task):
     name = "denoising"
     importance_rule = "noise-prediction loss L on the held-out subset; I = exp(-(L - L_base) / L_base)"
 
-    def __init__(
-        self,
-        num_train_timesteps: int = 1000,
-        beta_start: float = 1e-4,
-        beta_end: float = 0.02,
-        eval_seed: int = 0,
-    ) -> None:
+    def __init__(self, eval_seed: int = 0) -> None:
         from diffusers import DDPMScheduler
 
-        self.num_train_timesteps = num_train_timesteps
-        self.scheduler: Any = DDPMScheduler(
-            num_train_timesteps=num_train_timesteps,
-            beta_start=beta_start,
-            beta_end=beta_end,
-            beta_schedule="linear",
-        )
+        self.num_train_timesteps = int(DDPM_SCHEDULE["num_train_timesteps"])
+        self.scheduler: Any = DDPMScheduler(**DDPM_SCHEDULE)
         self.eval_seed = eval_seed
 
     def _noisy(

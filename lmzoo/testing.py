@@ -160,7 +160,8 @@ def randomize_norms(model: nn.Module, generator: torch.Generator | None = None) 
     return model
 
 
-#: small architectures for checkpoints made from random weights: source -> (arch, kwargs, input shape)
+#: small architectures for checkpoints made from random weights: source -> (arch, kwargs, input shape);
+#: the timm one takes Fashion-MNIST padded to 32 (the preprocessing its checkpoints record)
 CHECKPOINT_BASES: dict[str, tuple[str, dict[str, Any], tuple[int, int, int]]] = {
     "timm": ("mobilenetv2_035", {"num_classes": 10, "in_chans": 1}, (1, 32, 32)),
     "diffusers": (
@@ -190,7 +191,9 @@ def random_checkpoint(
 
     from lmzoo.checkpoint import checkpoint_config, write_checkpoint
     from lmzoo.core.candidates import candidates
+    from lmzoo.data import small_preprocessing
     from lmzoo.engine import apply_plan, merge, trace
+    from lmzoo.preprocessing import Preprocessing
     from lmzoo.rebuild import example_inputs
     from lmzoo.sources import Architecture
 
@@ -202,6 +205,10 @@ def random_checkpoint(
     spec = trace(model, example_inputs(shape, task))
     plan = random_plan(spec, candidates(spec), random.Random(seed))
     merged = merge(apply_plan(model, spec, plan)).eval()
+    if task == "classification":
+        preprocessing = small_preprocessing("fashion-mnist", pad_to=shape[-1])
+    else:  # a DDPM's [-1, 1] images
+        preprocessing = Preprocessing(shape, (0.5,) * shape[0], (0.5,) * shape[0], crop_pct=1.0)
     config = checkpoint_config(
         name=name,
         architecture=architecture,
@@ -209,6 +216,7 @@ def random_checkpoint(
         task=task,
         spec_fingerprint=spec.fingerprint,
         plan=plan,
+        preprocessing=preprocessing,
         extra={"target_speedup": 1.5},
     )
     return write_checkpoint(directory, merged, config), merged

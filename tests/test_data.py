@@ -124,9 +124,10 @@ def test_missing_cifar10_and_imagenet(tmp_path, monkeypatch):
 def test_imagenet_folder_with_the_papers_preprocessing(tmp_path):
     from PIL import Image
 
-    for cls in ("n01", "n02"):
-        (tmp_path / "val" / cls).mkdir(parents=True)
-        Image.new("RGB", (300, 260), color=(10, 200, 30)).save(tmp_path / "val" / cls / "a.png")
+    for split in ("train", "val"):
+        for cls in ("n01", "n02"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.new("RGB", (300, 260), color=(10, 200, 30)).save(tmp_path / split / cls / "a.png")
     val = data.imagenet("val", root=tmp_path)
     x, y = val[1]
     assert x.shape == (3, 224, 224) and y == 1

@@ -2,6 +2,8 @@ import pytest
 
 from lmzoo.recipes import RecipeError, load_recipe, parse_recipe, recipe_files
 
+RECIPES = recipe_files()["mobilenetv2-fmnist-layermerge"].parent
+
 GOOD = """
 name: tiny-fmnist-layermerge
 model: {source: timm, arch: mobilenetv2_035, kwargs: {num_classes: 10, in_chans: 1}, input_size: 32}
@@ -29,13 +31,43 @@ def test_shipped_recipes_parse_in_every_profile():
 
 
 def test_an_entry_name_resolves_to_its_recipe_and_speedup():
-    recipe, speedup = load_recipe("mobilenetv2-fmnist-layermerge-1.6x", "smoke")
-    assert speedup == 1.6 and recipe.name == "mobilenetv2-fmnist-layermerge"
+    recipe, speedup = load_recipe("mobilenetv2-fmnist-layermerge-1.6x")
+    assert speedup == 1.6 and recipe.name == "mobilenetv2-fmnist-layermerge" and recipe.profile == "default"
     assert "mobilenetv2-fmnist-layermerge-1.6x" in recipe.entries()
-    with pytest.raises(RecipeError, match="is not one of its entries"):
+    with pytest.raises(RecipeError, match=r"is not one of its entries .* --speedup 9`"):
         load_recipe("mobilenetv2-fmnist-layermerge-9x")
+    custom, speedup = load_recipe("mobilenetv2-fmnist-layermerge-1.7x", extra_speedups=True)
+    assert speedup == 1.7 and custom.entry_name(1.7) == "mobilenetv2-fmnist-layermerge-1.7x"
     with pytest.raises(RecipeError, match="did you mean mobilenetv2-fmnist-layermerge"):
         load_recipe("mobilenetv2-fmnist-layermerg")
+
+
+def test_a_profile_build_is_named_apart_from_the_zoo_entry():
+    """A smoke (or any non-default profile) build is <entry>-<profile>: it never lands under the
+    entry's name, and that name resolves back to the recipe, profile and speed-up."""
+    smoke, speedup = load_recipe("mobilenetv2-fmnist-layermerge-1.6x", "smoke")
+    assert speedup == 1.6 and smoke.profile == "smoke"
+    assert smoke.entry_name(1.6) == "mobilenetv2-fmnist-layermerge-1.6x-smoke"
+    assert "mobilenetv2-fmnist-layermerge-1.6x" not in smoke.entries()
+    again, speedup = load_recipe("mobilenetv2-fmnist-layermerge-1.6x-smoke")
+    assert (again.profile, speedup) == ("smoke", 1.6) and again == smoke
+    depth, _ = load_recipe("resnet34-fmnist-depth-1.3x-smoke")
+    assert depth.solve.method == "depth" and depth.entry_name(1.3) == "resnet34-fmnist-depth-1.3x-smoke"
+    with pytest.raises(RecipeError, match="names the smoke profile, not paper-importance"):
+        load_recipe("mobilenetv2-fmnist-layermerge-1.6x-smoke", "paper-importance")
+    with pytest.raises(RecipeError, match="no profile 'fast'"):
+        load_recipe("mobilenetv2-fmnist-layermerge-1.6x-fast")
+    # the zoo's entries are the default profile's, for every method
+    zoo = load_recipe("resnet34-fmnist-layermerge", "smoke")[0].zoo_entries()
+    assert zoo["resnet34-fmnist-layer-2x"] == ("layer", 2.0) and len(zoo) == 16
+
+
+def test_profile_names_are_checked(tmp_path):
+    text = (RECIPES / "mobilenetv2-fmnist-layermerge.yaml").read_text()
+    path = tmp_path / "bad.yaml"
+    path.write_text(text.replace("  smoke:", "  Smoke Test:"))
+    with pytest.raises(RecipeError, match="profile name 'Smoke Test' must be lower-case"):
+        parse_recipe(path)
 
 
 def test_baseline_entry_names_resolve_to_their_recipe_and_method():

@@ -220,11 +220,15 @@ def test_list_and_info(timm_checkpoint, monkeypatch):
     assert unknown.exit_code == 1 and "did you mean" in unknown.stderr and "Traceback" not in unknown.output
 
 
-def test_publish_to_git_commits_plain_blobs_and_tags(timm_checkpoint, tmp_path):
-    directory, _ = timm_checkpoint
+def test_publish_to_git_commits_plain_blobs_and_tags_and_can_be_repeated(tmp_path):
+    directory, _ = random_checkpoint(tmp_path / "test-entry", seed=3)
     mirror = tmp_path / "models" / "org" / "repo"
     runner = CliRunner()
-    first = runner.invoke(main, ["publish", f"local-dir:{directory}", "--to-git", str(mirror), "--tag", "v1"])
+
+    def publish(*args):
+        return runner.invoke(main, ["publish", f"local-dir:{directory}", "--to-git", str(mirror), *args])
+
+    first = publish("--tag", "v1")
     assert first.exit_code == 0, first.output
     sha = first.stdout.strip()
 
@@ -241,46 +245,120 @@ def test_publish_to_git_commits_plain_blobs_and_tags(timm_checkpoint, tmp_path):
         ["git", "show", "HEAD:model.safetensors"], cwd=mirror, capture_output=True, check=True
     )
     assert blob.stdout == (directory / "model.safetensors").read_bytes()  # a plain blob, not an LFS pointer
-    again = runner.invoke(main, ["publish", f"local-dir:{directory}", "--to-git", str(mirror), "--tag", "v2"])
-    assert again.exit_code == 0 and git("rev-list", "--count", "HEAD").strip() == "2"
+    # repeated: unchanged files make no new commit, the same tag is already there, a new one is added
+    for args in (("--tag", "v1"), ("--tag", "v2"), ()):
+        again = publish(*args)
+        assert again.exit_code == 0 and again.stdout.strip() == sha, again.output
+        assert "no new commit" in again.stderr
+    assert git("rev-list", "--count", "HEAD").strip() == "1"
+    assert (
+        git("rev-parse", "v2^{commit}").strip()
+        == git("rev-parse", f"lmzoo-{lmzoo.__version__}").strip()
+        == sha
+    )
+    # a changed checkpoint: a new commit; a taken tag is refused (the commit reported), moved on request
+    random_checkpoint(directory, seed=5)
+    taken = publish("--tag", "v1")
+    assert taken.exit_code == 1 and "Traceback" not in taken.output
+    new_sha = git("rev-parse", "HEAD").strip()
+    assert (
+        new_sha != sha
+        and f"as {new_sha}, but not tagged: the tag v1 already names commit {sha[:12]}" in taken.stderr
+    )
+    moved = publish("--tag", "v1", "--move-tag")
+    assert moved.exit_code == 0 and moved.stdout.strip() == new_sha == git("rev-parse", "v1^{commit}").strip()
+    versioned = publish()  # the default tag names the first commit: versioned per commit instead
+    assert versioned.exit_code == 0 and f"tagged lmzoo-{lmzoo.__version__}-{new_sha[:10]}" in versioned.stderr
+    assert git("rev-parse", f"lmzoo-{lmzoo.__version__}").strip() == sha
     both = runner.invoke(
         main, ["publish", f"local-dir:{directory}", "--to-git", str(mirror), "--repo-id", "a/b"]
     )
     assert both.exit_code == 1 and "exactly one" in both.stderr
 
 
-def test_publish_to_hub_is_one_commit_and_a_tag(timm_checkpoint, monkeypatch):
-    """Wiring of `lmzoo publish --repo-id` to huggingface_hub (the Hub itself is out of reach here):
-    one upload_folder commit of the checkpoint directory, a tag on that commit, the sha printed, and
-    the token never printed."""
-    from huggingface_hub import CommitInfo, HfApi
+def test_publish_to_hub_is_one_commit_and_a_tag_and_can_be_repeated(tmp_path, monkeypatch):
+    """Wiring of `lmzoo publish --repo-id` to huggingface_hub (the Hub itself is out of reach here; a
+    repository's head and tags are kept in memory): one upload_folder commit of the checkpoint
+    directory, a tag on that commit, the sha printed, the token never printed; a re-publish of
+    unchanged files keeps the commit and its tag; a taken tag fails after the commit, saying so."""
+    from huggingface_hub import CommitInfo, GitRefInfo, GitRefs, HfApi
 
-    directory, _ = timm_checkpoint
+    directory, _ = random_checkpoint(tmp_path / "test-entry", seed=3)
     calls = []
+    repo = {"head": "0" * 40, "tags": {}, "next": "a"}
     monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value")
 
     def upload_folder(self, **kwargs):
         calls.append(("upload_folder", kwargs))
+        content = (directory / "model.safetensors").read_bytes()
+        if repo.get("content") != content:  # unchanged files make no commit, as the Hub does
+            repo["content"], repo["head"] = content, repo["next"] * 40
         return CommitInfo(
-            commit_url="https://huggingface.co/org/repo/commit/" + "a" * 40,
+            commit_url="https://huggingface.co/org/repo/commit/" + repo["head"],
             commit_message="m",
             commit_description="",
-            oid="a" * 40,
+            oid=repo["head"],
             pr_url=None,
         )
 
+    def refs(self, repo_id, **kw):
+        tags = [GitRefInfo(name=t, ref=f"refs/tags/{t}", target_commit=c) for t, c in repo["tags"].items()]
+        return GitRefs(branches=[], converts=[], tags=tags)
+
+    def create_tag(self, repo_id, *, tag, revision, **kw):
+        calls.append(("create_tag", tag, revision))
+        assert tag not in repo["tags"], "409: the tag exists"
+        repo["tags"][tag] = revision
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create_repo",)))
     monkeypatch.setattr(
-        HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create_repo", repo_id, kw))
+        HfApi, "repo_info", lambda self, repo_id, **kw: type("Info", (), {"sha": repo["head"]})
     )
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    monkeypatch.setattr(
-        HfApi, "create_tag", lambda self, repo_id, **kw: calls.append(("create_tag", repo_id, kw))
-    )
-    result = CliRunner().invoke(
-        main, ["publish", f"local-dir:{directory}", "--repo-id", "org/repo", "--tag", "t1"]
-    )
+    monkeypatch.setattr(HfApi, "list_repo_refs", refs)
+    monkeypatch.setattr(HfApi, "create_tag", create_tag)
+    monkeypatch.setattr(HfApi, "delete_tag", lambda self, repo_id, *, tag, **kw: repo["tags"].pop(tag))
+
+    def publish(*args):
+        return CliRunner().invoke(main, ["publish", f"local-dir:{directory}", "--repo-id", "org/repo", *args])
+
+    result = publish("--tag", "t1")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "a" * 40 and "hf_secret" not in result.output
     assert [c[0] for c in calls] == ["create_repo", "upload_folder", "create_tag"]
     assert calls[1][1]["folder_path"] == directory and calls[1][1]["repo_id"] == "org/repo"
-    assert calls[2][2]["tag"] == "t1" and calls[2][2]["revision"] == "a" * 40
+    assert calls[2][1:] == ("t1", "a" * 40) and "a new commit" in result.stderr
+    calls.clear()
+    again = publish("--tag", "t1")
+    assert again.exit_code == 0 and again.stdout.strip() == "a" * 40 and "no new commit" in again.stderr
+    assert "create_tag" not in [c[0] for c in calls]
+    random_checkpoint(directory, seed=5)
+    repo["next"] = "b"
+    taken = publish("--tag", "t1")
+    assert taken.exit_code == 1 and "Traceback" not in taken.output
+    assert f"as commit {'b' * 40}, but not tagged: the tag t1 already names commit {'a' * 12}" in taken.stderr
+    moved = publish("--tag", "t1", "--move-tag")
+    assert moved.exit_code == 0 and repo["tags"]["t1"] == "b" * 40
+
+
+def test_publishing_without_a_network_is_one_line_saying_nothing_was_committed(timm_checkpoint, monkeypatch):
+    """A real connection to a closed port: no traceback, one line naming what was not uploaded."""
+    import socket
+
+    from huggingface_hub import constants
+
+    directory, _ = timm_checkpoint
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the suite runs offline (conftest)
+    offline = CliRunner().invoke(main, ["publish", f"local-dir:{directory}", "--repo-id", "org/repo"])
+    assert offline.exit_code == 1 and "nothing was committed: HF_HUB_OFFLINE is set" in offline.stderr
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value")
+    result = CliRunner().invoke(main, ["publish", f"local-dir:{directory}", "--repo-id", "org/repo"])
+    assert result.exit_code == 1 and "Traceback" not in result.output and "hf_secret" not in result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert "publishing test-entry to org/repo on http://127.0.0.1" in line
+    assert "failed, nothing was committed: the Hub could not be reached (ConnectError" in line

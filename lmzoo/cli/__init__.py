@@ -4,7 +4,7 @@ when they run, so ``lmzoo --help`` and ``lmzoo list`` start fast.
 
     engine_commands.py   inspect, solve, bench
     build_commands.py    build, tables
-    zoo_commands.py      list, info, show, results, card, publish
+    zoo_commands.py      list, info, show, results, card, export, publish
     options.py           the options and error handling the commands share
 """
 
@@ -14,7 +14,7 @@ import click
 
 from lmzoo.cli.build_commands import build, tables
 from lmzoo.cli.engine_commands import bench, inspect, solve
-from lmzoo.cli.zoo_commands import card, info, list_command, publish, results, show
+from lmzoo.cli.zoo_commands import card, export, info, list_command, publish, results, show
 
 
 @click.group()
@@ -23,7 +23,20 @@ def main() -> None:
     """lmzoo: depth-compressed CNNs with LayerMerge."""
 
 
-for command in (inspect, solve, bench, build, list_command, info, show, results, card, publish, tables):
+for command in (
+    inspect,
+    solve,
+    bench,
+    build,
+    list_command,
+    info,
+    show,
+    results,
+    card,
+    export,
+    publish,
+    tables,
+):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -25,24 +25,45 @@ from lmzoo.pipeline.stages import STAGE_NAMES, Stage
     "pruning); layermerge-union (an lmzoo extension) adds layer pruning's blocks to LayerMerge's; "
     "entries are named <stem>-<method>-<s>x [default: the recipe's].",
 )
+@click.option(
+    "--speedup",
+    "speedups",
+    type=click.FloatRange(min=1, min_open=True),
+    multiple=True,
+    help="Build this target speed-up (repeatable), listed in the recipe or not; it reuses the "
+    "recipe's base and tables and is named <recipe>-<s>x [default: the recipe's speed-ups].",
+)
 @user_errors
 def build(
-    recipe: str, profile: str | None, workdir: str | None, device: str, until: str, method: str | None
+    recipe: str,
+    profile: str | None,
+    workdir: str | None,
+    device: str,
+    quiet: bool,
+    until: str,
+    method: str | None,
+    speedups: tuple[float, ...],
 ) -> None:
     """Build zoo entries from RECIPE (a recipe file, a recipe name for all its speed-ups, or one zoo
     entry name such as mobilenetv2-fmnist-layermerge-1.6x or the baseline mobilenetv2-fmnist-depth-1.6x).
     Every stage is cached under the work directory, so a rerun resumes and the baselines reuse the
-    base and tables; the checkpoints go to the local store ($LMZOO_HOME)."""
+    base and tables; the checkpoints go to the local store ($LMZOO_HOME). A build with another
+    --profile than the default is named <entry>-<profile> (e.g. ...-1.6x-smoke): it never replaces
+    the entry."""
+    from lmzoo.errors import InvalidArgumentError
     from lmzoo.pipeline.builder import build as run_build
     from lmzoo.recipes import load_recipe
 
     resolved, speedup = load_recipe(recipe, profile, method=method)
+    if speedup is not None and speedups:
+        raise InvalidArgumentError(f"{recipe} names its speed-up; give the recipe name with --speedup")
     written = run_build(
         resolved,
-        speedups=[speedup] if speedup is not None else None,
+        speedups=list(speedups) or ([speedup] if speedup is not None else None),
         workdir=workdir,
         until=until,
         device=device,
+        progress=not quiet,
         log=lambda message: click.echo(message, err=True),
     )
     for path in written:
@@ -76,6 +97,7 @@ def tables(
     profile: str | None,
     workdir: str | None,
     device: str,
+    quiet: bool,
     out: str | None,
     shard: tuple[int, int] | None,
     executor: str,
@@ -88,7 +110,7 @@ def tables(
     from lmzoo.tables import ImportanceTable, LatencyTable
 
     resolved, _ = load_recipe(recipe, profile)
-    session = Build(resolved, workdir=workdir, device=device)
+    session = Build(resolved, workdir=workdir, device=device, progress=not quiet)
     table: LatencyTable | ImportanceTable
     if kind == Stage.LATENCY.value:
         table, path = session.latency

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from lmzoo.latency.setting import BACKENDS, LatencySetting
+from lmzoo.latency.setting import BACKENDS, DTYPES, LatencySetting
 
 F = TypeVar("F", bound=Callable[..., Any])
 _LATENCY = LatencySetting()
@@ -49,6 +49,10 @@ def choice(flag: str, choices: Sequence[str], default: str | None, help: str) ->
 
 json_output = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="No progress bars (the log lines and results still print)."
+)
+
 recipe_options = _stack(
     click.option(
         "--profile", default=None, help="Recipe profile, e.g. smoke [default: the recipe's default]."
@@ -60,6 +64,7 @@ recipe_options = _stack(
         help="Stage cache [default: $LMZOO_WORKDIR].",
     ),
     click.option("--device", default="cpu", show_default=True, help="Device for training and evaluation."),
+    quiet_option,
 )
 
 model_options = _stack(
@@ -77,7 +82,7 @@ latency_options = _stack(
     choice("--backend", BACKENDS, _LATENCY.backend, "Latency backend."),
     click.option("--device", default=_LATENCY.device, show_default=True, help="cpu, cuda or cuda:N."),
     click.option("--batch-size", default=_LATENCY.batch_size, show_default=True),
-    click.option("--dtype", default=_LATENCY.dtype, show_default=True),
+    choice("--dtype", DTYPES, _LATENCY.dtype, "Data type the networks are timed in."),
     click.option("--threads", type=int, default=None, help="CPU threads [default: torch's current setting]."),
     click.option("--runs", type=int, default=None, help="Timed runs per network [default: by device]."),
     click.option(

@@ -1,4 +1,6 @@
-"""The zoo's commands: ``lmzoo list``, ``info``, ``show``, ``results``, ``card`` and ``publish``."""
+"""The zoo's commands: ``lmzoo list``, ``info``, ``show``, ``results``, ``card``, ``export`` and
+``publish``. Every command that reads a checkpoint takes a zoo entry name (a profile build's
+``<entry>-<profile>`` too), ``hf-hub:ORG/REPO[@REV]`` or ``local-dir:PATH``."""
 
 from __future__ import annotations
 
@@ -9,40 +11,52 @@ from typing import Any
 
 import click
 
-from lmzoo.cli.options import json_output, user_errors
+from lmzoo.cli.options import choice, json_output, user_errors
+from lmzoo.core.candidates import METHODS
+from lmzoo.export import DEFAULT_OPSET, FORMATS
 
 
 @click.command(name="list")
 @click.argument("pattern", required=False)
+@choice(
+    "--method", METHODS, None, "Only entries of this selection method (the paper's baselines: depth, layer)."
+)
 @json_output
 @user_errors
-def list_command(pattern: str | None, as_json: bool) -> None:
-    """List zoo entries (fnmatch PATTERN, e.g. 'mobilenetv2-*'): built locally, published, or
-    defined by a recipe only."""
+def list_command(pattern: str | None, method: str | None, as_json: bool) -> None:
+    """List zoo entries (fnmatch PATTERN, e.g. 'mobilenetv2-*'): LayerMerge's and the baselines',
+    built locally, published, or defined by a recipe only; builds of other recipe profiles
+    (<entry>-smoke) are marked."""
     import lmzoo
+    from lmzoo.recipes import DEFAULT_PROFILE
     from lmzoo.zoo import info, registry
 
     entries = registry()
-    records = [info(name, entries=entries) for name in lmzoo.list_models(pattern)]
+    records = [info(name, entries=entries) for name in lmzoo.list_models(pattern, method=method)]
     if as_json:
         click.echo(json.dumps(records, indent=1))
         return
     for r in records:
         state = "built" if r["local_path"] else ("published" if r["published"] else "recipe only")
-        target = f"{r['target_speedup']:g}x" if "target_speedup" in r else ""
-        click.echo(f"{r['name']:<44} {target:>6}  {r.get('dataset', ''):<14} {state}")
+        if r.get("profile", DEFAULT_PROFILE) != DEFAULT_PROFILE:
+            state += f" ({r['profile']} profile: not the zoo entry)"
+        target = f"{r['target_speedup']:g}x" if r.get("target_speedup") else ""
+        click.echo(
+            f"{r['name']:<48} {target:>6}  {r.get('method') or '':<16} {r.get('dataset', ''):<14} {state}"
+        )
 
 
 @click.command()
 @click.argument("name")
+@click.option("--revision", default=None, help="Hub revision (tag, branch or commit sha).")
 @json_output
 @user_errors
-def info(name: str, as_json: bool) -> None:
-    """What the zoo knows of entry NAME: recipe, Hub repo and revision, local checkpoint and its
-    measured figures."""
+def info(name: str, revision: str | None, as_json: bool) -> None:
+    """What the zoo knows of NAME (a zoo entry, hf-hub:ORG/REPO or local-dir:PATH): recipe,
+    method, profile, Hub repo and revision, local checkpoint and its measured figures."""
     from lmzoo.zoo import info as zoo_info
 
-    record = zoo_info(name)
+    record = zoo_info(name, revision=revision)
     if as_json:
         click.echo(json.dumps(record, indent=1))
         return
@@ -102,6 +116,8 @@ def _hub_card(name: str, snapshot: Any) -> Any:
 
 
 def _built_entry(name: str) -> Any:
+    """The checkpoint directory of a built entry (weights included): its store directory, or a
+    local-dir: path."""
     from lmzoo.checkpoint import CONFIG_NAME
     from lmzoo.store import entry_dir
     from lmzoo.zoo import info as zoo_info
@@ -109,6 +125,12 @@ def _built_entry(name: str) -> Any:
     if name.startswith("local-dir:"):
         directory = Path(name.removeprefix("local-dir:"))
     else:
+        if name.startswith("hf-hub:"):
+            from lmzoo.errors import InvalidArgumentError
+
+            raise InvalidArgumentError(
+                f"{name} is on the Hub; this command works on a local checkpoint (the store or local-dir:)"
+            )
         zoo_info(name)  # unknown names fail here, with suggestions
         directory = entry_dir(name)
     if not (directory / CONFIG_NAME).is_file():
@@ -166,29 +188,71 @@ def results(pattern: str | None, out: str) -> None:
     default=None,
     help="Also mirror the card files (everything but the weights) here, e.g. cards/NAME.",
 )
+@click.option("--revision", default=None, help="Hub revision (tag, branch or commit sha) of a Hub name.")
 @user_errors
-def card(name: str, results: str | None, out: str | None) -> None:
-    """Regenerate the model card (README.md) of built entry NAME (or local-dir:PATH) from what its
-    checkpoint holds. Prints the card's path."""
+def card(name: str, results: str | None, out: str | None, revision: str | None) -> None:
+    """Regenerate the model card (README.md) of NAME from what its checkpoint holds: a built entry
+    or local-dir:PATH (the card is rewritten there; prints its path), or hf-hub:ORG/REPO or a
+    published entry not built here (prints the regenerated card, or writes it under --out)."""
     import shutil
 
     from lmzoo.cards import card_from_checkpoint
-    from lmzoo.checkpoint import WEIGHTS_NAME, read_config
+    from lmzoo.checkpoint import read_config, weights_name
     from lmzoo.results import plot_frontier, read_results
+    from lmzoo.store import is_built
+    from lmzoo.zoo import checkpoint_files
 
-    directory = _built_entry(name)
-    if results is not None:
-        plot_frontier(read_results(results), directory / "frontier.png", entry=read_config(directory)["name"])
-    text = card_from_checkpoint(directory)
-    (directory / "README.md").write_text(text)
+    local = name.startswith("local-dir:") or (
+        revision is None and not name.startswith("hf-hub:") and is_built(name)
+    )
+    directory = _built_entry(name) if local else checkpoint_files(name, revision=revision)
+    weights = weights_name(read_config(directory))
+    frontier = Path(out or directory) / "frontier.png" if results is not None else None
+    if results is not None and frontier is not None:
+        frontier.parent.mkdir(parents=True, exist_ok=True)
+        plot_frontier(read_results(results), frontier, entry=read_config(directory)["name"])
+    text = card_from_checkpoint(directory, frontier=frontier is not None or None)
+    if local:
+        (directory / "README.md").write_text(text)
     if out:
         target = Path(out)
         for source in sorted(directory.rglob("*")):
-            if source.is_file() and source.name != WEIGHTS_NAME:
-                path = target / source.relative_to(directory)
+            relative = source.relative_to(directory)
+            if source.is_file() and str(relative) != weights and relative.parts[0] != ".cache":
+                path = target / relative
                 path.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, path)
-    click.echo(str(Path(out) / "README.md") if out else str(directory / "README.md"))
+                if path.resolve() != source.resolve():
+                    shutil.copyfile(source, path)
+        (target / "README.md").write_text(text)
+        click.echo(str(target / "README.md"))
+    elif local:
+        click.echo(str(directory / "README.md"))
+    else:
+        click.echo(text)
+
+
+@click.command(name="export")
+@click.argument("name")
+@choice("--format", FORMATS, FORMATS[0], "Export format.")
+@click.option("--opset", type=click.IntRange(min=7), default=DEFAULT_OPSET, show_default=True)
+@click.option("--dynamic-batch", is_flag=True, help="A batch dimension of any size (checked at 1 and 3).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where to write the file [default: model.onnx in the checkpoint directory].",
+)
+@user_errors
+def export(name: str, format: str, opset: int, dynamic_batch: bool, out: str | None) -> None:
+    """Export the merged network of built entry NAME (or local-dir:PATH) to ONNX, run it in
+    onnxruntime against PyTorch before keeping it, and write the check's record (onnx.json) next
+    to it; `lmzoo card` then says how it was checked and `lmzoo publish` uploads both. Prints the
+    file's path."""
+    from lmzoo.export import export_checkpoint
+
+    path, record = export_checkpoint(_built_entry(name), out=out, opset=opset, dynamic_batch=dynamic_batch)
+    click.echo(f"checked in onnxruntime: {record.describe()}", err=True)
+    click.echo(str(path))
 
 
 @click.command()
@@ -200,24 +264,69 @@ def card(name: str, results: str | None, out: str | None) -> None:
     default=None,
     help="Instead, commit into the git repository at this directory (Hub layout, for mirrors).",
 )
-@click.option("--tag", default=None, help="Tag the new revision [default: lmzoo-<version>].")
+@click.option(
+    "--tag",
+    default=None,
+    help="Tag the published commit [default: lmzoo-<version>; when that names another commit, "
+    "lmzoo-<version>-<sha>].",
+)
+@click.option("--move-tag", is_flag=True, help="Move --tag when it already names another commit.")
+@click.option(
+    "--onnx", "with_onnx", is_flag=True, help="Export to ONNX first (lmzoo export) and publish it too."
+)
+@click.option(
+    "--allow-profile",
+    is_flag=True,
+    help="Publish a build of a recipe profile other than the default (e.g. a smoke build).",
+)
 @click.option("--private", is_flag=True, help="Create the Hub repository as private.")
 @user_errors
-def publish(name: str, repo_id: str | None, to_git: str | None, tag: str | None, private: bool) -> None:
+def publish(
+    name: str,
+    repo_id: str | None,
+    to_git: str | None,
+    tag: str | None,
+    move_tag: bool,
+    with_onnx: bool,
+    allow_profile: bool,
+    private: bool,
+) -> None:
     """Publish built entry NAME (or local-dir:PATH) to the Hub (--repo-id; token from HF_TOKEN or
-    `hf auth login`) or to a git mirror (--to-git). Prints the new revision (commit sha); pin it in
-    the recipe's hub.revisions so `lmzoo.load(NAME)` downloads exactly that."""
+    `hf auth login`) or to a git mirror (--to-git). Repeatable: unchanged files make no new commit
+    and the tag stays. Prints the commit sha; pin it in the recipe's hub.revisions so
+    `lmzoo.load(NAME)` downloads exactly that."""
+    from lmzoo.checkpoint import read_config
     from lmzoo.errors import InvalidArgumentError
     from lmzoo.hub import publish_to_git, publish_to_hub
-    from lmzoo.version import __version__
 
     if (repo_id is None) == (to_git is None):
         raise InvalidArgumentError("give exactly one of --repo-id ORG/REPO or --to-git DIR")
     directory = _built_entry(name)
-    tag = tag or f"lmzoo-{__version__}"
+    profile = read_config(directory).get("profile", "default")
+    if profile != "default" and not allow_profile:
+        raise InvalidArgumentError(
+            f"{name} was built with the recipe's {profile!r} profile, not as the zoo entry; rebuild it "
+            "without --profile, or pass --allow-profile to publish it as what it is"
+        )
+    if with_onnx:
+        from lmzoo.export import export_checkpoint
+
+        export_checkpoint(directory)
+        _regenerate_card(directory)
     if to_git:
-        sha = publish_to_git(directory, to_git, tag=tag)
+        published = publish_to_git(directory, to_git, tag=tag, move_tag=move_tag)
     else:
         assert repo_id is not None
-        sha = publish_to_hub(directory, repo_id, tag=tag, private=private)
-    click.echo(sha)
+        published = publish_to_hub(directory, repo_id, tag=tag, move_tag=move_tag, private=private)
+    change = "a new commit" if published.new_commit else "no new commit: the files were already there"
+    click.echo(f"published {name}: {change}, tagged {published.tag}", err=True)
+    click.echo(published.sha)
+
+
+def _regenerate_card(directory: Path) -> None:
+    """Rewrite the card of a checkpoint whose files changed (an export added), when it has the records
+    a card is made from."""
+    from lmzoo.cards import card_from_checkpoint
+
+    if (directory / "recipe.yaml").is_file():
+        (directory / "README.md").write_text(card_from_checkpoint(directory))

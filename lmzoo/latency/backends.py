@@ -9,10 +9,8 @@ events on the current stream; host-blocking runtimes (onnxruntime) and CPU work 
 from __future__ import annotations
 
 import contextlib
-import io
 import platform
 import time
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from lmzoo.devices import resolve_device
 from lmzoo.errors import InvalidArgumentError, LatencyBackendUnavailable, LmzooError
 from lmzoo.latency.setting import BACKENDS, DEFAULT_RUNS, DEFAULT_WARMUP, LatencySetting
 from lmzoo.latency.stats import LatencyStats
@@ -58,29 +57,16 @@ class Target:
         """Human name of the device: the GPU model, or the CPU model and thread count."""
         if self.is_cuda:
             return torch.cuda.get_device_name(self.device)
-        return f"{_cpu_model()} ({self.threads} threads)"
+        return f"{_cpu_model()} ({self.threads} thread{'s' if self.threads != 1 else ''})"
 
 
 def make_target(
     device: str = "cpu", dtype: str | torch.dtype = "float32", threads: int | None = None
 ) -> Target:
     """Validate and normalise where to measure (one clear error for each bad value)."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InvalidArgumentError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from None
+    dev = resolve_device(device, error=LatencyBackendUnavailable)
     if dev.type not in ("cpu", "cuda"):
-        raise InvalidArgumentError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise LatencyBackendUnavailable(
-                f"device {device!r} was asked for but CUDA is not available here (torch "
-                f"{torch.__version__}, no GPU visible): measure on 'cpu', or run on a machine with a GPU"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InvalidArgumentError(f"{device!r}: only {torch.cuda.device_count()} GPU(s) visible")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
+        raise InvalidArgumentError(f"latency is measured on 'cpu', 'cuda' or 'cuda:N', not {device!r}")
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
             raise InvalidArgumentError(f"unknown dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
@@ -168,6 +154,8 @@ class OnnxRuntimeBackend(Backend):
 
     def prepare(self, module: nn.Module, inputs: Sequence[torch.Tensor], target: Target) -> Runner:
         ort = _import_onnxruntime()
+        from lmzoo.onnx_graph import onnx_bytes
+
         model = onnx_bytes(module, inputs)
         options = ort.SessionOptions()
         options.intra_op_num_threads = target.threads
@@ -220,6 +208,8 @@ class TensorRTBackend(Backend):
         fp16 = target.dtype == torch.float16
         export_dtype = torch.float16 if fp16 and major >= 11 else torch.float32
         onnx_inputs = [x.to(export_dtype) if x.is_floating_point() else x for x in inputs]
+        from lmzoo.onnx_graph import onnx_bytes
+
         model = onnx_bytes(module.to(export_dtype), onnx_inputs)
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
@@ -405,29 +395,6 @@ def _memory_errors(batch: int, target: Target) -> Iterator[None]:
                 f"a batch of {batch} does not fit in the memory of {target.device}: use a smaller batch_size"
             ) from None
         raise
-
-
-def onnx_bytes(module: nn.Module, inputs: Sequence[torch.Tensor]) -> bytes:
-    """Serialised ONNX of ``module`` at these inputs. The TorchScript exporter is tried first (about
-    25x faster on small convs); the dynamo exporter (needs onnxscript) is the fallback."""
-    module = module.eval()
-    args = tuple(inputs)
-    try:
-        buffer = io.BytesIO()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, args, buffer, dynamo=False)  # type: ignore[arg-type]
-        return buffer.getvalue()
-    except Exception:  # any failure of the legacy exporter: fall back to the dynamo one
-        pass
-    try:
-        program = torch.onnx.export(module, args, dynamo=True, external_data=False, verbose=False)
-    except ImportError as err:
-        raise LatencyBackendUnavailable(
-            f"exporting to ONNX needs the onnx extra: pip install 'lmzoo[onnx]' ({err})"
-        ) from None
-    assert program is not None
-    return bytes(program.model_proto.SerializeToString())
 
 
 def backend_versions(backend: Backend) -> dict[str, str]:

@@ -11,6 +11,9 @@ from lmzoo.errors import InvalidArgumentError
 
 #: the latency backends by name (``lmzoo.latency.backends`` implements each)
 BACKENDS = ("torch", "torch-compile", "onnxruntime", "tensorrt")
+#: the data types a measurement may use (lmzoo.latency.backends maps each to a torch dtype; fp32,
+#: fp16 and bf16 are accepted as aliases)
+DTYPES = ("float32", "float16", "bfloat16")
 #: untimed and timed runs per measurement, by device kind. CPU: enough runs for a stable median at
 #: batch 1 within seconds per table; CUDA: the paper's 300 warm-up / 200 timed runs.
 DEFAULT_WARMUP = {"cpu": 10, "cuda": 300}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from torch import nn
 
 from lmzoo.core.spec import Spec
 from lmzoo.engine import trace
+from lmzoo.errors import InvalidArgumentError
 from lmzoo.pipeline.base import base_key, base_stage
 from lmzoo.pipeline.card import card_stage
 from lmzoo.pipeline.evaluate import evaluate_stage
@@ -179,15 +180,18 @@ class Build:
             latency=latency,
             importance=importance,
             example=example,
+            preprocessing=self.inputs.preprocessing,
         )
         self.say(f"{name}: written to {written} {self.clock.lap()}")
         return written
 
 
 def build(
-    recipe: Recipe,
+    recipe: Recipe | str | os.PathLike[str],
     *,
-    speedups: list[float] | None = None,
+    speedups: Sequence[float] | None = None,
+    profile: str | None = None,
+    method: str | None = None,
     workdir: str | os.PathLike[str] | None = None,
     until: Stage | str = Stage.CARD,
     device: str = "cpu",
@@ -195,11 +199,27 @@ def build(
     log: Log | None = None,
 ) -> list[Path]:
     """Run the stages up to ``until`` for each target speed-up; returns the checkpoint directories
-    written to the local store. Every stage is cached, so a rerun resumes where it stopped."""
+    written to the local store. Every stage is cached, so a rerun resumes where it stopped.
+
+    ``recipe``: a Recipe, or a recipe file, recipe name or zoo entry name (resolved with ``profile``
+    and ``method``). ``speedups``: the targets (default: the entry's, else the recipe's); any
+    speed-up above 1 may be asked for, so a target the recipe does not list reuses its base and
+    tables, and is named by the same rule (``<recipe>-<s>x``)."""
+    from lmzoo.recipes import load_recipe
+
+    if not isinstance(recipe, Recipe):
+        recipe, entry_speedup = load_recipe(recipe, profile, method=method)
+        if speedups is None and entry_speedup is not None:
+            speedups = [entry_speedup]
+    elif profile is not None or method is not None:
+        raise InvalidArgumentError("profile= and method= apply to a recipe given by name or file")
+    targets = list(speedups) if speedups is not None else list(recipe.solve.speedups)
+    if not targets or not all(isinstance(s, (int, float)) and s > 1 for s in targets):
+        raise InvalidArgumentError(f"speed-ups must be numbers above 1, got {targets}")
     until = Stage.parse(until)
-    if until.reaches(Stage.EVALUATE):
-        check_feature_model(recipe)  # before hours of training, not after
     session = Build(recipe, workdir=workdir, device=device, progress=progress, log=log)
+    if until.reaches(Stage.EVALUATE) and recipe.evaluate.feature_model:
+        check_feature_model(recipe, session.inputs.preprocessing)  # before hours of training, not after
     written: list[Path] = []
     _ = session.base  # each stage runs (or is read from the cache) when first asked for
     if until.reaches(Stage.LATENCY):
@@ -207,8 +227,8 @@ def build(
     if until.reaches(Stage.IMPORTANCE):
         importance, _ = session.importance()
         if until.reaches(Stage.SOLVE):
-            for speedup in speedups or list(recipe.solve.speedups):
-                path = session.entry(speedup, until, importance)
+            for speedup in targets:
+                path = session.entry(float(speedup), until, importance)
                 if path is not None:
                     written.append(path)
     session.say(f"build finished in {session.clock.total()}")

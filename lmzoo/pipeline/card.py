@@ -16,7 +16,9 @@ from lmzoo.checkpoint import checkpoint_config, write_checkpoint
 from lmzoo.core.spec import Spec
 from lmzoo.latency.card import plot_block_latency
 from lmzoo.pipeline.workspace import Workspace
+from lmzoo.preprocessing import Preprocessing
 from lmzoo.records import Evaluation, SolveRecord
+from lmzoo.sources import get_source
 from lmzoo.store import entry_dir
 from lmzoo.tables import ImportanceTable, LatencyTable
 
@@ -33,6 +35,7 @@ def card_stage(
     latency: LatencyTable,
     importance: ImportanceTable,
     example: tuple[torch.Tensor, ...],
+    preprocessing: Preprocessing,
 ) -> Path:
     """The entry's directory in the local store."""
     recipe = ws.recipe
@@ -43,9 +46,23 @@ def card_stage(
         task=evaluation.task,
         spec_fingerprint=spec.fingerprint,
         plan=solve.plan,
-        extra={"recipe": recipe.name, "profile": recipe.profile, "target_speedup": solve.target_speedup},
+        preprocessing=preprocessing,
+        extra={
+            "recipe": recipe.name,
+            "profile": recipe.profile,
+            "method": recipe.solve.method,
+            "target_speedup": solve.target_speedup,
+        },
     )
-    card = model_card(name=name, recipe=recipe, evaluation=evaluation, solve=solve)
+    layout = get_source(recipe.model.source).checkpoint_layout(merged, config)
+    if layout.weights is not None:  # the source's layout: its file holds the wrapped network
+        config = {**config, "weights": layout.weights}
+        saved = get_source(recipe.model.source).wrap(merged, config)
+    else:
+        saved = merged
+    card = model_card(
+        name=name, recipe=recipe, evaluation=evaluation, solve=solve, preprocessing=preprocessing
+    )
     files: dict[str, Callable[[Path], object]] = {
         "README.md": lambda p: p.write_text(card),
         "latency.json": evaluation.latency_card.save,
@@ -59,4 +76,4 @@ def card_stage(
     if evaluation.samples is not None:  # the evaluate stage's grid, next to its record
         grid = evaluation_file.parent / evaluation.samples.file
         files[evaluation.samples.file] = lambda p: shutil.copyfile(grid, p)
-    return write_checkpoint(entry_dir(name), merged, config, files)
+    return write_checkpoint(entry_dir(name), saved, config, {**layout.files, **files})

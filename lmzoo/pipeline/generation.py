@@ -7,19 +7,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from lmzoo.checkpoint import read_config
 from lmzoo.errors import InvalidArgumentError
+from lmzoo.preprocessing import Preprocessing
 from lmzoo.recipes import EvaluateSection, Recipe, load_recipe
 from lmzoo.records import Frechet, SampleGrid
 from lmzoo.tasks import Denoising
-
-if TYPE_CHECKING:
-    from lmzoo.zoo import ZooEntry
 
 
 def frechet(
@@ -68,37 +67,65 @@ def frechet(
     )
 
 
-def check_feature_model(recipe: Recipe) -> None:
-    """Fail before any training when ``evaluate.feature_model`` cannot be used: an unknown or
-    wrong-data-set zoo name, or Inception without pytorch-fid or its weights (fetched if missing)."""
-    from lmzoo.frechet import INCEPTION, check_inception
+def check_feature_model(recipe: Recipe, own: Preprocessing) -> None:
+    """Fail before any stage runs when ``evaluate.feature_model`` cannot be used, by loading it for
+    real: Inception without pytorch-fid or without loadable weights (fetched if missing); a classifier
+    that is not built, not published or damaged, of another data set, or taking other images than
+    this recipe's (``own``: its preprocessing)."""
+    from lmzoo.frechet import INCEPTION, check_inception, load_fid_inception
 
     name = recipe.evaluate.feature_model
     if name == INCEPTION:
-        check_inception()
+        load_fid_inception(check_inception())
     elif name is not None:
-        _feature_classifier(recipe)
+        _, preprocessing = _feature_classifier(recipe)
+        if preprocessing.input_size != own.input_size:
+            raise InvalidArgumentError(
+                f"evaluate.feature_model {name!r} takes {preprocessing.input_size} images, this recipe "
+                f"makes {own.input_size} ones; name a classifier of the same images"
+            )
 
 
-def _feature_classifier(recipe: Recipe) -> ZooEntry:
-    """The zoo entry ``evaluate.feature_model`` names, checked to be a classifier of this data set."""
+def _feature_classifier(recipe: Recipe) -> tuple[nn.Module, Preprocessing]:
+    """The classifier ``evaluate.feature_model`` names, loaded (zoo entry, profile build,
+    ``hf-hub:`` or ``local-dir:``), checked to be a classifier of this data set, and the
+    preprocessing its data had."""
+    from lmzoo.errors import LmzooError
     from lmzoo.frechet import INCEPTION
-    from lmzoo.zoo import registry
+    from lmzoo.recipes import RecipeError
+    from lmzoo.zoo import load
 
     name = recipe.evaluate.feature_model
-    entry = registry().get(name) if name is not None else None
-    if entry is None or entry.dataset != recipe.data.dataset:
-        raise InvalidArgumentError(
-            f"evaluate.feature_model {name!r} must be {INCEPTION!r} or a zoo classifier trained on "
-            f"{recipe.data.dataset}"
-        )
-    return entry
+    assert name is not None
+    wrong = InvalidArgumentError(
+        f"evaluate.feature_model {name!r} must be {INCEPTION!r} or a zoo classifier trained on "
+        f"{recipe.data.dataset}"
+    )
+    try:
+        classifier = load(name)  # says how to build it when it is missing
+    except LmzooError as err:
+        raise type(err)(f"evaluate.feature_model: {err}") from None
+    config = read_config(classifier.lmzoo_checkpoint)
+    if config["task"] != "classification":
+        raise wrong
+    try:
+        dataset = load_recipe(config.get("recipe") or name, extra_speedups=True)[0].data.dataset
+    except RecipeError:
+        dataset = None  # a checkpoint of no recipe this installation knows: its images are checked
+    if dataset not in (None, recipe.data.dataset):
+        raise wrong
+    preprocessing = getattr(classifier, "lmzoo_preprocessing", None)
+    if preprocessing is None:  # a checkpoint of an earlier version: its recipe's preprocessing
+        from lmzoo.data import small_preprocessing
+
+        data = load_recipe(config.get("recipe") or name, extra_speedups=True)[0].data
+        preprocessing = small_preprocessing(data.dataset, data.normalize, data.pad_to)
+    return classifier, preprocessing
 
 
 def _frechet_features(recipe: Recipe) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     """The feature map for images in [-1, 1], and how the record describes it."""
     from lmzoo.frechet import INCEPTION, classifier_features, inception_features, load_fid_inception
-    from lmzoo.zoo import load
 
     if recipe.evaluate.feature_model == INCEPTION:
         inception = load_fid_inception()  # raises the same one-line errors as check_inception
@@ -106,34 +133,35 @@ def _frechet_features(recipe: Recipe) -> tuple[Callable[[torch.Tensor], torch.Te
             lambda images: inception_features(inception, (images.clamp(-1, 1) + 1) / 2),
             "Inception-v3 pool3 (2048-d), pytorch-fid's pt_inception-2015-12-05 weights: FID",
         )
-    entry = _feature_classifier(recipe)
-    feature_data = load_recipe(entry.recipe)[0].data
-    classifier = load(entry.name)  # says how to build it when it is missing
+    classifier, preprocessing = _feature_classifier(recipe)
 
     def features(images: torch.Tensor) -> torch.Tensor:
         return classifier_features(
-            classifier, _classifier_input((images.clamp(-1, 1) + 1) / 2, recipe.data, feature_data)
+            classifier, _classifier_input((images.clamp(-1, 1) + 1) / 2, preprocessing)
         )
 
     return features, "penultimate layer (pooled, before the classifier); not Inception FID"
 
 
-def _classifier_input(images01: torch.Tensor, own: Any, feature: Any) -> torch.Tensor:
-    """Images in [0, 1] (padded to ``own.pad_to`` with black) as the feature classifier saw its
-    training data: its normalisation, its padding value in the border."""
-    import lmzoo.data as lmdata
-
-    if own.pad_to != feature.pad_to:
+def _classifier_input(images01: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """Generated images in [0, 1] as the feature classifier's own preprocessing prepares its data:
+    the native image in the centre, the classifier's border colour around it, its normalisation."""
+    if tuple(images01.shape[1:]) != preprocessing.input_size:
         raise InvalidArgumentError(
-            f"the feature model sees {feature.pad_to}-pixel images, this recipe makes {own.pad_to}-pixel ones"
+            f"the feature model takes {preprocessing.input_size} images, this recipe makes "
+            f"{tuple(images01.shape[1:])} ones"
         )
-    mean, std, pad_value = lmdata.normalization(own.dataset, feature.normalize)
-    x = (images01 - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
-    border = ((own.pad_to or 0) - lmdata.NATIVE_SIZE.get(own.dataset, own.pad_to or 0)) // 2
-    if border > 0:
-        inner = x[..., border:-border, border:-border]
-        x = torch.nn.functional.pad(inner, (border,) * 4, value=pad_value)
-    return x
+    x = images01
+    native, size = preprocessing.native_size, preprocessing.input_size[1]
+    if preprocessing.crop_mode == "border" and native < size:
+        fill = torch.tensor(preprocessing.fill or (0,) * x.shape[1], dtype=x.dtype).view(1, -1, 1, 1) / 255
+        top = (size - native) // 2
+        canvas = fill.expand_as(x).clone()
+        canvas[..., top : top + native, top : top + native] = x[..., top : top + native, top : top + native]
+        x = canvas
+    mean = torch.tensor(preprocessing.mean, dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(preprocessing.std, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - mean) / std
 
 
 def sample_grid(

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset, Subset
 
 from lmzoo.errors import InvalidArgumentError, LmzooError
 from lmzoo.importance.context import ImportanceData
+from lmzoo.preprocessing import Preprocessing
 from lmzoo.recipes import Recipe
 from lmzoo.sources import get_source
 from lmzoo.tasks import Task, make_task
@@ -69,9 +70,17 @@ class BuildInputs:
             train_set, test_set = lmdata.image_folder("train", folder), lmdata.image_folder("val", folder)
         else:
             size = self.recipe.model.input_size
-            train_set = lmdata.imagenet("train", root=d.root, image_size=size)
-            test_set = lmdata.imagenet("val", root=d.root, image_size=size)
+            train_set = lmdata.imagenet("train", root=d.root, image_size=size, **d.folder_settings())
+            test_set = lmdata.imagenet("val", root=d.root, image_size=size, **d.folder_settings())
         return _limit(train_set, d.limit_train, "limit_train"), _limit(test_set, d.limit_test, "limit_test")
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The evaluation preprocessing of the test split (what the checkpoint records)."""
+        dataset = self.test_set
+        while isinstance(dataset, Subset):  # the limits
+            dataset = dataset.dataset
+        return dataset.preprocessing  # type: ignore[attr-defined,no-any-return]
 
     @property
     def train_set(self) -> Dataset[Any]:

@@ -15,8 +15,9 @@ group. Importing this package imports neither torch nor the source libraries.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from lmzoo.errors import InvalidArgumentError, UnsupportedModelError
@@ -113,6 +114,22 @@ class Source(ABC):
     def wrap(self, merged: nn.Module, config: Mapping[str, Any]) -> nn.Module:
         """The loaded merged network as users get it (a checkpoint's ``config``); itself by default."""
         return merged
+
+    def checkpoint_layout(self, merged: nn.Module, config: Mapping[str, Any]) -> CheckpointLayout:
+        """How a checkpoint of a merged network of this source is laid out: lmzoo's own
+        (``model.safetensors`` holding the merged network's state) by default; a source whose
+        library loads checkpoints of its own (diffusers pipelines) lays the weights out for it."""
+        return CheckpointLayout()
+
+
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """What a source adds to a checkpoint directory: the weights file, when it is not
+    ``model.safetensors``, then holding the state of the *wrapped* network (:meth:`Source.wrap`),
+    and extra files by name, each written by a function of its path."""
+
+    weights: str | None = None
+    files: Mapping[str, Callable[[Path], object]] = field(default_factory=dict)
 
 
 SOURCES: Registry[type[Source]] = Registry(

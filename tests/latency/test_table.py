@@ -163,8 +163,8 @@ def test_calibration_chain_runs_every_conv_even_in_optimising_runtimes(name, tmp
     import onnx
     import onnxruntime as ort
 
-    from lmzoo.latency.backends import onnx_bytes
     from lmzoo.latency.table import _IdentityChain
+    from lmzoo.onnx_graph import onnx_bytes
 
     t = TINY_MODELS[name]
     model = t.build().eval()

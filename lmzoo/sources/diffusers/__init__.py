@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lmzoo.errors import DataNotFoundError, InvalidArgumentError
-from lmzoo.sources import Source, register_source
+from lmzoo.files import write_json
+from lmzoo.sources import CheckpointLayout, Source, register_source
 
 if TYPE_CHECKING:
     from torch import nn
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
 #: the diffusers classes this source builds (a config may name only these: nothing is imported by
 #: a name read from a file)
 ARCHITECTURES = ("UNet2DModel",)
+#: where a merged UNet's weights go in its checkpoint: the "unet" component of a diffusers pipeline
+#: directory, so DDPMPipeline.from_pretrained loads the checkpoint directory as it is
+UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 
 
 @register_source
@@ -73,6 +77,33 @@ class DiffusersSource(Source):
         from lmzoo.sources.diffusers.unet import LayerMergeUNet2DModel
 
         return LayerMergeUNet2DModel.wrapping(merged, config)  # type: ignore[return-value]
+
+    def checkpoint_layout(self, merged: nn.Module, config: Mapping[str, Any]) -> CheckpointLayout:
+        """A diffusers DDPMPipeline directory around lmzoo's files: ``model_index.json``, the
+        scheduler's config (the training schedule) and the UNet component (its config and weights),
+        so ``DDPMPipeline.from_pretrained(directory or repo)`` loads the merged UNet as
+        :class:`~lmzoo.sources.diffusers.unet.LayerMergeUNet2DModel` with nothing but lmzoo installed."""
+        import diffusers
+        from diffusers import DDPMScheduler
+
+        from lmzoo.tasks import DDPM_SCHEDULE
+
+        unet = self.wrap(merged, config)
+        index = {
+            "_class_name": "DDPMPipeline",
+            "_diffusers_version": diffusers.__version__,
+            "scheduler": ["diffusers", "DDPMScheduler"],
+            "unet": ["lmzoo", type(unet).__name__],
+        }
+        scheduler = DDPMScheduler(**DDPM_SCHEDULE)
+        return CheckpointLayout(
+            weights=UNET_WEIGHTS,
+            files={
+                "model_index.json": lambda p: write_json(p, index, indent=2),
+                "scheduler/scheduler_config.json": lambda p: p.write_text(scheduler.to_json_string()),
+                "unet/config.json": lambda p: p.write_text(unet.to_json_string()),  # type: ignore[operator]
+            },
+        )
 
 
 def _plain(value: Any) -> Any:

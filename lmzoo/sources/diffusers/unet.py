@@ -4,8 +4,9 @@ signature ``forward(sample, timestep, class_labels=None, return_dict=True)``.
 
 Its config also repeats ``sample_size``, ``in_channels`` and ``out_channels`` so diffusers pipelines
 (``DDPMPipeline(unet=model, scheduler=...)``) use it like a UNet2DModel. ``save_pretrained`` /
-``from_pretrained`` (with ``low_cpu_mem_usage=False``: the structure is rebuilt by tracing real
-tensors) round-trip it.
+``from_pretrained`` round-trip it, and a DDPM zoo checkpoint is a DDPMPipeline directory whose
+``model_index.json`` names this class (``["lmzoo", "LayerMergeUNet2DModel"]``), so
+``DDPMPipeline.from_pretrained(checkpoint)`` loads it with lmzoo installed and no other code.
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ class LayerMergeUNet2DModel(ModelMixin, ConfigMixin):
                 weights=True,
             )
         self.unet = merged
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """diffusers' ``from_pretrained``, always with real tensors (``low_cpu_mem_usage=False``): the
+        merged structure is rebuilt by tracing the base network, which meta tensors cannot run."""
+        kwargs["low_cpu_mem_usage"] = False
+        kwargs.pop("device_map", None)
+        return super().from_pretrained(*args, **kwargs)
 
     @classmethod
     def wrapping(cls, merged: nn.Module, config: Mapping[str, Any]) -> LayerMergeUNet2DModel:
