@@ -62,10 +62,13 @@ _EXPORTS = {
     "lmzoo.export": ("export_onnx",),
     "lmzoo.pipeline.builder": ("build",),
     "lmzoo.preprocessing": ("Preprocessing",),
-    # a diffusers pipeline's model_index.json names this class ("lmzoo", "LayerMergeUNet2DModel")
+    # a DDPM checkpoint's model_index.json names this class ("lmzoo", "LayerMergeUNet2DModel")
     "lmzoo.sources.diffusers.unet": ("LayerMergeUNet2DModel",),
 }
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+#: diffusers' pipeline loader finds a component's load method by looking the library (here "lmzoo")
+#: up for its base classes; ModelMixin is reachable for that, not part of lmzoo's API (__all__)
+_FOR_DIFFUSERS = {"lmzoo.sources.diffusers.unet": ("LayerMergeUNet2DModel", "ModelMixin")}
+__getattr__, __dir__ = lazy_exports(__name__, {**_EXPORTS, **_FOR_DIFFUSERS})
 
 __all__ = [
     "DataNotFoundError",

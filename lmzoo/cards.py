@@ -195,7 +195,8 @@ def _use(
         ]
         note += (
             " `model_index.json` names the UNet class `lmzoo.LayerMergeUNet2DModel` and the training "
-            "schedule's `DDPMScheduler`, so diffusers loads it with lmzoo installed and no other code."
+            "schedule's `DDPMScheduler`, so diffusers loads it once lmzoo is imported (diffusers takes "
+            "components only from modules the caller imported) and runs no other code."
         )
     elif task == "denoising":
         lines += [

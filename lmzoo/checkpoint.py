@@ -117,6 +117,23 @@ def write_checkpoint(
     return target
 
 
+def write_merged_checkpoint(
+    directory: str | os.PathLike[str],
+    merged: nn.Module,
+    config: Mapping[str, Any],
+    files: Mapping[str, Callable[[Path], object]] | None = None,
+) -> Path:
+    """:func:`write_checkpoint` of a merged network in its source's layout
+    (:meth:`lmzoo.sources.Source.checkpoint_layout`: a DDPM UNet's is a diffusers pipeline directory)."""
+    source = get_source(config["base"]["source"])
+    layout = source.checkpoint_layout(merged, config)
+    saved = merged
+    if layout.weights is not None:  # the file then holds the wrapped network, as its library loads it
+        config = {**config, "weights": layout.weights}
+        saved = source.wrap(merged, config)
+    return write_checkpoint(directory, saved, config, {**layout.files, **(files or {})})
+
+
 def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The checkpoint's config, validated and migrated to the current format."""
     path = Path(directory) / CONFIG_NAME

@@ -189,7 +189,7 @@ def random_checkpoint(
     randomised too), as ``lmzoo build`` writes one minus the cards. Returns it and the merged network."""
     import random
 
-    from lmzoo.checkpoint import checkpoint_config, write_checkpoint
+    from lmzoo.checkpoint import checkpoint_config, write_merged_checkpoint
     from lmzoo.core.candidates import candidates
     from lmzoo.data import small_preprocessing
     from lmzoo.engine import apply_plan, merge, trace
@@ -219,7 +219,7 @@ def random_checkpoint(
         preprocessing=preprocessing,
         extra={"target_speedup": 1.5},
     )
-    return write_checkpoint(directory, merged, config), merged
+    return write_merged_checkpoint(directory, merged, config), merged
 
 
 __all__ = [

@@ -90,7 +90,7 @@ def test_distillation_pulls_the_student_towards_the_base(kind):
     y = torch.randint(0, 2, (4,))
 
     def value(settings, net, teacher=None):
-        return float(task.loss(settings, teacher)(net, x, y, torch.Generator().manual_seed(1)))
+        return float(task.loss(settings, teacher)(net, x, y, torch.Generator().manual_seed(1)).detach())
 
     plain = value(TrainSettings(), student)
     assert value(TrainSettings(distill_weight=0.5), student) == pytest.approx(plain)  # no teacher given

@@ -219,10 +219,19 @@ def _plan_summary(record: dict[str, Any]) -> str:
 @click.command()
 @click.argument("model_name")
 @click.option(
-    "--plan", "plan_file", type=click.Path(dir_okay=False), help="Plan JSON (as written by `lmzoo solve`)."
+    "--plan",
+    "plan_file",
+    type=click.Path(dir_okay=False),
+    help="A plan: the output of `lmzoo solve`, an entry's plan.json, or a bare plan [default: the "
+    "entry's plan, or the identity plan].",
 )
 @click.option(
-    "--latency-table", type=click.Path(dir_okay=False), help="Latency table JSON, for the prediction."
+    "--plan-index", type=click.IntRange(min=0), default=None, help="Which plan of a file holding several."
+)
+@click.option(
+    "--latency-table",
+    type=click.Path(dir_okay=False),
+    help="Latency table JSON, for the prediction [default: the entry's table].",
 )
 @latency_options
 @model_options
@@ -230,10 +239,13 @@ def _plan_summary(record: dict[str, Any]) -> str:
     "--card", "card_file", type=click.Path(dir_okay=False), help="Write the latency card JSON here (+ .png)."
 )
 @json_output
+@click.pass_context
 @user_errors
 def bench(
+    ctx: click.Context,
     model_name: str,
     plan_file: str | None,
+    plan_index: int | None,
     latency_table: str | None,
     source: str,
     input_size: int,
@@ -245,26 +257,45 @@ def bench(
 ) -> None:
     """Measure a network's base vs merged latency (random weights: latency does not depend on them).
 
-    Base and merged are timed interleaved; the base is in deploy form (norms folded), so the
-    speed-up counts what the plan removes. Without --plan the identity plan is used.
+    MODEL_NAME is an architecture of --source (timm: resnet34) or a zoo entry (a built or published
+    entry, hf-hub:ORG/REPO, local-dir:PATH): then its base, its plan, its latency table and the
+    latency setting its card was measured with, unless options say otherwise. Base and merged are
+    timed interleaved; the base is in deploy form (norms folded), so the speed-up counts what the
+    plan removes. Without a plan the identity plan is used.
     """
     import lmzoo
     from lmzoo.errors import InvalidTableError
     from lmzoo.latency.card import measure_plan, plot_block_latency
     from lmzoo.tables import LatencyTable
 
-    setting = latency_setting(**latency)
-    model = _model(source, model_name, in_chans=in_chans, num_classes=num_classes)
-    x = _image_input(in_chans, input_size)
-    spec = lmzoo.trace(model, x)
-    plan = lmzoo.Plan.identity(spec) if plan_file is None else _read_plan(plan_file)
+    given = {
+        name: value
+        for name, value in latency.items()
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    }
+    entry = _zoo_checkpoint(model_name)
+    if entry is not None:
+        model, inputs, entry_plan, entry_setting, entry_table = entry
+        setting = latency_setting(**{**entry_setting, **given})
+        table_path = latency_table or entry_table
+    else:
+        setting = latency_setting(**latency)
+        model = _model(source, model_name, in_chans=in_chans, num_classes=num_classes)
+        inputs, entry_plan, table_path = (_image_input(in_chans, input_size),), None, latency_table
+    spec = lmzoo.trace(model, inputs)
+    if plan_file is not None:
+        plan, which = _read_plan(plan_file, plan_index)
+        click.echo(f"plan: {which}", err=True)
+    elif entry_plan is not None:
+        plan = entry_plan
+        click.echo(f"plan: the one {model_name} was built with", err=True)
+    else:
+        plan = lmzoo.Plan.identity(spec)
     plan.validate(spec)
-    table = LatencyTable.load(latency_table) if latency_table else None
+    table = LatencyTable.load(table_path) if table_path else None
     if table is not None and table.spec_fingerprint not in (None, spec.fingerprint):
-        raise InvalidTableError(
-            f"{latency_table} was measured for another network than {model_name} at {input_size}"
-        )
-    card, timed = measure_plan(model_name, model, spec, plan, x, setting, table=table)
+        raise InvalidTableError(f"{table_path} was measured for another network than {model_name}")
+    card, timed = measure_plan(model_name, model, spec, plan, inputs, setting, table=table)
     if card_file:
         card.save(card_file)
         if table is not None:
@@ -280,10 +311,76 @@ def bench(
     click.echo(f"  speed-up:            {card.speedup:.3f}x")
     if card.predicted is not None:
         p = card.predicted
-        error = f"{p.merged_error * 100:+.1f}%" if p.merged_error is not None else "n/a"
-        click.echo(
-            f"  predicted:           {p.merged_ms:.4g} ms ({p.speedup:.3f}x); error {error} of the prediction"
-        )
+        differ = _setting_differences(table.metadata if table else {}, m)
+        if differ:
+            click.echo(
+                f"  predicted:           {p.merged_ms:.4g} ms ({p.speedup:.3f}x) by a table measured with "
+                f"{'; '.join(differ)}: its milliseconds are not comparable with these, only its speed-up",
+            )
+            click.echo(f"warning: the latency table was measured with {'; '.join(differ)}", err=True)
+        else:
+            error = f"{p.merged_error * 100:+.1f}%" if p.merged_error is not None else "n/a"
+            predicted = f"{p.merged_ms:.4g} ms ({p.speedup:.3f}x)"
+            click.echo(f"  predicted:           {predicted}; error {error} of the prediction")
+
+
+#: what a latency table's milliseconds depend on: a prediction compares with a measurement only when
+#: these agree
+_COMPARABLE = ("backend", "device", "batch_size", "dtype", "threads")
+
+
+def _setting_differences(table: dict[str, Any], measurement: Any) -> list[str]:
+    """How the table's measurement setting differs from this one ("batch 64, here 1"), if at all."""
+    differ = []
+    for key in _COMPARABLE:
+        recorded, here = table.get(key), getattr(measurement, key)
+        if key == "device" and isinstance(recorded, str) and isinstance(here, str):
+            recorded, here = recorded.split(":")[0], here.split(":")[0]
+        if recorded is not None and recorded != here:
+            label = key.replace("_size", "")
+            differ.append(f"{label} {recorded}, here {here}")
+    return differ
+
+
+def _zoo_checkpoint(name: str) -> tuple[Any, tuple[Any, ...], Any, dict[str, Any], str | None] | None:
+    """For a zoo entry (or hf-hub: / local-dir: checkpoint): its base with random weights, example
+    inputs, plan, the latency setting its card was measured with and its latency table's path.
+    None for any other name (an architecture of a source)."""
+    from lmzoo.checkpoint import architecture, read_config
+    from lmzoo.errors import LmzooError
+    from lmzoo.rebuild import example_inputs
+    from lmzoo.store import is_built
+    from lmzoo.zoo import checkpoint_files, registry
+
+    if not (name.startswith(("hf-hub:", "local-dir:")) or is_built(name) or name in registry()):
+        return None
+    directory = checkpoint_files(name)
+    config = read_config(directory)
+    model = architecture(config).build().eval()
+    setting: dict[str, Any] = {}
+    card_path = directory / "latency.json"
+    if card_path.is_file():
+        try:
+            m = json.loads(card_path.read_text())["measurement"]
+            setting = {k: m.get(k) for k in ("backend", "batch_size", "dtype", "threads")}
+            setting["device"] = str(m.get("device", "cpu")).split(":")[0]
+        except (ValueError, KeyError, TypeError, LmzooError):
+            setting = {}
+    table = directory / "tables" / "latency.json"
+    plan = lmzoo_plan(config["plan"])
+    return (
+        model,
+        example_inputs(config["input_shape"], config["task"]),
+        plan,
+        setting,
+        (str(table) if table.is_file() else None),
+    )
+
+
+def lmzoo_plan(data: Any) -> Any:
+    import lmzoo
+
+    return lmzoo.Plan.from_dict(data)
 
 
 def _model(source: str, name: str, *, in_chans: int, num_classes: int | None) -> Any:
@@ -303,7 +400,9 @@ def _image_input(in_chans: int, size: int) -> Any:
     return torch.randn(1, in_chans, size, size)
 
 
-def _read_plan(path: str) -> Any:
+def _read_plan(path: str, index: int | None = None) -> tuple[Any, str]:
+    """The plan a file holds, and which one it is: the output of `lmzoo solve` (several; ``index``,
+    by default the first), an entry's plan.json (a solve record) or a bare plan."""
     import lmzoo
     from lmzoo.errors import InvalidPlanError
 
@@ -313,9 +412,24 @@ def _read_plan(path: str) -> Any:
         raise InvalidPlanError(f"cannot read the plan {path}: {err.strerror}") from None
     except ValueError as err:
         raise InvalidPlanError(f"{path} is not JSON: {err}") from None
-    if isinstance(data, dict) and "plans" in data:  # the output of `lmzoo solve`: take its first plan
+    which = f"{path}"
+    if isinstance(data, dict) and "plans" in data:  # the output of `lmzoo solve`
         plans = data["plans"]
         if not plans:
             raise InvalidPlanError(f"{path} holds no plan")
-        data = plans[0]["plan"]
-    return lmzoo.Plan.from_dict(data)
+        chosen = index or 0
+        if chosen >= len(plans):
+            raise InvalidPlanError(f"{path} holds {len(plans)} plans; --plan-index must be below that")
+        record = plans[chosen]
+        target = record.get("target") or {}
+        aim = ", ".join(f"{k} {v:g}" for k, v in target.items()) if isinstance(target, dict) else ""
+        which = f"plan {chosen} of the {len(plans)} in {path}" + (f" ({aim})" if aim else "")
+        if len(plans) > 1 and index is None:
+            which += "; choose another with --plan-index"
+        data = record["plan"]
+    elif isinstance(data, dict) and "plan" in data and "format" in data:  # a solve record (plan.json)
+        which = f"the solve record {path} (target {data.get('target_speedup', '?')}x)"
+        data = data["plan"]
+    elif index not in (None, 0):
+        raise InvalidPlanError(f"{path} holds one plan; drop --plan-index")
+    return lmzoo.Plan.from_dict(data), which

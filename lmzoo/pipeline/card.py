@@ -12,13 +12,12 @@ import torch
 from torch import nn
 
 from lmzoo.cards import model_card
-from lmzoo.checkpoint import checkpoint_config, write_checkpoint
+from lmzoo.checkpoint import checkpoint_config, write_merged_checkpoint
 from lmzoo.core.spec import Spec
 from lmzoo.latency.card import plot_block_latency
 from lmzoo.pipeline.workspace import Workspace
 from lmzoo.preprocessing import Preprocessing
 from lmzoo.records import Evaluation, SolveRecord
-from lmzoo.sources import get_source
 from lmzoo.store import entry_dir
 from lmzoo.tables import ImportanceTable, LatencyTable
 
@@ -54,12 +53,6 @@ def card_stage(
             "target_speedup": solve.target_speedup,
         },
     )
-    layout = get_source(recipe.model.source).checkpoint_layout(merged, config)
-    if layout.weights is not None:  # the source's layout: its file holds the wrapped network
-        config = {**config, "weights": layout.weights}
-        saved = get_source(recipe.model.source).wrap(merged, config)
-    else:
-        saved = merged
     card = model_card(
         name=name, recipe=recipe, evaluation=evaluation, solve=solve, preprocessing=preprocessing
     )
@@ -76,4 +69,4 @@ def card_stage(
     if evaluation.samples is not None:  # the evaluate stage's grid, next to its record
         grid = evaluation_file.parent / evaluation.samples.file
         files[evaluation.samples.file] = lambda p: shutil.copyfile(grid, p)
-    return write_checkpoint(entry_dir(name), saved, config, {**layout.files, **files})
+    return write_merged_checkpoint(entry_dir(name), merged, config, files)

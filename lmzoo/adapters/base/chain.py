@@ -232,34 +232,41 @@ class Chain(nn.Module):
         self.ends = list(ends)
         self.spans = list(spans)
         self.span_channels = list(span_channels)
-        #: positions whose maps a shortcut reads later (run_blocks keeps them in ``saved``)
-        self.span_sources = {s.source for s in spans}
+        #: positions whose maps a shortcut reads later (run_blocks keeps them in ``saved``); lists of
+        #: ints, not sets or span records, so torch.jit.script compiles the forward
+        self.span_sources = sorted({s.source for s in spans})
+        self.shortcut_sources = [s.source for s in spans]
+        self.shortcut_targets = [s.target for s in spans]
         #: the position of the chain's input (a network may hold several chains)
         self.start = start
-        self._resume: Iterator[tuple[int, torch.Tensor, dict[int, torch.Tensor]]] | None = None
+        self._resuming = False
+        self._resume: Iterator[tuple[int, torch.Tensor, dict[int, torch.Tensor]]] = iter(())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._resume is not None:
-            first, x, saved = next(self._resume)
-            return self.run_blocks(x, saved, first, len(self.blocks))
-        saved = {self.start: x} if self.start in self.span_sources else {}
-        return self.run_blocks(x, saved, 0, len(self.blocks))
+        if not torch.jit.is_scripting() and self._resuming:  # (TorchScript compiles without this branch)
+            first, x, resumed = next(self._resume)
+            return self.run_blocks(x, resumed, first, len(self.ends))
+        saved = torch.jit.annotate(dict[int, torch.Tensor], {})
+        if self.start in self.span_sources:
+            saved[self.start] = x
+        return self.run_blocks(x, saved, 0, len(self.ends))
 
     def run_blocks(
         self, x: torch.Tensor, saved: dict[int, torch.Tensor], first: int, stop: int
     ) -> torch.Tensor:
         """Blocks ``first .. stop - 1`` from the map ``x`` at the start of block ``first``; ``saved``
-        holds the maps at earlier positions that later shortcuts read, and is updated in place."""
-        for block, end, act in zip(
-            self.blocks[first:stop], self.ends[first:stop], self.activations[first:stop]
-        ):
-            x = block(x)
-            for span, shortcut in zip(self.spans, self.shortcuts):
-                if span.target == end:
-                    x = x + shortcut(saved[span.source])
-            x = act(x)
-            if end in self.span_sources:
-                saved[end] = x
+        holds the maps at earlier positions that later shortcuts read, and is updated in place.
+        (Written for TorchScript too: module lists are zipped whole, never indexed by a variable.)"""
+        for index, (block, act) in enumerate(zip(self.blocks, self.activations)):
+            if first <= index < stop:
+                end = self.ends[index]
+                x = block(x)
+                for j, shortcut in enumerate(self.shortcuts):
+                    if self.shortcut_targets[j] == end:
+                        x = x + shortcut(saved[self.shortcut_sources[j]])
+                x = act(x)
+                if end in self.span_sources:
+                    saved[end] = x
         return x
 
     @contextmanager
@@ -267,11 +274,11 @@ class Chain(nn.Module):
         """Inside the context each forward call ignores its input and continues from the next
         ``(first block, map, saved maps)`` of ``states``: the rest of the network runs from cached
         intermediate maps (cheap importance estimators evaluate only what follows a block)."""
-        self._resume = iter(states)
+        self._resume, self._resuming = iter(states), True
         try:
             yield
         finally:
-            self._resume = None
+            self._resume, self._resuming = iter(()), False
 
     def lmzoo_merged(self, structure_only: bool = False) -> Chain:
         blocks = [
@@ -297,6 +304,13 @@ class Chain(nn.Module):
             self.span_channels,
             self.start,
         )
+
+
+# torch.jit.script reads attribute types from the class annotations (an empty list's cannot be
+# inferred); this module's ``from __future__ import annotations`` would leave it strings it cannot resolve
+Chain.__annotations__.update(
+    {name: list[int] for name in ("ends", "span_sources", "shortcut_sources", "shortcut_targets")}
+)
 
 
 class ChainAdapter(Adapter):

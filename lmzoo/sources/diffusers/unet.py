@@ -6,7 +6,8 @@ Its config also repeats ``sample_size``, ``in_channels`` and ``out_channels`` so
 (``DDPMPipeline(unet=model, scheduler=...)``) use it like a UNet2DModel. ``save_pretrained`` /
 ``from_pretrained`` round-trip it, and a DDPM zoo checkpoint is a DDPMPipeline directory whose
 ``model_index.json`` names this class (``["lmzoo", "LayerMergeUNet2DModel"]``), so
-``DDPMPipeline.from_pretrained(checkpoint)`` loads it with lmzoo installed and no other code.
+``DDPMPipeline.from_pretrained(checkpoint)`` loads it once ``lmzoo`` is imported (diffusers takes
+components only from modules the caller imported), with no other code.
 """
 
 from __future__ import annotations
