@@ -185,18 +185,24 @@ def _use(
         "its safetensors weights are loaded strictly; no pickles and no training code are involved."
     )
     if task == "denoising" and pipeline:
-        where = f'"{repo_id}"' if repo_id else f'lmzoo.store.entry_dir("{name}")'
         lines += [
             "",
             "from diffusers import DDPMPipeline  # this checkpoint is a DDPM pipeline directory too",
-            "",
-            f"pipeline = DDPMPipeline.from_pretrained({where})",
-            "images = pipeline(batch_size=4, num_inference_steps=1000).images",
         ]
+        if repo_id:
+            lines += [
+                "from huggingface_hub import snapshot_download",
+                "",
+                f'pipeline = DDPMPipeline.from_pretrained(snapshot_download("{repo_id}"))',
+            ]
+        else:
+            lines += ["", f'pipeline = DDPMPipeline.from_pretrained(lmzoo.store.entry_dir("{name}"))']
+        lines.append("images = pipeline(batch_size=4, num_inference_steps=1000).images")
         note += (
             " `model_index.json` names the UNet class `lmzoo.LayerMergeUNet2DModel` and the training "
-            "schedule's `DDPMScheduler`, so diffusers loads it once lmzoo is imported (diffusers takes "
-            "components only from modules the caller imported) and runs no other code."
+            "schedule's `DDPMScheduler`, so diffusers loads the directory once lmzoo is imported and runs "
+            "no other code (diffusers takes components of other libraries only from modules the caller "
+            "imported, and from local directories: hence the snapshot download)."
         )
     elif task == "denoising":
         lines += [

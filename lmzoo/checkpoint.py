@@ -285,18 +285,26 @@ def load_checkpoint(
 def warn_if_profile_build(config: Mapping[str, Any]) -> None:
     """A :class:`~lmzoo.errors.ProfileBuildWarning` when the checkpoint was built with a recipe
     profile other than the default (a smoke build is not the zoo entry)."""
+    import sys
     import warnings
+    from types import FrameType
 
     from lmzoo.errors import ProfileBuildWarning
 
     profile = config.get("profile", "default")
-    if profile != "default":
-        warnings.warn(
-            f"{config.get('name', 'this checkpoint')} was built with the recipe's {profile!r} profile: it is "
-            "not the zoo entry, and its weights and figures are not the entry's",
-            ProfileBuildWarning,
-            stacklevel=3,
-        )
+    if profile == "default":
+        return
+    frame: FrameType | None = sys._getframe(1)  # the warning points at the first caller outside lmzoo
+    level = 2
+    package = str(Path(__file__).parent)
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(
+        f"{config.get('name', 'this checkpoint')} was built with the recipe's {profile!r} profile: it is "
+        "not the zoo entry, and its weights and figures are not the entry's",
+        ProfileBuildWarning,
+        stacklevel=level,
+    )
 
 
 #: timm pretrained_cfg keys that describe the base's original weights or test-time settings, not

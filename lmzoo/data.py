@@ -405,7 +405,7 @@ def image_folder(split: str, settings: ImageFolderSettings) -> Dataset[Any]:
             ) from None
 
     dataset = datasets.ImageFolder(str(folders[split]), transform=transform, loader=load)
-    dataset.preprocessing = preprocessing  # type: ignore[attr-defined]
+    dataset.preprocessing = preprocessing
     for cls_index in range(len(dataset.classes)):  # the first image of every class reads, or fail now
         first = next(i for i, (_, label) in enumerate(dataset.samples) if label == cls_index)
         load(dataset.samples[first][0])

@@ -335,11 +335,11 @@ def publish_to_git(
     if changed:
         _git(repo, "commit", "-q", "-m", f"lmzoo: publish {directory.name}")
     sha = _git(repo, "rev-parse", "HEAD")
-    existing = {}  # tag -> commit (an annotated tag's target, or a lightweight tag's object)
+    existing: dict[str, str] = {}  # tag -> commit (an annotated tag's target, a lightweight tag's object)
     refs = _git(repo, "for-each-ref", "--format=%(refname:short) %(*objectname) %(objectname)", "refs/tags")
     for line in refs.splitlines():
-        name, target, obj = line.split(" ")
-        existing[name] = target or obj
+        tag_name, commit, obj = line.split(" ")
+        existing[tag_name] = commit or obj
     try:
         chosen, create = _tag_for(tag, existing, sha, move_tag)
     except TagTakenError as err:

@@ -33,12 +33,12 @@ def onnx_bytes(
             torch.onnx.export(
                 module,
                 args,
-                buffer,
+                buffer,  # type: ignore[arg-type]
                 dynamo=False,
                 opset_version=opset,
                 input_names=names,
                 output_names=["output"],
-                dynamic_axes=axes,  # type: ignore[arg-type]
+                dynamic_axes=axes,
             )
         return buffer.getvalue()
     except Exception:  # any failure of the legacy exporter: fall back to the dynamo one

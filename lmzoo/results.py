@@ -179,10 +179,11 @@ def plot_frontier(
     *,
     entry: str | None = None,
     group: tuple[str, str] | None = None,
+    profile: str | None = None,
 ) -> bool:
     """Metric against measured speed-up for every method on one architecture and data set (the base
-    model marked): the ``entry``'s (circled), or ``group`` = (arch, dataset). False when the results
-    hold nothing to draw."""
+    model marked): the ``entry``'s (circled), or ``group`` = (arch, dataset) of recipe ``profile``
+    (default: the default profile's builds). False when the results hold nothing to draw."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,7 +194,8 @@ def plot_frontier(
         group = (mine["arch"], mine["dataset"])
     if group is None:
         return False
-    profile = mine.get("profile") if mine is not None else None
+    if mine is not None:
+        profile = mine.get("profile")
     same = [
         r
         for r in rows

@@ -183,10 +183,16 @@ CHECKPOINT_BASES: dict[str, tuple[str, dict[str, Any], tuple[int, int, int]]] = 
 
 
 def random_checkpoint(
-    directory: str | os.PathLike[str], *, source: str = "timm", name: str = "test-entry", seed: int = 0
+    directory: str | os.PathLike[str],
+    *,
+    source: str = "timm",
+    name: str = "test-entry",
+    seed: int = 0,
+    profile: str = "default",
 ) -> tuple[Path, nn.Module]:
     """A checkpoint directory of a small network merged with a random plan from random weights (norms
-    randomised too), as ``lmzoo build`` writes one minus the cards. Returns it and the merged network."""
+    randomised too), as ``lmzoo build`` writes one minus the cards (``profile``: the recipe profile it
+    says it was built with). Returns it and the merged network."""
     import random
 
     from lmzoo.checkpoint import checkpoint_config, write_merged_checkpoint
@@ -217,7 +223,7 @@ def random_checkpoint(
         spec_fingerprint=spec.fingerprint,
         plan=plan,
         preprocessing=preprocessing,
-        extra={"target_speedup": 1.5},
+        extra={"target_speedup": 1.5, "profile": profile},
     )
     return write_merged_checkpoint(directory, merged, config), merged
 

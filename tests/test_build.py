@@ -11,9 +11,14 @@ import lmzoo
 from lmzoo.checkpoint import CheckpointError, load_checkpoint
 from lmzoo.cli import main
 
-pytestmark = pytest.mark.integration  # smoke builds, torchrun, olah and Ray: the integration tier
+pytestmark = [
+    pytest.mark.integration,  # smoke builds, torchrun, olah and Ray: the integration tier
+    pytest.mark.filterwarnings("ignore::lmzoo.ProfileBuildWarning"),  # smoke builds are not entries
+]
 
 ENTRY = "mobilenetv2-fmnist-layermerge-1.6x"
+#: what a smoke build of ENTRY is called: never the zoo entry itself
+BUILT = f"{ENTRY}-smoke"
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +29,7 @@ def built(tmp_path_factory):
     mp.setenv("LMZOO_HOME", str(home))
     result = CliRunner().invoke(main, ["build", ENTRY, "--profile", "smoke", "--workdir", str(work)])
     assert result.exit_code == 0, result.output
-    yield home / ENTRY, work, result
+    yield home / BUILT, work, result
     mp.undo()
 
 
@@ -40,10 +45,14 @@ def test_build_writes_a_loadable_checkpoint_with_card_and_latency(built, monkeyp
         "recipe.yaml",
         "plan.json",
     } <= names
+    assert not (directory.parent / ENTRY).exists()  # the zoo entry's name stays free
     config = json.loads((directory / "config.json").read_text())
-    assert config["name"] == ENTRY and config["target_speedup"] == 1.6
+    assert config["name"] == BUILT and config["target_speedup"] == 1.6 and config["profile"] == "smoke"
     card = (directory / "README.md").read_text()
-    assert "model-index" in card and "speedup" in card and f'lmzoo.load("{ENTRY}")' in card
+    assert "model-index" in card and "speedup" in card and f'lmzoo.load("{BUILT}")' in card
+    assert f"# {BUILT}\n\n> **Not the zoo entry.** Built with the recipe's `smoke` profile" in card
+    assert f"- name: {BUILT}\n" in card and "pipeline_tag: image-classification" in card
+    assert "## Preprocessing\n\nInputs as evaluated: 1 channel, 28×28 images padded to 32×32" in card
     latency = json.loads((directory / "latency.json").read_text())
     # one results table: metric rows and the latency row without a break between them
     base_ms, merged_ms = latency["base"]["median_ms"], latency["merged"]["median_ms"]
@@ -51,7 +60,8 @@ def test_build_writes_a_loadable_checkpoint_with_card_and_latency(built, monkeyp
     assert "| top-1 (%), test |" in card and "I = exp(Δ/100), Δ the change of held-out top-1" in card
     assert latency["measurement"]["backend"] == "torch" and latency["speedup"] > 0
     monkeypatch.setenv("LMZOO_HOME", str(directory.parent))
-    model = lmzoo.load(ENTRY)
+    with pytest.warns(lmzoo.ProfileBuildWarning):
+        model = lmzoo.load(BUILT)
     again = load_checkpoint(directory)
     x = torch.randn(3, 1, 32, 32)
     with torch.no_grad():
@@ -59,6 +69,38 @@ def test_build_writes_a_loadable_checkpoint_with_card_and_latency(built, monkeyp
     plan = lmzoo.Plan.from_dict(config["plan"])
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(plan.kept_units) >= 1 and len(convs) < 52  # merged: fewer convs than the base network
+
+
+def test_timms_own_pipeline_gives_the_cards_accuracy(built):
+    """The preprocessing travels with the weights: timm's resolve_data_config + create_transform on
+    the raw test images (PIL) give exactly the test accuracy the build evaluated (the smoke
+    profile's first 256 test images)."""
+    from timm.data import create_transform, resolve_data_config
+
+    from lmzoo.data import fashion_mnist
+
+    directory, _, _ = built
+    model = load_checkpoint(directory)
+    transform = create_transform(**resolve_data_config(model=model))
+    test = fashion_mnist("test", pad_to=32)
+    count = 256  # data.limit_test of the smoke profile
+    images = torch.stack([transform(test.image(i)) for i in range(count)])
+    labels = test.labels[:count]
+    with torch.no_grad():
+        accuracy = 100.0 * float((model(images).argmax(1) == labels).float().mean())
+    evaluation = json.loads((directory / "evaluation.json").read_text())
+    assert accuracy == pytest.approx(evaluation["test"]["accuracy"], abs=1e-9)
+
+
+def test_a_speedup_the_recipe_does_not_list_reuses_its_base_and_tables(built, monkeypatch):
+    directory, work, _ = built
+    monkeypatch.setenv("LMZOO_HOME", str(directory.parent))
+    args = ["build", "mobilenetv2-fmnist-layermerge", "--speedup", "1.45", "--profile", "smoke"]
+    result = CliRunner().invoke(main, [*args, "--workdir", str(work), "--until", "solve", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "mobilenetv2-fmnist-layermerge-1.45x-smoke: plan predicted" in result.stderr
+    assert "base: " in result.stderr and "(0." in result.stderr.split("base: ")[1].split("\n")[0]  # cached
+    assert "importance table" in result.stderr and "%|" not in result.stderr  # --quiet: no progress bars
 
 
 def test_a_rerun_reuses_every_stage(built, monkeypatch):
@@ -118,36 +160,36 @@ def test_card_regenerates_from_the_checkpoint_and_mirrors_without_weights(built,
     monkeypatch.setenv("LMZOO_HOME", str(directory.parent))
     written = (directory / "README.md").read_text()
     runner = CliRunner()
-    result = runner.invoke(main, ["card", ENTRY])
+    result = runner.invoke(main, ["card", BUILT])
     assert result.exit_code == 0, result.output
     assert (directory / "README.md").read_text() == written  # the same card from what the checkpoint holds
-    assert "![per-block latency, base vs merged](latency.png)" in written and "lmzoo build" in written
+    assert "![per-block latency of the base and the merged network" in written and "lmzoo build" in written
     results = tmp_path / "results.csv"
     rows = [
         "model,arch,dataset,method,target_speedup,measured_speedup,metric,value",
         "base,mobilenetv2_100,fashion-mnist,base,1,1,top-1,90.0",
-        f"{ENTRY},mobilenetv2_100,fashion-mnist,layermerge,1.6,1.7,top-1,88.0",
+        f"{BUILT},mobilenetv2_100,fashion-mnist,layermerge,1.6,1.7,top-1,88.0",
         "other,mobilenetv2_100,fashion-mnist,depth,1.6,1.5,top-1,87.0",
     ]
     results.write_text("\n".join(rows) + "\n")
-    mirror = tmp_path / "cards" / ENTRY
-    result = runner.invoke(main, ["card", ENTRY, "--results", str(results), "--out", str(mirror)])
+    mirror = tmp_path / "cards" / BUILT
+    result = runner.invoke(main, ["card", BUILT, "--results", str(results), "--out", str(mirror)])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(mirror / "README.md")
     assert (directory / "frontier.png").stat().st_size > 1000 and (mirror / "frontier.png").is_file()
     assert "(frontier.png)" in (mirror / "README.md").read_text()
     assert not (mirror / "model.safetensors").exists() and (mirror / "latency.json").is_file()
     (directory / "frontier.png").unlink()
-    runner.invoke(main, ["card", ENTRY])  # back to the card without the frontier for the other tests
+    runner.invoke(main, ["card", BUILT])  # back to the card without the frontier for the other tests
 
 
 def test_show_loads_runs_and_prints_the_card(built, monkeypatch):
     directory, _, _ = built
     monkeypatch.setenv("LMZOO_HOME", str(directory.parent))
-    result = CliRunner().invoke(main, ["show", ENTRY])
+    result = CliRunner().invoke(main, ["show", BUILT])
     assert result.exit_code == 0, result.output
     assert result.stdout == (directory / "README.md").read_text() + "\n"
-    assert f"loaded {ENTRY}" in result.stderr and "output (1, 10)" in result.stderr
+    assert f"loaded {BUILT}" in result.stderr and "output (1, 10)" in result.stderr
     missing = CliRunner().invoke(main, ["show", "mobilenetv2-fmnist-layermerge-2x"])
     assert missing.exit_code == 1 and "lmzoo build mobilenetv2-fmnist-layermerge-2x" in missing.stderr
 
@@ -157,10 +199,10 @@ def test_the_depth_baseline_reuses_base_and_tables_and_says_what_it_is(built, mo
     base, tables and fine-tuning schedule: only solve, fine-tune, evaluate and card run."""
     directory, work, _ = built
     monkeypatch.setenv("LMZOO_HOME", str(directory.parent))
-    name = "mobilenetv2-fmnist-depth-1.6x"
+    name = "mobilenetv2-fmnist-depth-1.6x-smoke"  # the baseline's entry name, with the profile's suffix
     stages = work / "mobilenetv2-fmnist-layermerge"
     before = {p.name for p in stages.iterdir()}
-    result = CliRunner().invoke(main, ["build", name, "--profile", "smoke", "--workdir", str(work)])
+    result = CliRunner().invoke(main, ["build", name, "--workdir", str(work)])
     assert result.exit_code == 0, result.output
     new = {n.split("-")[0] for n in {p.name for p in stages.iterdir()} - before}
     # base and tables are reused; fine-tune and evaluate are keyed by the plan, so they are cached
@@ -171,9 +213,11 @@ def test_the_depth_baseline_reuses_base_and_tables_and_says_what_it_is(built, mo
     plan = lmzoo.Plan.from_dict(json.loads((baseline / "config.json").read_text())["plan"])
     assert all(len(b.kept) == b.length for b in plan)  # depth compression prunes nothing
     card = (baseline / "README.md").read_text()
-    assert "**baseline**" in card and "depth compression" in card and f"lmzoo build {name}" in card
+    assert "**baseline**" in card and "depth compression" in card
+    assert "lmzoo build mobilenetv2-fmnist-depth-1.6x --profile smoke" in card
     assert "From the recipe `mobilenetv2-fmnist-layermerge`, written for LayerMerge: *" in card
-    model = lmzoo.load(name)
+    with pytest.warns(lmzoo.ProfileBuildWarning):
+        model = lmzoo.load(name)
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
     (baseline / "README.md").unlink()
     assert CliRunner().invoke(main, ["card", name]).exit_code == 0
@@ -218,7 +262,8 @@ def test_results_collects_every_built_entry_with_how_it_was_measured(built, monk
 
     rows = list(csv.DictReader(out.open()))
     by_model = {r["model"]: r for r in rows}
-    entry = by_model[ENTRY]
+    entry = by_model[BUILT]
+    assert entry["profile"] == "smoke"
     evaluation = json.loads((directory / "evaluation.json").read_text())
     assert float(entry["value"]) == pytest.approx(evaluation["test"]["accuracy"], abs=1e-4)
     assert float(entry["measured_speedup"]) == pytest.approx(evaluation["latency_card"]["speedup"], abs=1e-4)
@@ -228,7 +273,8 @@ def test_results_collects_every_built_entry_with_how_it_was_measured(built, monk
     base = by_model["mobilenetv2_100 (base)"]
     assert base["method"] == "base"
     assert float(base["value"]) == pytest.approx(evaluation["base_test"]["accuracy"], abs=1e-4)  # 4 decimals
-    assert (out.parent / "frontier-mobilenetv2_100-fashion-mnist.png").stat().st_size > 1000
+    assert (out.parent / "frontier-mobilenetv2_100-fashion-mnist-smoke.png").stat().st_size > 1000
+    assert not (out.parent / "frontier-mobilenetv2_100-fashion-mnist.png").exists()  # no default builds
     nothing = CliRunner().invoke(main, ["results", "nothing-*", "--out", str(out)])
     assert nothing.exit_code != 0 and "no built entries" in nothing.output
 

@@ -17,9 +17,13 @@ from lmzoo.recipes import load_recipe
 from lmzoo.results import results_rows
 from lmzoo.testing import random_checkpoint
 
-pytestmark = pytest.mark.integration  # smoke builds, torchrun, olah and Ray: the integration tier
+pytestmark = [
+    pytest.mark.integration,  # smoke builds, torchrun, olah and Ray: the integration tier
+    pytest.mark.filterwarnings("ignore::lmzoo.ProfileBuildWarning"),  # smoke builds are not entries
+]
 
 ENTRY = "ddpm-fmnist-layermerge-1.2x"
+BUILT = f"{ENTRY}-smoke"
 
 
 def test_ddpm_smoke_build(tmp_path, monkeypatch, fid_weights_file):
@@ -31,7 +35,7 @@ def test_ddpm_smoke_build(tmp_path, monkeypatch, fid_weights_file):
         main, ["build", ENTRY, "--profile", "smoke", "--workdir", str(tmp_path / "work")]
     )
     assert result.exit_code == 0, result.output
-    directory = tmp_path / "store" / ENTRY
+    directory = tmp_path / "store" / BUILT
     evaluation = json.loads((directory / "evaluation.json").read_text())
     assert (
         evaluation["task"] == "denoising"
@@ -54,8 +58,17 @@ def test_ddpm_smoke_build(tmp_path, monkeypatch, fid_weights_file):
     assert f"Fréchet distance, {feature_model} features" in card and "not Inception FID" in card
     assert "I = exp(−ΔL/L), ΔL the change of the held-out denoising loss L" in card
     assert "top-1" not in card and "accuracy change" not in card
-    model = lmzoo.load(ENTRY)
+    model = lmzoo.load(f"local-dir:{directory}")
     assert type(model).__name__ == "LayerMergeUNet2DModel"
+    # the checkpoint is a diffusers DDPM pipeline directory, with the schedule it was trained with
+    from diffusers import DDPMPipeline
+
+    ddpm = DDPMPipeline.from_pretrained(directory)
+    assert ddpm.scheduler.config["num_train_timesteps"] == 1000 and ddpm.scheduler.config["beta_end"] == 0.02
+    x, t = torch.randn(1, 1, 32, 32), torch.tensor([250])
+    with torch.no_grad():
+        assert torch.equal(ddpm.unet(x, t).sample, model(x, t).sample)
+    assert "DDPMPipeline.from_pretrained(lmzoo.store.entry_dir" in card
 
     # the base's held-out loss and Fréchet distance are the same for every plan: cached once, and
     # read back (here a planted record) when another plan is evaluated
@@ -106,22 +119,19 @@ def test_ddpm_smoke_build(tmp_path, monkeypatch, fid_weights_file):
 
 
 def test_resnet34_smoke_build(tmp_path, monkeypatch):
-    entry = "resnet34-fmnist-layermerge-1.6x"
+    entry = "resnet34-fmnist-layermerge-1.6x-smoke"
     monkeypatch.setenv("LMZOO_HOME", str(tmp_path / "store"))
-    result = CliRunner().invoke(
-        main, ["build", entry, "--profile", "smoke", "--workdir", str(tmp_path / "work")]
-    )
+    result = CliRunner().invoke(main, ["build", entry, "--workdir", str(tmp_path / "work")])
     assert result.exit_code == 0, result.output
     evaluation = json.loads((tmp_path / "store" / entry / "evaluation.json").read_text())
     assert evaluation["merge_relative_error"] < 1e-4 and 0 <= evaluation["test"]["accuracy"] <= 100
-    model = lmzoo.load(entry)
+    with pytest.warns(lmzoo.ProfileBuildWarning):
+        model = lmzoo.load(entry)
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
     # the layer-pruning baseline: ResNet-34's 3x3 convs inside basic blocks keep their shape
-    baseline = "resnet34-fmnist-layer-1.3x"
-    result = CliRunner().invoke(
-        main, ["build", baseline, "--profile", "smoke", "--workdir", str(tmp_path / "work")]
-    )
+    baseline = "resnet34-fmnist-layer-1.3x-smoke"
+    result = CliRunner().invoke(main, ["build", baseline, "--workdir", str(tmp_path / "work")])
     assert result.exit_code == 0, result.output
     plan = lmzoo.Plan.from_dict(
         json.loads((tmp_path / "store" / baseline / "config.json").read_text())["plan"]
@@ -190,4 +200,20 @@ def test_a_torchvision_network_builds_on_a_users_image_folder(tmp_path, monkeypa
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), again(x)) and model(x).shape == (2, 10)
-    assert "resnet18" in (entry / "README.md").read_text()
+    card = (entry / "README.md").read_text()
+    assert "resnet18" in card and "Classes in output order: class0, class1" in card
+    # the recorded preprocessing is the evaluation's: timm's pipeline on a raw image gives its tensor
+    from PIL import Image
+    from timm.data import create_transform, resolve_data_config
+
+    val = data.image_folder(
+        "val",
+        data.ImageFolderSettings(
+            root=str(folder), image_size=32, mean=(0.286,) * 3, std=(0.353,) * 3, crop_pct=1.0, augment=False
+        ),
+    )
+    path, _ = val.samples[0]
+    with Image.open(path) as image:
+        assert torch.equal(
+            create_transform(**resolve_data_config(model=model))(image.convert("RGB")), val[0][0]
+        )

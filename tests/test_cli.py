@@ -191,6 +191,55 @@ def test_bench_compares_base_and_merged_and_writes_a_latency_card(tmp_path):
     assert other.exit_code == 1 and "measured for another network" in other.stderr
 
 
+def test_bench_takes_a_zoo_entry_and_says_when_its_table_was_measured_otherwise(tmp_path):
+    """A checkpoint's base, plan, table and latency setting; a table measured at batch 64 on 2
+    threads, timed here at batch 1 on 1 thread, gives a warning instead of a +456 % "error"."""
+    import shutil
+    from pathlib import Path
+
+    entry = tmp_path / "entry"  # a committed card: config, plan, latency card and tables, no weights
+    shutil.copytree(
+        Path(__file__).resolve().parent.parent / "cards" / "mobilenetv2-fmnist-layermerge-1.6x", entry
+    )
+    args = [
+        "bench",
+        f"local-dir:{entry}",
+        "--batch-size",
+        "1",
+        "--threads",
+        "1",
+        "--runs",
+        "2",
+        "--rounds",
+        "1",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"plan: the one local-dir:{entry} was built with" in result.stderr
+    assert "AMD" in result.stdout or "thread)" in result.stdout  # 1 thread, singular
+    assert "(1 thread)" in result.stdout and "(1 threads)" not in result.stdout
+    assert "error" not in result.stdout and "not comparable" in result.stdout
+    assert "warning: the latency table was measured with batch 64, here 1; threads 2, here 1" in result.stderr
+    # the entry's own plan.json names what it holds
+    plan_file = entry / "plan.json"
+    again = CliRunner().invoke(main, [*args, "--plan", str(plan_file)])
+    assert again.exit_code == 0 and f"plan: the solve record {plan_file} (target 1.6x)" in again.stderr
+    index = CliRunner().invoke(main, [*args, "--plan", str(plan_file), "--plan-index", "2"])
+    assert index.exit_code == 1 and "holds one plan; drop --plan-index" in index.stderr
+
+
+def test_common_options_are_choices_and_quiet_silences_progress(tmp_path):
+    dtype = CliRunner().invoke(main, ["bench", "resnet18", "--dtype", "float64"])
+    assert dtype.exit_code == 2 and "'float64' is not one of 'float32', 'float16', 'bfloat16'" in dtype.output
+    for command in ("build", "tables"):
+        text = CliRunner().invoke(main, [command, "--help"]).output
+        assert "--quiet" in text and "No progress bars" in text
+    both = CliRunner().invoke(main, ["build", "mobilenetv2-fmnist-layermerge-1.6x", "--speedup", "1.7"])
+    assert both.exit_code == 1 and "give the recipe name with --speedup" in both.stderr
+    low = CliRunner().invoke(main, ["build", "mobilenetv2-fmnist-layermerge", "--speedup", "0.9"])
+    assert low.exit_code == 2 and "0.9" in low.output
+
+
 @pytest.mark.integration
 def test_tables_builds_both_tables_from_the_smoke_recipe_and_reuses_them(tmp_path):
     import lmzoo

@@ -2,6 +2,7 @@
 into an olah mirror directory, served by olah on 127.0.0.1 in offline mode, and loaded through
 huggingface_hub by `hf-hub:` name and by zoo name."""
 
+import json
 import os
 import shutil
 import signal
@@ -158,3 +159,53 @@ def test_hub_errors_are_lmzoo_errors(hub_env, tmp_path):
     with pytest.raises(lmzoo.LmzooError, match=r"config\.json"):
         lmzoo.load(f"hf-hub:{ORG}/plain")
     shutil.rmtree(not_a_checkpoint)
+
+
+def test_a_ddpm_checkpoint_loads_as_a_diffusers_pipeline_from_the_hub(hub_env, tmp_path):
+    """DDPMPipeline.from_pretrained of the repository's snapshot on the mirror, in a fresh process that
+    only imports lmzoo and sets HF_ENDPOINT, as a user would: the merged UNet (lmzoo's class, named in
+    model_index.json) and the training schedule. (diffusers takes components of other libraries than
+    its own from local directories only, so the snapshot is downloaded first.)"""
+    url, mirrors = hub_env
+    directory, merged = random_checkpoint(tmp_path / "ddpm", source="diffusers", name="ddpm-entry", seed=7)
+    sha = _publish(directory, mirrors, "ddpm-entry")
+    x, t = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([99])
+    torch.save({"x": x, "t": t}, tmp_path / "inputs.pt")
+    script = (
+        "import sys, torch, lmzoo\n"
+        "from diffusers import DDPMPipeline\n"
+        "from huggingface_hub import snapshot_download\n"
+        f"pipeline = DDPMPipeline.from_pretrained(snapshot_download('{ORG}/ddpm-entry', revision='{sha}'))\n"
+        "assert type(pipeline.unet).__name__ == 'LayerMergeUNet2DModel'\n"
+        "assert pipeline.scheduler.config['beta_end'] == 0.02\n"
+        "inputs = torch.load(sys.argv[1])\n"
+        "with torch.no_grad():\n"
+        "    torch.save(pipeline.unet(inputs['x'], inputs['t']).sample, sys.argv[2])\n"
+    )
+    env = {**os.environ, "HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0", "HF_HUB_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-c", script, str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with torch.no_grad():
+        assert torch.equal(torch.load(tmp_path / "out.pt"), merged(x, t).sample)
+
+
+def test_info_and_card_read_a_hub_repository(hub_env, tmp_path):
+    """`lmzoo info` and `lmzoo card` take hf-hub: names as show and load do (the records only are
+    downloaded: no weights)."""
+    _, mirrors = hub_env
+    committed = Path(__file__).resolve().parent.parent / "cards" / "resnet34-fmnist-layermerge-1.6x"
+    published = tmp_path / "published"
+    shutil.copytree(committed, published)
+    (published / "model.safetensors").write_bytes(b"weights are not downloaded for a card")
+    sha = _publish(published, mirrors, "resnet34-card")
+    runner = CliRunner()
+    info = runner.invoke(main, ["info", f"hf-hub:{ORG}/resnet34-card@{sha}", "--json"])
+    assert info.exit_code == 0, info.output
+    record = json.loads(info.stdout)
+    assert record["method"] == "layermerge" and record["test"]["accuracy"] > 80
+    card = runner.invoke(main, ["card", f"hf-hub:{ORG}/resnet34-card", "--revision", sha])
+    assert card.exit_code == 0, card.output
+    assert card.stdout == (committed / "README.md").read_text() + "\n"
+    snapshot = Path(record["local_path"])
+    assert not (snapshot / "model.safetensors").exists() and (snapshot / "plan.json").is_file()

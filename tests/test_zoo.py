@@ -3,7 +3,9 @@
 
 import contextlib
 import json
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -362,3 +364,70 @@ def test_publishing_without_a_network_is_one_line_saying_nothing_was_committed(t
     (line,) = result.stderr.strip().splitlines()
     assert "publishing test-entry to org/repo on http://127.0.0.1" in line
     assert "failed, nothing was committed: the Hub could not be reached (ConnectError" in line
+
+
+def test_baseline_entries_are_zoo_entries(tmp_path, monkeypatch):
+    """The baselines the cards show (<stem>-depth-, -layer-, -layermerge-union-) are listed, inspected
+    and loaded like LayerMerge's entries, and filtered by method."""
+    monkeypatch.setenv("LMZOO_HOME", str(tmp_path))
+    depth = lmzoo.list_models("resnet34-fmnist-*", method="depth")
+    assert depth == [f"resnet34-fmnist-depth-{s}x" for s in ("1.15", "1.3", "1.6", "2")]
+    assert "mobilenetv2-fmnist-layermerge-union-1.6x" in lmzoo.list_models(method="layermerge-union")
+    runner = CliRunner()
+    listed = runner.invoke(main, ["list", "resnet34-fmnist-*", "--method", "layer"])
+    assert listed.exit_code == 0 and len(listed.stdout.splitlines()) == 4
+    assert all(" layer " in line and "recipe only" in line for line in listed.stdout.splitlines())
+    record = json.loads(runner.invoke(main, ["info", "resnet34-fmnist-layer-1.6x", "--json"]).stdout)
+    assert (record["method"], record["recipe"], record["target_speedup"]) == (
+        "layer",
+        "resnet34-fmnist-layermerge",
+        1.6,
+    )
+    with pytest.raises(lmzoo.LmzooError, match=r"build it with `lmzoo build resnet34-fmnist-layer-1\.6x`"):
+        lmzoo.load("resnet34-fmnist-layer-1.6x")
+    random_checkpoint(tmp_path / "resnet34-fmnist-depth-2x", name="resnet34-fmnist-depth-2x")
+    assert lmzoo.load("resnet34-fmnist-depth-2x") is not None
+
+
+def test_a_profile_build_is_marked_everywhere_and_not_published_by_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMZOO_HOME", str(tmp_path))
+    name = f"{ENTRY}-smoke"
+    random_checkpoint(tmp_path / name, name=name, profile="smoke")
+    runner = CliRunner()
+    listed = runner.invoke(main, ["list", "mobilenetv2-fmnist-layermerge-1.6x*"])
+    lines = dict(line.split(maxsplit=1) for line in listed.stdout.splitlines())
+    assert "smoke profile: not the zoo entry" in lines[name] and "recipe only" in lines[ENTRY]
+    assert json.loads(runner.invoke(main, ["info", name, "--json"]).stdout)["profile"] == "smoke"
+    with pytest.warns(lmzoo.ProfileBuildWarning, match=f"{name} was built with the recipe's 'smoke' profile"):
+        lmzoo.load(name)
+    refused = runner.invoke(main, ["publish", name, "--to-git", str(tmp_path / "mirror")])
+    assert refused.exit_code == 1 and "pass --allow-profile" in refused.stderr
+    assert not (tmp_path / "mirror").exists()
+    allowed = runner.invoke(main, ["publish", name, "--to-git", str(tmp_path / "mirror"), "--allow-profile"])
+    assert allowed.exit_code == 0, allowed.output
+
+
+def test_an_absent_device_is_one_error_before_loading(timm_checkpoint, monkeypatch):
+    directory, _ = timm_checkpoint
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(lmzoo.DeviceUnavailableError, match="CUDA is not available here"):
+        lmzoo.load(f"local-dir:{directory}", device="cuda")
+    with pytest.raises(lmzoo.InvalidArgumentError, match="unknown device 'tpu'"):
+        lmzoo.load(f"local-dir:{directory}", device="tpu")
+    result = CliRunner().invoke(main, ["show", f"local-dir:{directory}"])
+    assert result.exit_code == 0
+
+
+def test_info_and_card_take_local_dir_names(tmp_path):
+    directory, _ = random_checkpoint(tmp_path / "entry", name="test-entry")
+    runner = CliRunner()
+    record = json.loads(runner.invoke(main, ["info", f"local-dir:{directory}", "--json"]).stdout)
+    assert record["local_path"] == str(directory) and record["profile"] == "default"
+    committed = Path(__file__).resolve().parent.parent / "cards" / ENTRY
+    copy = tmp_path / "card"
+    shutil.copytree(committed, copy)
+    (copy / "README.md").write_text("stale")
+    card = runner.invoke(main, ["card", f"local-dir:{copy}", "--out", str(tmp_path / "mirror")])
+    assert card.exit_code == 0, card.output
+    expected = (committed / "README.md").read_text()
+    assert (tmp_path / "mirror" / "README.md").read_text() == expected == (copy / "README.md").read_text()

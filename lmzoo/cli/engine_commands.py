@@ -427,9 +427,9 @@ def _read_plan(path: str, index: int | None = None) -> tuple[Any, str]:
         if len(plans) > 1 and index is None:
             which += "; choose another with --plan-index"
         data = record["plan"]
-    elif isinstance(data, dict) and "plan" in data and "format" in data:  # a solve record (plan.json)
-        which = f"the solve record {path} (target {data.get('target_speedup', '?')}x)"
-        data = data["plan"]
     elif index not in (None, 0):
         raise InvalidPlanError(f"{path} holds one plan; drop --plan-index")
+    elif isinstance(data, dict) and isinstance(data.get("plan"), dict):  # a solve record (plan.json)
+        which = f"the solve record {path} (target {data.get('target_speedup', '?')}x)"
+        data = data["plan"]
     return lmzoo.Plan.from_dict(data), which

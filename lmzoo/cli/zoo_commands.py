@@ -157,6 +157,7 @@ def results(pattern: str | None, out: str) -> None:
     model and one per base, with target, predicted and measured speed-ups, the latency setting and the
     test metric; plus frontier-<arch>-<dataset>.png (metric against measured speed-up, all methods)."""
     from lmzoo.errors import InvalidArgumentError
+    from lmzoo.recipes import DEFAULT_PROFILE
     from lmzoo.results import plot_frontier, results_rows, write_results
     from lmzoo.store import built_entries, entry_dir, store_root
 
@@ -171,9 +172,10 @@ def results(pattern: str | None, out: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     write_results(rows, target)
     click.echo(f"{target}: {sum(r['method'] != 'base' for r in rows)} models")
-    for group in sorted({(r["arch"], r["dataset"]) for r in rows}):
-        plot = target.with_name(f"frontier-{group[0]}-{group[1]}.png")
-        if plot_frontier(rows, plot, group=group):
+    for arch, dataset, profile in sorted({(r["arch"], r["dataset"], r["profile"]) for r in rows}):
+        suffix = "" if profile == DEFAULT_PROFILE else f"-{profile}"  # a smoke build's plot stays apart
+        plot = target.with_name(f"frontier-{arch}-{dataset}{suffix}.png")
+        if plot_frontier(rows, plot, group=(arch, dataset), profile=profile):
             click.echo(str(plot))
 
 
@@ -198,6 +200,7 @@ def card(name: str, results: str | None, out: str | None, revision: str | None) 
 
     from lmzoo.cards import card_from_checkpoint
     from lmzoo.checkpoint import read_config, weights_name
+    from lmzoo.errors import InvalidArgumentError
     from lmzoo.results import plot_frontier, read_results
     from lmzoo.store import is_built
     from lmzoo.zoo import checkpoint_files
@@ -207,8 +210,13 @@ def card(name: str, results: str | None, out: str | None, revision: str | None) 
     )
     directory = _built_entry(name) if local else checkpoint_files(name, revision=revision)
     weights = weights_name(read_config(directory))
-    frontier = Path(out or directory) / "frontier.png" if results is not None else None
-    if results is not None and frontier is not None:
+    frontier = None
+    if results is not None:  # drawn into the checkpoint, or beside the card written from a Hub one
+        if not local and out is None:
+            raise InvalidArgumentError(
+                "--results with a Hub checkpoint needs --out (its snapshot is read-only)"
+            )
+        frontier = (directory if local else Path(str(out))) / "frontier.png"
         frontier.parent.mkdir(parents=True, exist_ok=True)
         plot_frontier(read_results(results), frontier, entry=read_config(directory)["name"])
     text = card_from_checkpoint(directory, frontier=frontier is not None or None)

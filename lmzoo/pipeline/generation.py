@@ -105,7 +105,7 @@ def _feature_classifier(recipe: Recipe) -> tuple[nn.Module, Preprocessing]:
         classifier = load(name)  # says how to build it when it is missing
     except LmzooError as err:
         raise type(err)(f"evaluate.feature_model: {err}") from None
-    config = read_config(classifier.lmzoo_checkpoint)
+    config = read_config(str(classifier.lmzoo_checkpoint))
     if config["task"] != "classification":
         raise wrong
     try:

@@ -80,7 +80,7 @@ class BuildInputs:
         dataset = self.test_set
         while isinstance(dataset, Subset):  # the limits
             dataset = dataset.dataset
-        return dataset.preprocessing  # type: ignore[attr-defined,no-any-return]
+        return dataset.preprocessing  # type: ignore[attr-defined]
 
     @property
     def train_set(self) -> Dataset[Any]:

@@ -100,7 +100,7 @@ class DiffusersSource(Source):
             weights=UNET_WEIGHTS,
             files={
                 "model_index.json": lambda p: write_json(p, index, indent=2),
-                "scheduler/scheduler_config.json": lambda p: p.write_text(scheduler.to_json_string()),
+                "scheduler/scheduler_config.json": lambda p: p.write_text(scheduler.to_json_string()),  # type: ignore[attr-defined]
                 "unet/config.json": lambda p: p.write_text(unet.to_json_string()),  # type: ignore[operator]
             },
         )

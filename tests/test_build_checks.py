@@ -1,0 +1,63 @@
+"""What a build checks before its first stage runs: the Fréchet feature model of a DDPM recipe is
+loaded for real (not only looked up), and the targets asked for are speed-ups; nothing is computed
+and the work directory is not created when a check fails."""
+
+import pytest
+
+import lmzoo
+from lmzoo import pipeline
+from lmzoo.data import small_preprocessing
+from lmzoo.pipeline.generation import check_feature_model
+from lmzoo.recipes import load_recipe
+from lmzoo.testing import random_checkpoint
+
+DDPM = "ddpm-fmnist-layermerge-1.2x"
+FEATURES = "mobilenetv2-fmnist-layermerge-1.3x"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMZOO_HOME", str(tmp_path / "store"))
+    return tmp_path / "store"
+
+
+def _build(tmp_path, **kwargs):
+    return pipeline.build(DDPM, profile="smoke", workdir=tmp_path / "work", progress=False, **kwargs)
+
+
+def test_a_missing_feature_model_fails_before_any_stage(store, tmp_path):
+    with pytest.raises(
+        lmzoo.LmzooError, match=rf"evaluate.feature_model: {FEATURES} is a zoo entry but is not built"
+    ):
+        _build(tmp_path)
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_damaged_feature_model_fails_before_any_stage(store, tmp_path):
+    directory, _ = random_checkpoint(store / FEATURES, name=FEATURES)
+    (directory / "model.safetensors").write_bytes(b"\0" * 100)
+    with pytest.raises(lmzoo.LmzooError, match=r"evaluate.feature_model: .*model.safetensors is corrupted"):
+        _build(tmp_path)
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_feature_model_must_classify_the_same_images(store, tmp_path):
+    random_checkpoint(store / FEATURES, name=FEATURES, source="diffusers")  # a denoiser, 3x16x16
+    with pytest.raises(
+        lmzoo.LmzooError, match="must be 'inception' or a zoo classifier trained on fashion-mnist"
+    ):
+        _build(tmp_path)
+    assert not (tmp_path / "work").exists()
+    random_checkpoint(store / FEATURES, name=FEATURES)  # a Fashion-MNIST classifier of 32x32 images
+    recipe, _ = load_recipe(DDPM, "smoke")
+    check_feature_model(recipe, small_preprocessing("fashion-mnist", "symmetric", 32))
+    with pytest.raises(
+        lmzoo.LmzooError, match=r"takes \(1, 32, 32\) images, this recipe makes \(1, 28, 28\)"
+    ):
+        check_feature_model(recipe, small_preprocessing("fashion-mnist", "symmetric"))
+
+
+def test_targets_are_speedups(store, tmp_path):
+    with pytest.raises(lmzoo.InvalidArgumentError, match=r"speed-ups must be numbers above 1, got \[0.5\]"):
+        pipeline.build("mobilenetv2-fmnist-layermerge", speedups=[0.5], workdir=tmp_path / "work")
+    assert not (tmp_path / "work").exists()
