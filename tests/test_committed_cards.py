@@ -37,3 +37,20 @@ def test_a_committed_card_regenerates_byte_for_byte(directory):
 def test_the_committed_results_are_the_cards_results(tmp_path):
     write_results(results_rows(ENTRIES), tmp_path / "results.csv")
     assert (tmp_path / "results.csv").read_text() == (CARDS / "results.csv").read_text()
+
+
+@pytest.mark.parametrize("directory", ENTRIES, ids=[d.name for d in ENTRIES])
+def test_a_committed_card_invents_nothing_and_says_how_it_was_measured_once(directory):
+    """No URL or install command that does not exist; the Hub's pipeline_tag; which way is better on
+    every plot of a metric; the thread count named once in the measurement line."""
+    card = (directory / "README.md").read_text()
+    assert "github.com/lmzoo" not in card and "pip install lmzoo" not in card
+    assert "it is not on PyPI" in card
+    task = read_config(directory)["task"]
+    tag = {"classification": "image-classification", "denoising": "unconditional-image-generation"}[task]
+    assert f"pipeline_tag: {tag}\n" in card
+    if (directory / "frontier.png").is_file():
+        better = "lower is better" if task == "denoising" else "higher is better"
+        assert f", {better}, against measured speed-up" in card
+    measured = next(line for line in card.splitlines() if line.startswith("measured with"))
+    assert measured.count("thread") == 1
