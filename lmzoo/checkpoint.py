@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmzoo.errors import LmzooError
-from lmzoo.files import read_json, write_json
+from lmzoo.files import read_json, recover_directory, replace_directory, staging_dir, write_json
 from lmzoo.preprocessing import Preprocessing, PreprocessingError
 from lmzoo.sources import TASKS, Architecture, get_source, migrate_legacy, source_names
 from lmzoo.version import __version__
@@ -91,8 +90,8 @@ def write_checkpoint(
     from safetensors.torch import save_file
 
     target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    recover_directory(target)  # a crashed writer's leftovers go first
+    tmp = staging_dir(target)
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in merged.state_dict().items()}
         weights = tmp / weights_name(config)
@@ -103,14 +102,7 @@ def write_checkpoint(
             path = tmp / name
             path.parent.mkdir(parents=True, exist_ok=True)
             writer(path)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        replace_directory(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

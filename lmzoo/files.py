@@ -7,8 +7,11 @@ never follows a file that is not a regular file or is too large to be what it cl
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -37,6 +40,113 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def regular_files(
+    directory: str | os.PathLike[str],
+    *,
+    error: type[LmzooError],
+    within: str | os.PathLike[str] | None = None,
+    skip: tuple[str, ...] = (),
+) -> list[Path]:
+    """Every file under ``directory`` (sorted; folders named in ``skip`` left out), each a regular
+    file or a link to one inside ``within`` (default: ``directory``; a Hub snapshot's links point into
+    its cache folder). A link leading elsewhere, or a FIFO or device, is one ``error``: its target is
+    never read or copied."""
+    directory = Path(directory)
+    root = Path(within or directory).resolve()
+    found = []
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory)
+        if any(part in skip for part in relative.parts):
+            continue
+        if path.is_symlink():
+            target = path.resolve()
+            if not target.is_relative_to(root):
+                raise error(f"{path} is a link to {target}, outside {root}; lmzoo copies regular files only")
+        if path.is_dir():
+            continue
+        if not path.is_file():
+            raise error(f"{path} is not a regular file (a FIFO, socket or device); remove it")
+        found.append(path)
+    return found
+
+
+#: renameat2(2)'s flag that swaps two paths in one step (Linux >= 3.15 on ext4, xfs, btrfs, tmpfs)
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the directories ``a`` and ``b`` atomically; False where the system cannot."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # not Linux, or a C library without renameat2
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this file system cannot swap
+        return False
+    raise OSError(errno, os.strerror(errno), str(b))
+
+
+def staging_dir(target: Path) -> Path:
+    """A fresh hidden sibling of ``target`` to write it in (``.NAME.tmp-<pid>-<random>``: the pid
+    tells :func:`clean_leftovers` whether its writer still runs)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+
+
+def replace_directory(staged: Path, target: Path) -> None:
+    """Put the directory ``staged`` in place of ``target`` so that every reader sees the old
+    directory or the new one, whole: one rename when ``target`` does not exist, an atomic swap when
+    it does (the old one is then deleted). Where the file system cannot swap, the old directory is
+    first renamed to ``.NAME.old``, which :func:`recover_directory` puts back if a crash comes between."""
+    if not target.exists():
+        os.replace(staged, target)
+        return
+    if _exchange(staged, target):
+        shutil.rmtree(staged, ignore_errors=True)  # now the old directory
+        return
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(target, old)
+    os.replace(staged, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_directory(target: Path) -> None:
+    """Undo a swap a crash interrupted (``target`` gone, ``.NAME.old`` left) and delete what crashed
+    writers left (``.NAME.tmp-<pid>-*`` of processes no longer running; ``.NAME.old`` beside a
+    complete ``target``). Readers call it before looking, so leftovers are never listed or loaded."""
+    parent, name = target.parent, target.name
+    if not parent.is_dir():
+        return
+    old = parent / f".{name}.old"
+    if old.is_dir() and not target.exists():
+        with contextlib.suppress(OSError):  # another reader may be putting it back at the same time
+            os.replace(old, target)
+    elif old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    for leftover in parent.glob(f".{glob.escape(name)}.tmp-*"):
+        pid = leftover.name.removeprefix(f".{name}.tmp-").split("-")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: running
+        return True
+    return True
 
 
 def write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 1) -> Path:

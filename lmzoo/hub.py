@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lmzoo.checkpoint import CONFIG_NAME, CheckpointError
 from lmzoo.errors import InvalidArgumentError, LmzooError
+from lmzoo.files import regular_files
 
 HUB_PREFIX = "hf-hub:"
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -173,9 +174,9 @@ def download_card(repo_id: str, revision: str) -> Path | None:
 
 
 def _published_files(directory: Path) -> list[Path]:
-    return sorted(
-        p for p in directory.rglob("*") if p.is_file() and not any(part in UNPUBLISHED for part in p.parts)
-    )
+    """The checkpoint's files to publish: regular files only (a link out of the checkpoint is an
+    error, never followed), local-only folders left out."""
+    return regular_files(directory, error=CheckpointError, skip=UNPUBLISHED)
 
 
 def _check_publishable(directory: Path) -> None:
@@ -184,6 +185,7 @@ def _check_publishable(directory: Path) -> None:
     weights = weights_name(read_config(directory))
     if not (directory / weights).is_file():
         raise CheckpointError(f"{directory} has no {weights}; build the entry before publishing it")
+    _published_files(directory)  # links out of the checkpoint or special files: refused before any upload
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,8 @@ def publish_to_hub(
     The token comes from ``token``, ``HF_TOKEN`` or the Hub login; it is never printed."""
     from huggingface_hub import HfApi
 
+    from lmzoo.checkpoint import read_config
+
     directory = Path(directory)
     _check_publishable(directory)
     if not REPO_ID.match(repo_id):
@@ -266,7 +270,7 @@ def publish_to_hub(
         commit = api.upload_folder(
             repo_id=repo_id,
             folder_path=directory,
-            commit_message=f"lmzoo: publish {directory.name}",
+            commit_message=PUBLISH_MESSAGE.format(name=read_config(directory).get("name", directory.name)),
             ignore_patterns=[f"{p}/**" for p in UNPUBLISHED],
         )
         sha = str(commit.oid)
@@ -306,6 +310,10 @@ def _git(repo: Path, *args: str, check: bool = True) -> str:
     return done.stdout.strip()
 
 
+#: the commit message of a publish; a git mirror lmzoo wrote has it on its head commit
+PUBLISH_MESSAGE = "lmzoo: publish {name}"
+
+
 def publish_to_git(
     directory: str | os.PathLike[str],
     repo: str | os.PathLike[str],
@@ -313,18 +321,30 @@ def publish_to_git(
     tag: str | None = None,
     move_tag: bool = False,
 ) -> Published:
-    """Commit a checkpoint directory into the git repository ``repo`` (created if needed) in Hub
-    layout — files at the root, weights as plain blobs (no LFS) — and tag it, as
-    :func:`publish_to_hub` does: the commit replaces the repository's files with the checkpoint's,
-    unchanged files make no new commit, and tags follow the same rule."""
-    directory, repo = Path(directory), Path(repo)
+    """Commit a checkpoint directory into the git repository ``repo`` in Hub layout — files at the
+    root, weights as plain blobs (no LFS) — and tag it, as :func:`publish_to_hub` does: the commit
+    replaces the files of the previous publish, unchanged files make no new commit, and tags follow
+    the same rule. ``repo`` is created when it does not exist or is empty; otherwise it must be an
+    lmzoo mirror of the same entry (its head commit a publish of it) with no uncommitted work, and
+    its path may not climb out with ``..``: nothing else is ever touched."""
+    from lmzoo.checkpoint import read_config
+
+    directory = Path(directory)
+    if ".." in Path(repo).parts:
+        raise InvalidArgumentError(
+            f"--to-git {repo}: the path climbs out with '..'; give the mirror's own path"
+        )
+    repo = Path(repo)
     _check_publishable(directory)
+    name = str(read_config(directory).get("name", directory.name))
+    message = PUBLISH_MESSAGE.format(name=name)
+    _check_mirror(repo, message)
     repo.mkdir(parents=True, exist_ok=True)
     if not (repo / ".git").exists():
         _git(repo, "init", "-q", "-b", "main")
-    for old in repo.iterdir():
-        if old.name != ".git":
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    for tracked in _git(repo, "ls-files", "-z").split("\0"):  # the previous publish's files only
+        if tracked:
+            (repo / tracked).unlink(missing_ok=True)
     for source in _published_files(directory):
         target = repo / source.relative_to(directory)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -333,7 +353,7 @@ def publish_to_git(
     has_head = bool(_git(repo, "rev-parse", "--verify", "-q", "HEAD", check=False))
     changed = not has_head or bool(_git(repo, "status", "--porcelain"))
     if changed:
-        _git(repo, "commit", "-q", "-m", f"lmzoo: publish {directory.name}")
+        _git(repo, "commit", "-q", "-m", message)
     sha = _git(repo, "rev-parse", "HEAD")
     existing: dict[str, str] = {}  # tag -> commit (an annotated tag's target, a lightweight tag's object)
     refs = _git(repo, "for-each-ref", "--format=%(refname:short) %(*objectname) %(objectname)", "refs/tags")
@@ -347,3 +367,22 @@ def publish_to_git(
     if create:
         _git(repo, "tag", "-f", chosen, sha)
     return Published(sha=sha, tag=chosen, new_commit=changed)
+
+
+def _check_mirror(repo: Path, message: str) -> None:
+    """Refuse a ``--to-git`` target that is not empty and not this entry's lmzoo mirror, or that holds
+    uncommitted work: publishing would destroy what is there."""
+    if not repo.exists() or (repo.is_dir() and not any(repo.iterdir())):
+        return
+    if not repo.is_dir():
+        raise InvalidArgumentError(f"--to-git {repo} is a file, not a directory")
+    fix = "give an empty or new directory, or the mirror this entry was published to"
+    if not (repo / ".git").exists():
+        raise InvalidArgumentError(f"--to-git {repo} is not empty and not a git mirror; {fix}")
+    head = _git(repo, "log", "-1", "--format=%s", check=False)
+    if head and head != message:
+        raise InvalidArgumentError(
+            f"--to-git {repo} is a git repository whose last commit is not {message!r}; {fix}"
+        )
+    if _git(repo, "status", "--porcelain"):
+        raise InvalidArgumentError(f"--to-git {repo} has uncommitted changes; commit or remove them first")

@@ -199,8 +199,9 @@ def card(name: str, results: str | None, out: str | None, revision: str | None) 
     import shutil
 
     from lmzoo.cards import card_from_checkpoint
-    from lmzoo.checkpoint import read_config, weights_name
+    from lmzoo.checkpoint import CheckpointError, read_config, weights_name
     from lmzoo.errors import InvalidArgumentError
+    from lmzoo.files import regular_files
     from lmzoo.results import plot_frontier, read_results
     from lmzoo.store import is_built
     from lmzoo.zoo import checkpoint_files
@@ -224,9 +225,11 @@ def card(name: str, results: str | None, out: str | None, revision: str | None) 
         (directory / "README.md").write_text(text)
     if out:
         target = Path(out)
-        for source in sorted(directory.rglob("*")):
+        # a Hub snapshot's files are links into its cache folder; a store checkpoint's are its own
+        within = directory.parent.parent if directory.parent.name == "snapshots" else directory
+        for source in regular_files(directory, error=CheckpointError, within=within, skip=(".cache", ".git")):
             relative = source.relative_to(directory)
-            if source.is_file() and str(relative) != weights and relative.parts[0] != ".cache":
+            if str(relative) != weights:
                 path = target / relative
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if path.resolve() != source.resolve():
