@@ -1,0 +1,100 @@
+"""Nothing lost, nothing half-written, one clear line: what a clumsy or hostile user does to the
+store, the mirrors and the names, and what lmzoo does about it."""
+
+import os
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+import lmzoo
+from lmzoo.cli import main
+from lmzoo.testing import random_checkpoint
+
+
+def _git(repo, *args):
+    env = {**os.environ, "GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@u", "GIT_COMMITTER_NAME": "u"}
+    env["GIT_COMMITTER_EMAIL"] = "u@u"
+    return subprocess.run(
+        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _publish(directory, target, *more):
+    return CliRunner().invoke(main, ["publish", f"local-dir:{directory}", "--to-git", str(target), *more])
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    return random_checkpoint(tmp_path / "test-entry", seed=3)[0]
+
+
+def test_publishing_to_git_never_destroys_what_is_there(checkpoint, tmp_path):
+    # a directory of other files
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("keep me")
+    result = _publish(checkpoint, folder)
+    assert result.exit_code == 1 and "is not empty and not a git mirror" in result.stderr
+    assert os.listdir(folder) == ["precious.txt"] and (folder / "precious.txt").read_text() == "keep me"
+    # somebody else's repository, with a tracked file and uncommitted work
+    other = tmp_path / "other"
+    other.mkdir()
+    _git(other, "init", "-q", "-b", "main")
+    (other / "tracked.txt").write_text("v1")
+    _git(other, "add", "tracked.txt")
+    _git(other, "commit", "-q", "-m", "mine")
+    (other / "draft.txt").write_text("not committed")
+    result = _publish(checkpoint, other)
+    assert result.exit_code == 1 and "whose last commit is not 'lmzoo: publish test-entry'" in result.stderr
+    assert sorted(os.listdir(other)) == [".git", "draft.txt", "tracked.txt"]
+    assert _git(other, "rev-list", "--count", "HEAD").strip() == "1"
+    # our own mirror with uncommitted changes
+    mirror = tmp_path / "mirror"
+    assert _publish(checkpoint, mirror).exit_code == 0
+    (mirror / "notes.txt").write_text("mine")
+    result = _publish(checkpoint, mirror)
+    assert result.exit_code == 1 and "has uncommitted changes" in result.stderr
+    assert (mirror / "notes.txt").read_text() == "mine"
+    # a path that climbs out of the mirrors
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "data").write_text("x")
+    result = _publish(checkpoint, tmp_path / "mirrors" / "models" / ".." / ".." / "victim")
+    assert result.exit_code == 1 and "climbs out with '..'" in result.stderr
+    assert os.listdir(victim) == ["data"] and not (tmp_path / "mirrors").exists()
+    # an empty directory is fine, and so is publishing again (the previous files replaced)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _publish(checkpoint, empty).exit_code == 0 and _publish(checkpoint, empty).exit_code == 0
+
+
+def test_links_out_of_a_checkpoint_are_never_followed(checkpoint, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    (checkpoint / "passwd").symlink_to("/etc/passwd")
+    result = _publish(checkpoint, tmp_path / "mirror")
+    assert result.exit_code == 1 and "is a link to /etc/passwd" in result.stderr
+    assert not (tmp_path / "mirror").exists()
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda *a, **k: calls.append("create_repo"))
+    result = CliRunner().invoke(main, ["publish", f"local-dir:{checkpoint}", "--repo-id", "org/repo"])
+    assert result.exit_code == 1 and "lmzoo copies regular files only" in result.stderr and not calls
+    (checkpoint / "passwd").unlink()
+    os.mkfifo(checkpoint / "pipe")
+    result = _publish(checkpoint, tmp_path / "mirror")
+    assert result.exit_code == 1 and "is not a regular file" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../outside", "/etc", ".crash-entry.tmp-1-x", "a/b", "x" * 10_000, "..", "entry\n", ""],
+    ids=["parent", "absolute", "hidden", "slash", "long", "dots", "newline", "empty"],
+)
+def test_a_zoo_name_is_a_name_never_a_path(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("LMZOO_HOME", str(tmp_path))
+    with pytest.raises(lmzoo.InvalidArgumentError, match="is not a zoo entry name") as raised:
+        lmzoo.load(name)
+    assert "local-dir:PATH" in str(raised.value) and len(str(raised.value)) < 400
+    result = CliRunner().invoke(main, ["info", name])
+    assert result.exit_code == 1 and "Traceback" not in result.output
