@@ -12,6 +12,8 @@ format 1 named a construction *family* instead of a source; they are migrated wh
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -33,6 +35,8 @@ CHECKPOINT_FORMAT = "lmzoo.checkpoint/2"
 #: earlier formats this version reads (format 1: ``base.family`` instead of ``base.source``)
 READABLE_FORMATS = ("lmzoo.checkpoint/1", CHECKPOINT_FORMAT)
 CONFIG_NAME = "config.json"
+#: the config key holding the digests of the config and the weights (written with them)
+INTEGRITY = "integrity"
 WEIGHTS_NAME = "model.safetensors"
 #: the weights files a config may name (``"weights"``; absent: model.safetensors): a fixed list, so
 #: a config never points a loader at an arbitrary path. The diffusers one holds a DDPM pipeline's UNet.
@@ -97,7 +101,7 @@ def write_checkpoint(
         weights = tmp / weights_name(config)
         weights.parent.mkdir(parents=True, exist_ok=True)
         save_file(state, str(weights), metadata={"format": "pt"})
-        write_json(tmp / CONFIG_NAME, config)
+        write_json(tmp / CONFIG_NAME, with_integrity(config, weights))
         for name, writer in (files or {}).items():
             path = tmp / name
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +128,44 @@ def write_merged_checkpoint(
         config = {**config, "weights": layout.weights}
         saved = source.wrap(merged, config)
     return write_checkpoint(directory, saved, config, {**layout.files, **(files or {})})
+
+
+def _config_digest(config: Mapping[str, Any]) -> str:
+    """sha256 of the config's content, the digests left out (key order and spacing do not count)."""
+    content = {k: v for k, v in config.items() if k != INTEGRITY}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def with_integrity(config: Mapping[str, Any], weights: Path) -> dict[str, Any]:
+    """``config`` with the digests of its own content and of the weights file it goes with: a
+    flipped byte in the weights, or an edited plan, is then found at load time."""
+    return {
+        **{k: v for k, v in config.items() if k != INTEGRITY},
+        INTEGRITY: {"config_sha256": _config_digest(config), "weights_sha256": _file_digest(weights)},
+    }
+
+
+def verify_integrity(directory: Path, config: Mapping[str, Any]) -> None:
+    """Check a (read) config and its weights file against the digests written with them."""
+    recorded = config.get(INTEGRITY)
+    if recorded is None:
+        return  # written before checkpoints carried digests
+    fix = "re-download or rebuild it, or load with verify=False (LMZOO_VERIFY=0) to accept it as it is"
+    if _config_digest(config) != recorded["config_sha256"]:
+        raise CheckpointError(f"{directory / CONFIG_NAME} was changed after it was written; {fix}")
+    weights = directory / weights_name(config)
+    if weights.is_file() and _file_digest(weights) != recorded["weights_sha256"]:
+        raise CheckpointError(
+            f"{weights} is not the file written with its config (its digest differs); {fix}"
+        )
 
 
 def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -168,6 +210,15 @@ def _checked(config: Any, path: Path) -> dict[str, Any]:
     need(isinstance(config.get("plan"), dict), "'plan' must be an object")
     need(isinstance(config.get("spec_fingerprint"), str), "'spec_fingerprint' must be a string")
     need(weights_name(config) in WEIGHTS_NAMES, f"'weights' must be one of {', '.join(WEIGHTS_NAMES)}")
+    integrity = config.get(INTEGRITY)
+    need(
+        integrity is None
+        or (
+            isinstance(integrity, dict)
+            and all(isinstance(integrity.get(k), str) for k in ("config_sha256", "weights_sha256"))
+        ),
+        f"'{INTEGRITY}' must hold config_sha256 and weights_sha256",
+    )
     if config.get("preprocessing") is not None:
         try:
             recorded = Preprocessing.from_dict(config["preprocessing"])
@@ -231,11 +282,20 @@ def load_weights_strictly(module: nn.Module, weights: Path) -> None:
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
+    common = set(expected) & set(state)
+    wrong = sorted(k for k in common if expected[k].shape != state[k].shape)
+    dtype = sorted(k for k in common if expected[k].dtype != state[k].dtype)
+    non_finite = sorted(k for k in state if state[k].is_floating_point() and not state[k].isfinite().all())
+    if missing or unexpected or wrong or dtype or non_finite:
         detail = "; ".join(
             f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            for what, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("wrong shape", wrong),
+                ("wrong dtype", dtype),
+                ("NaN or infinite values", non_finite),
+            )
             if keys
         )
         raise CheckpointError(f"{weights} does not match the merged network ({detail})")
@@ -243,17 +303,26 @@ def load_weights_strictly(module: nn.Module, weights: Path) -> None:
 
 
 def load_checkpoint(
-    directory: str | os.PathLike[str], *, device: str = "cpu", own_build: bool = False
+    directory: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    own_build: bool = False,
+    verify: bool | None = None,
 ) -> nn.Module:
     """The merged network of a checkpoint directory, weights loaded strictly, in eval mode, as its
     source wraps it (a merged DDPM UNet comes as
     :class:`~lmzoo.sources.diffusers.unet.LayerMergeUNet2DModel`). ``own_build``: the directory is
-    the user's own build (the local store), so a user's factory may be imported to rebuild it."""
+    the user's own build (the local store), so a user's factory may be imported to rebuild it.
+    ``verify`` (default: on, unless ``LMZOO_VERIFY=0``): the config and the weights file must match
+    the digests recorded when the checkpoint was written (checkpoints older than the digests have
+    none to check)."""
     from lmzoo.devices import resolve_device
 
     target = resolve_device(device)  # before any work: a missing GPU is one clear error
     directory = Path(directory)
     config = read_config(directory)
+    if verify if verify is not None else os.environ.get("LMZOO_VERIFY", "1") != "0":
+        verify_integrity(directory, config)
     warn_if_profile_build(config)
     if own_build:
         try:

@@ -218,29 +218,37 @@ def _build_hint(name: str) -> str:
     return f"build it with `lmzoo build {name}` (set LMZOO_HOME to use another store)"
 
 
-def load(name: str, *, revision: str | None = None, device: str = "cpu") -> nn.Module:
+def load(
+    name: str, *, revision: str | None = None, device: str = "cpu", verify: bool | None = None
+) -> nn.Module:
     """The merged network of a zoo entry, of ``hf-hub:ORG/REPO[@REV]`` or of ``local-dir:PATH``,
     on ``device`` ("cpu", "cuda", "cuda:N"; an absent device is an error before anything loads).
 
     A zoo name is looked up in the local store first, then downloaded from its Hub repo at its
     pinned revision (or ``revision``, which also skips the local store). A build of a recipe profile
-    other than the default (``<entry>-smoke``) loads with a :class:`~lmzoo.ProfileBuildWarning`."""
+    other than the default (``<entry>-smoke``) loads with a :class:`~lmzoo.ProfileBuildWarning`.
+    ``verify``: check the config and weights against the digests written with them (default: yes,
+    unless ``LMZOO_VERIFY=0``; see :func:`lmzoo.checkpoint.load_checkpoint`)."""
     from lmzoo.devices import resolve_device
 
     resolve_device(device)
     if name.startswith(LOCAL_PREFIX):
         if revision is not None:
             raise InvalidArgumentError("revision= applies to Hub repositories, not to local-dir: paths")
-        return load_checkpoint(name.removeprefix(LOCAL_PREFIX), device=device)
+        return load_checkpoint(name.removeprefix(LOCAL_PREFIX), device=device, verify=verify)
     if name.startswith(HUB_PREFIX):
         repo_id, pinned = parse_hub_name(name)
-        return load_checkpoint(download_checkpoint(repo_id, _revision(name, pinned, revision)), device=device)
+        return load_checkpoint(
+            download_checkpoint(repo_id, _revision(name, pinned, revision)), device=device, verify=verify
+        )
     if revision is None and is_built(name):
-        return load_checkpoint(entry_dir(name), device=device, own_build=True)
+        return load_checkpoint(entry_dir(name), device=device, own_build=True, verify=verify)
     entry = _published_entry(name)
     assert entry.repo_id is not None
     try:
-        return load_checkpoint(download_checkpoint(entry.repo_id, revision or entry.revision), device=device)
+        return load_checkpoint(
+            download_checkpoint(entry.repo_id, revision or entry.revision), device=device, verify=verify
+        )
     except HubError as err:
         raise HubError(
             f"{name} is not built locally and its Hub download failed: {err}; or {_build_hint(name)}"

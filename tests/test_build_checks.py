@@ -36,7 +36,10 @@ def test_a_missing_feature_model_fails_before_any_stage(store, tmp_path):
 def test_a_damaged_feature_model_fails_before_any_stage(store, tmp_path):
     directory, _ = random_checkpoint(store / FEATURES, name=FEATURES)
     (directory / "model.safetensors").write_bytes(b"\0" * 100)
-    with pytest.raises(lmzoo.LmzooError, match=r"evaluate.feature_model: .*model.safetensors is corrupted"):
+    with pytest.raises(
+        lmzoo.LmzooError,
+        match=r"evaluate.feature_model: .*model.safetensors is not the file written with its config",
+    ):
         _build(tmp_path)
     assert not (tmp_path / "work").exists()
 

@@ -98,3 +98,68 @@ def test_a_zoo_name_is_a_name_never_a_path(name, tmp_path, monkeypatch):
     assert "local-dir:PATH" in str(raised.value) and len(str(raised.value)) < 400
     result = CliRunner().invoke(main, ["info", name])
     assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def _rewrite_weights(directory, change):
+    """Rewrite a checkpoint's weights with ``change`` applied, and its digests to match (what a
+    careless tool that recomputes digests would leave): the checks behind the digests must catch it."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from lmzoo.checkpoint import with_integrity
+
+    weights = directory / "model.safetensors"
+    save_file(change(load_file(weights)), str(weights))
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps(with_integrity(config, weights)))
+
+
+def test_a_checkpoint_loads_only_as_it_was_written(tmp_path, monkeypatch):
+    """The digests written with a checkpoint find a flipped byte in the weights and an edited plan;
+    NaN or infinite weights and weights of another dtype are refused whatever the digests say."""
+    import json
+
+    import torch
+
+    from lmzoo.checkpoint import CheckpointError
+
+    directory, merged = random_checkpoint(tmp_path / "entry", seed=3)
+    weights = directory / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0x01  # one bit of one weight
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="is not the file written with its config"):
+        lmzoo.load(f"local-dir:{directory}")
+    assert lmzoo.load(f"local-dir:{directory}", verify=False) is not None  # the documented opt-out
+    monkeypatch.setenv("LMZOO_VERIFY", "0")
+    assert lmzoo.load(f"local-dir:{directory}") is not None
+    monkeypatch.delenv("LMZOO_VERIFY")
+
+    directory, _ = random_checkpoint(tmp_path / "plan", seed=3)
+    config = json.loads((directory / "config.json").read_text())
+    config["plan"]["blocks"][0]["kept"] = []  # the plan no longer matches the weights' network
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="was changed after it was written"):
+        lmzoo.load(f"local-dir:{directory}")
+
+    directory, _ = random_checkpoint(tmp_path / "nan", seed=3)
+    first = None
+
+    def poison(state):
+        nonlocal first
+        first = next(k for k, v in state.items() if v.is_floating_point())
+        state[first][...] = float("nan")
+        return state
+
+    _rewrite_weights(directory, poison)
+    with pytest.raises(CheckpointError, match="NaN or infinite values"):
+        lmzoo.load(f"local-dir:{directory}")
+
+    directory, _ = random_checkpoint(tmp_path / "half", seed=3)
+    _rewrite_weights(
+        directory, lambda state: {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    )
+    with pytest.raises(CheckpointError, match="wrong dtype"):
+        lmzoo.load(f"local-dir:{directory}")
+    assert torch.isfinite(next(merged.parameters())).all()
