@@ -115,7 +115,16 @@ def tables(
     if kind == Stage.LATENCY.value:
         table, path = session.latency
     else:
-        table, path = session.importance(estimator=estimator, shard=shard, executor=executor)
+        from lmzoo.importance.table import IncompleteTableError
+
+        try:
+            table, path = session.importance(estimator=estimator, shard=shard, executor=executor)
+        except IncompleteTableError as err:
+            if shard is None:
+                raise
+            # this shard's entries are done; the table is whole once every shard is
+            click.echo(f"shard {shard[0]}/{shard[1]} done: {err}", err=True)
+            return
     if out:
         table.save(out)
     click.echo(out or str(path))

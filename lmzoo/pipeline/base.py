@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -25,6 +27,12 @@ def base_stage(
     """The base network: pretrained, or trained from scratch (resumable) and cached."""
     recipe = ws.recipe
     folder = ws.stage(Stage.BASE, base_key(recipe))
+    with ws.exclusive(folder):
+        return _base(ws, inputs, folder, device=device, progress=progress)
+
+
+def _base(ws: Workspace, inputs: BuildInputs, folder: Path, *, device: str, progress: bool) -> nn.Module:
+    recipe = ws.recipe
     weights = folder / "model.safetensors"
     cached = ws.cached(weights, lambda path: load_weights(inputs.random_model(), path))
     if cached is not None:

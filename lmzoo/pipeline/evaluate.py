@@ -48,48 +48,49 @@ def evaluate_stage(
         Stage.EVALUATE,
         content_key(base_key(recipe), plan.to_dict(), recipe.finetune, recipe.latency, recipe.evaluate),
     )
-    out = folder / "evaluation.json"
-    cached = ws.cached(out, Evaluation.load)
-    if cached is not None:
-        return cached, out
-    dev = torch.device(device)
-    metrics = task.evaluate(merged, test_set, device=dev)
-    base_file = ws.stage("evaluate-base", content_key(base_key(recipe), recipe.data, recipe.evaluate))
-    base_file /= "evaluation.json"
-    base_record = ws.cached(base_file, _read_base_record) or {}
-    if "test" not in base_record:
-        base_record["test"] = task.evaluate(model, test_set, device=dev)
-        write_json(base_file, base_record)
-    card, _ = measure_plan(
-        name,
-        model.cpu(),
-        spec,
-        plan,
-        task.example_inputs(test_set, batch_size=1),
-        recipe.evaluate.latency_setting(recipe.latency),
-        table=latency,
-        merged=merged.cpu(),
-    )
-    samples = scores = None
-    if isinstance(task, Denoising):
-        shape = tuple(task.example_inputs(test_set)[0].shape[1:])
-        samples = sample_grid(task, model, merged, shape, folder / SAMPLES_FILE, recipe.evaluate)
-        if recipe.evaluate.feature_model:
-            scores = frechet(task, model, merged, test_set, recipe, base_record.get("frechet"))
-            if "frechet" not in base_record:
-                base_record["frechet"] = scores.base
-                write_json(base_file, base_record)
-    record = Evaluation(
-        task=task.name,
-        test=metrics,
-        base_test=base_record["test"],
-        merge_relative_error=merge_record.relative_error,
-        latency_card=card,
-        samples=samples,
-        frechet=scores,
-    )
-    record.save(out)
-    return record, out
+    with ws.exclusive(folder):
+        out = folder / "evaluation.json"
+        cached = ws.cached(out, Evaluation.load)
+        if cached is not None:
+            return cached, out
+        dev = torch.device(device)
+        metrics = task.evaluate(merged, test_set, device=dev)
+        base_file = ws.stage("evaluate-base", content_key(base_key(recipe), recipe.data, recipe.evaluate))
+        base_file /= "evaluation.json"
+        base_record = ws.cached(base_file, _read_base_record) or {}
+        if "test" not in base_record:
+            base_record["test"] = task.evaluate(model, test_set, device=dev)
+            write_json(base_file, base_record)
+        card, _ = measure_plan(
+            name,
+            model.cpu(),
+            spec,
+            plan,
+            task.example_inputs(test_set, batch_size=1),
+            recipe.evaluate.latency_setting(recipe.latency),
+            table=latency,
+            merged=merged.cpu(),
+        )
+        samples = scores = None
+        if isinstance(task, Denoising):
+            shape = tuple(task.example_inputs(test_set)[0].shape[1:])
+            samples = sample_grid(task, model, merged, shape, folder / SAMPLES_FILE, recipe.evaluate)
+            if recipe.evaluate.feature_model:
+                scores = frechet(task, model, merged, test_set, recipe, base_record.get("frechet"))
+                if "frechet" not in base_record:
+                    base_record["frechet"] = scores.base
+                    write_json(base_file, base_record)
+        record = Evaluation(
+            task=task.name,
+            test=metrics,
+            base_test=base_record["test"],
+            merge_relative_error=merge_record.relative_error,
+            latency_card=card,
+            samples=samples,
+            frechet=scores,
+        )
+        record.save(out)
+        return record, out
 
 
 def _read_base_record(path: Path) -> dict[str, Any]:

@@ -40,26 +40,27 @@ def finetune_stage(
     """The configured network for ``plan``, fine-tuned (cached)."""
     recipe = ws.recipe
     folder = ws.stage(Stage.FINETUNE, finetune_key(ws, plan))
-    weights = folder / "configured.safetensors"
-    cached = ws.cached(weights, lambda path: load_weights(apply_plan(model, spec, plan), path))
-    if cached is not None:
-        return cached.eval()
-    configured = apply_plan(model, spec, plan)
-    settings = recipe.finetune
-    teacher = model if settings.distill_weight > 0 else None
-    train(
-        configured,
-        train_set,
-        settings,
-        task.loss(settings, teacher),
-        seed=recipe.seed,
-        device=device,
-        state_path=folder / "train.state",
-        progress=progress,
-        desc=f"fine-tune {name}",
-        ema_decay=settings.ema_decay,
-    )
-    configured = configured.cpu().eval()
-    if is_main_process():
-        save_weights(configured, weights)
-    return configured
+    with ws.exclusive(folder):
+        weights = folder / "configured.safetensors"
+        cached = ws.cached(weights, lambda path: load_weights(apply_plan(model, spec, plan), path))
+        if cached is not None:
+            return cached.eval()
+        configured = apply_plan(model, spec, plan)
+        settings = recipe.finetune
+        teacher = model if settings.distill_weight > 0 else None
+        train(
+            configured,
+            train_set,
+            settings,
+            task.loss(settings, teacher),
+            seed=recipe.seed,
+            device=device,
+            state_path=folder / "train.state",
+            progress=progress,
+            desc=f"fine-tune {name}",
+            ema_decay=settings.ema_decay,
+        )
+        configured = configured.cpu().eval()
+        if is_main_process():
+            save_weights(configured, weights)
+        return configured

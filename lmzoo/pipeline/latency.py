@@ -21,19 +21,20 @@ def latency_stage(
     """The latency table and its file."""
     setting, rules = ws.recipe.latency, ws.recipe.solve.rules
     key = content_key(spec.fingerprint, setting, rules)
-    out, cached = ws.output(
-        Stage.LATENCY, key, "latency.json", lambda path: LatencyTable.load(path).for_network(spec)
-    )
-    if cached is not None:
-        return cached, out
-    table = latency_table(
-        spec,
-        setting,
-        model=model,
-        example_inputs=example,
-        cands=all_candidates(spec, rules),
-        cache=out.parent / "measurements.jsonl",
-        progress=progress,
-    )
-    table.save(out)
-    return table, out
+    with ws.exclusive(ws.stage(Stage.LATENCY, key)):  # two processes would also disturb each other's timings
+        out, cached = ws.output(
+            Stage.LATENCY, key, "latency.json", lambda path: LatencyTable.load(path).for_network(spec)
+        )
+        if cached is not None:
+            return cached, out
+        table = latency_table(
+            spec,
+            setting,
+            model=model,
+            example_inputs=example,
+            cands=all_candidates(spec, rules),
+            cache=out.parent / "measurements.jsonl",
+            progress=progress,
+        )
+        table.save(out)
+        return table, out

@@ -26,17 +26,19 @@ def merge_stage(
 ) -> tuple[nn.Module, MergeRecord]:
     """The merged network (merging is deterministic and fast, so it is recomputed) and its record."""
     merged = merge(configured).eval()
-    out = ws.stage(Stage.MERGE, finetune_key(ws, plan)) / "merge.json"
-    cached = ws.cached(out, MergeRecord.load)
-    if cached is not None:
-        return merged, cached
-    probe = task.example_inputs(test_set, batch_size=min(CHECK_IMAGES, len(test_set)))  # type: ignore[arg-type]
-    with torch.no_grad():
-        a, b = tensor_output(configured(*probe)), tensor_output(merged(*probe))
-    record = MergeRecord(
-        blocks=len(plan),
-        convolutions=sum(isinstance(m, nn.Conv2d) for m in merged.modules()),
-        relative_error=float((a - b).abs().max() / a.abs().max().clamp_min(1e-12)),
-    )
-    record.save(out)
-    return merged, record
+    folder = ws.stage(Stage.MERGE, finetune_key(ws, plan))
+    out = folder / "merge.json"
+    with ws.exclusive(folder):
+        cached = ws.cached(out, MergeRecord.load)
+        if cached is not None:
+            return merged, cached
+        probe = task.example_inputs(test_set, batch_size=min(CHECK_IMAGES, len(test_set)))  # type: ignore[arg-type]
+        with torch.no_grad():
+            a, b = tensor_output(configured(*probe)), tensor_output(merged(*probe))
+        record = MergeRecord(
+            blocks=len(plan),
+            convolutions=sum(isinstance(m, nn.Conv2d) for m in merged.modules()),
+            relative_error=float((a - b).abs().max() / a.abs().max().clamp_min(1e-12)),
+        )
+        record.save(out)
+        return merged, record

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lmzoo.core.candidates import check_method
 from lmzoo.core.plan import Plan
 from lmzoo.core.problem import check_objective
@@ -20,7 +22,15 @@ def solve_stage(
     key = content_key(
         latency.to_dict(), importance.to_dict(), s.method, s.levels, s.objective, speedup, s.rules
     )
-    out = ws.stage(Stage.SOLVE, key) / "plan.json"
+    folder = ws.stage(Stage.SOLVE, key)
+    with ws.exclusive(folder):
+        return _solve(ws, latency, importance, speedup, folder / "plan.json")
+
+
+def _solve(
+    ws: Workspace, latency: LatencyTable, importance: ImportanceTable, speedup: float, out: Path
+) -> SolveRecord:
+    s = ws.recipe.solve
     cached = ws.cached(out, SolveRecord.load)
     if cached is not None:
         return cached

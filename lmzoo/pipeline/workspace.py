@@ -8,7 +8,9 @@ content that determines it, so a rerun resumes and other speed-ups reuse earlier
     ...
 
 A cached output is read through :meth:`Workspace.cached`: one that does not validate is recomputed
-(with a warning naming the file), never trusted.
+(with a warning naming the file), never trusted. A stage computes under :meth:`Workspace.exclusive`,
+an advisory lock of its folder, so two processes building the same recipe on one work directory take
+turns: the second reads what the first computed instead of computing it again beside it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +33,8 @@ from lmzoo.recipes import Recipe
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: the lock file of a stage folder (:meth:`Workspace.exclusive`)
+LOCK_NAME = ".lock"
 #: what a cached output's reader may raise when the file is damaged or of another version
 INVALID_OUTPUT = (ValueError, KeyError, TypeError, OSError, RuntimeError)
 
@@ -74,6 +79,32 @@ class Workspace:
         """The file of a stage output and, when it exists and validates, its content."""
         path = self.stage(stage, key) / name
         return path, self.cached(path, read)
+
+    @staticmethod
+    @contextmanager
+    def exclusive(folder: Path) -> Iterator[Path]:
+        """Hold ``folder``'s lock while a stage reads or computes its output there (other lmzoo
+        processes wait, saying so). Under ``torchrun`` the ranks coordinate by barriers instead."""
+        from lmzoo.training.distributed import distributed
+
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this system: one writer per work directory
+            yield folder
+            return
+        if distributed():
+            yield folder
+            return
+        with open(folder / LOCK_NAME, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("%s is in use by another lmzoo process; waiting for it to finish", folder)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield folder
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @staticmethod
     def cached(path: Path, read: Callable[[Path], T]) -> T | None:
