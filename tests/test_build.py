@@ -384,3 +384,34 @@ def test_a_damaged_cached_output_is_recomputed_not_trusted(built, monkeypatch, t
             assert json.loads(path.read_text())["format"].startswith("lmzoo.")
             if until == "solve":  # same tables, same plan
                 assert json.loads(path.read_text())["plan"] == json.loads(good[path])["plan"]
+
+
+@pytest.mark.parametrize(
+    "pattern, damage, until",
+    [
+        ("base-*/model.safetensors", lambda data: data[: len(data) // 2], "base"),
+        ("finetune-*/configured.safetensors", lambda data: data[:1000], "finetune"),
+        ("merge-*/merge.json", lambda data: b"{not json", "merge"),
+        ("evaluate-*/evaluation.json", lambda data: b"{}", "evaluate"),
+    ],
+    ids=["base weights truncated", "fine-tuned weights truncated", "merge record not JSON", "evaluation {}"],
+)
+def test_damaged_weights_and_records_are_recomputed(
+    built, monkeypatch, tmp_path, caplog, pattern, damage, until
+):
+    """Every kind of stage output — trained weights and records — is recomputed when it does not
+    validate, with a warning naming it; never a traceback, never trusted."""
+    _, work, _ = built
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    stages = copy / "mobilenetv2-fmnist-layermerge"
+    monkeypatch.setenv("LMZOO_HOME", str(tmp_path / "store"))
+    damaged = sorted(stages.glob(pattern))
+    assert damaged
+    for path in damaged:
+        path.write_bytes(damage(path.read_bytes()))
+    args = ["build", ENTRY, "--profile", "smoke", "--workdir", str(copy), "--until", until]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert any(f"{p} does not validate" in warned for p in damaged) and "recomputing it" in warned
