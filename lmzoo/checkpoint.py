@@ -21,9 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmzoo.errors import LmzooError
-from lmzoo.files import read_json, recover_directory, replace_directory, staging_dir, write_json
+from lmzoo.files import (
+    checked_file,
+    link_root,
+    read_json,
+    recover_directory,
+    replace_directory,
+    staging_dir,
+    write_json,
+)
 from lmzoo.preprocessing import Preprocessing, PreprocessingError
-from lmzoo.sources import TASKS, Architecture, get_source, migrate_legacy, source_names
+from lmzoo.sources import REMOTE_PREFIXES, TASKS, Architecture, get_source, migrate_legacy, source_names
 from lmzoo.version import __version__
 
 if TYPE_CHECKING:
@@ -43,6 +51,10 @@ WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_NAMES = (WEIGHTS_NAME, "unet/diffusion_pytorch_model.safetensors")
 #: config.json is a few kB (the plan of a 50-conv network is about 8 kB)
 MAX_CONFIG_BYTES = 1024 * 1024
+#: an input side beyond this would take minutes to trace (the largest zoo input is a 256-pixel DDPM)
+MAX_INPUT_SIDE = 2048
+#: channels of an input image (RGB, grey, a few multispectral bands)
+MAX_INPUT_CHANNELS = 64
 
 
 class CheckpointError(LmzooError):
@@ -162,7 +174,8 @@ def verify_integrity(directory: Path, config: Mapping[str, Any]) -> None:
     if _config_digest(config) != recorded["config_sha256"]:
         raise CheckpointError(f"{directory / CONFIG_NAME} was changed after it was written; {fix}")
     weights = directory / weights_name(config)
-    if weights.is_file() and _file_digest(weights) != recorded["weights_sha256"]:
+    checked_file(weights, what="weights file", error=CheckpointError, within=link_root(directory))
+    if _file_digest(weights) != recorded["weights_sha256"]:
         raise CheckpointError(
             f"{weights} is not the file written with its config (its digest differs); {fix}"
         )
@@ -171,7 +184,11 @@ def verify_integrity(directory: Path, config: Mapping[str, Any]) -> None:
 def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The checkpoint's config, validated and migrated to the current format."""
     path = Path(directory) / CONFIG_NAME
-    if not path.exists():
+    try:
+        missing = not path.exists() and not path.is_symlink()
+    except OSError as err:  # a path the system refuses (too long, not a folder)
+        raise CheckpointError(f"cannot read the checkpoint {str(directory)[:200]}: {err.strerror}") from None
+    if missing:
         raise CheckpointError(f"{directory} is not an lmzoo checkpoint: it has no {CONFIG_NAME}")
     try:
         config = read_json(path, what="checkpoint config", error=CheckpointError, limit=MAX_CONFIG_BYTES)
@@ -196,15 +213,20 @@ def _checked(config: Any, path: Path) -> dict[str, Any]:
     else:
         need(isinstance(base.get("family"), str), "'base.family' must be a string")
     need(isinstance(base.get("arch"), str), "'base.arch' must be a string")
+    need(
+        not base["arch"].startswith(REMOTE_PREFIXES),
+        "'base.arch' names a place to fetch an architecture from, not an architecture",
+    )
     need(isinstance(base.get("kwargs"), dict), "'base.kwargs' must be an object")
     shape = config.get("input_shape")
     need(
         isinstance(shape, list)
         and len(shape) == 3
         and all(type(s) is int and s > 0 for s in shape)
-        and shape[0] <= 64
-        and shape[1] * shape[2] <= 2048 * 2048,
-        "'input_shape' must be [channels <= 64, height, width] with height x width <= 2048 x 2048",
+        and shape[0] <= MAX_INPUT_CHANNELS
+        and max(shape[1:]) <= MAX_INPUT_SIDE,
+        f"'input_shape' must be [channels <= {MAX_INPUT_CHANNELS}, height <= {MAX_INPUT_SIDE}, "
+        f"width <= {MAX_INPUT_SIDE}]",
     )
     need(config.get("task") in TASKS, f"'task' must be one of {', '.join(TASKS)}")
     need(isinstance(config.get("plan"), dict), "'plan' must be an object")
@@ -268,15 +290,17 @@ def merged_structure(
         raise CheckpointError(str(err)) from None
 
 
-def load_weights_strictly(module: nn.Module, weights: Path) -> None:
-    """Load a safetensors file into ``module``: every tensor present, none extra, every shape exact."""
+def load_weights_strictly(module: nn.Module, weights: Path, *, within: Path | None = None) -> None:
+    """Load a safetensors file into ``module``: every tensor present, none extra, every shape, dtype
+    exact, every value finite. ``within``: where a link may lead (see :func:`lmzoo.files.checked_file`)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if not weights.exists() and not weights.is_symlink():
+        raise CheckpointError(f"{weights.parent} has no {weights.name}; re-download or rebuild it")
+    checked_file(weights, what="weights file", error=CheckpointError, within=within)
     try:
         state = load_file(str(weights))
-    except FileNotFoundError:
-        raise CheckpointError(f"{weights.parent} has no {weights.name}; re-download or rebuild it") from None
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{weights} is corrupted ({err}); re-download or rebuild it") from None
     expected = module.state_dict()
@@ -333,9 +357,9 @@ def load_checkpoint(
     source = get_source(config["base"]["source"])
     if "weights" in config:  # a source's own layout: the file holds the wrapped network's state
         model = source.wrap(merged, config)
-        load_weights_strictly(model, directory / weights_name(config))
+        load_weights_strictly(model, directory / weights_name(config), within=link_root(directory))
     else:
-        load_weights_strictly(merged, directory / WEIGHTS_NAME)
+        load_weights_strictly(merged, directory / WEIGHTS_NAME, within=link_root(directory))
         model = source.wrap(merged, config)
     object.__setattr__(model, "lmzoo_checkpoint", str(directory))  # where it came from (cards, provenance)
     if config.get("preprocessing") is not None:

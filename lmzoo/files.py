@@ -154,18 +154,59 @@ def write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 
     return write_atomic(path, json.dumps(data, indent=indent, allow_nan=False) + "\n")
 
 
-def read_text(
-    path: str | os.PathLike[str], *, what: str, error: type[LmzooError], limit: int = MAX_JSON_BYTES
-) -> str:
-    """The text of a regular file of at most ``limit`` bytes; anything else is one ``error`` naming
-    ``what`` it should have been (a FIFO, a device or a huge file is refused before reading)."""
+def link_root(directory: str | os.PathLike[str]) -> Path:
+    """The folder the links of a checkpoint ``directory`` may lead into: the directory itself, or
+    for a Hub snapshot (``.../models--ORG--NAME/snapshots/REVISION``) its repository's cache folder,
+    where the links point into ``blobs/``."""
+    directory = Path(directory).absolute()
+    if directory.parent.name == "snapshots":
+        return directory.parent.parent.resolve()
+    return directory.resolve()
+
+
+def checked_file(
+    path: str | os.PathLike[str],
+    *,
+    what: str,
+    error: type[LmzooError],
+    within: str | os.PathLike[str] | None = None,
+) -> os.stat_result:
+    """The status of ``path`` when it is a regular file, or a link to one inside ``within``
+    (default: :func:`link_root` of its folder); anything else (missing, a FIFO or device, a link
+    leading out, a path the system refuses) is one ``error`` naming ``what`` it should have been."""
     path = Path(path)
     try:
+        if path.is_symlink():
+            root = Path(within).resolve() if within is not None else link_root(path.parent)
+            target = path.resolve()
+            if not target.is_relative_to(root):
+                raise error(f"the {what} {path} is a link to {target}, outside {root}; it is not read")
         info = path.stat()
     except OSError as err:
-        raise error(f"cannot read the {what} {path}: {err.strerror}") from None
+        raise error(f"cannot read the {what} {_shown(path)}: {err.strerror}") from None
+    except RuntimeError:  # a loop of links
+        raise error(f"the {what} {path} is a loop of links") from None
     if not stat.S_ISREG(info.st_mode):
         raise error(f"the {what} {path} is not a regular file")
+    return info
+
+
+def _shown(path: Path) -> str:
+    text = str(path)
+    return text if len(text) <= 200 else f"{text[:200]}..."
+
+
+def read_text(
+    path: str | os.PathLike[str],
+    *,
+    what: str,
+    error: type[LmzooError],
+    limit: int = MAX_JSON_BYTES,
+    within: str | os.PathLike[str] | None = None,
+) -> str:
+    """The text of a regular file of at most ``limit`` bytes (see :func:`checked_file`); a FIFO, a
+    device, a link out or a huge file is refused before reading."""
+    info = checked_file(path, what=what, error=error, within=within)
     if info.st_size > limit:
         raise error(f"the {what} {path} is {info.st_size} bytes, more than the {limit} an lmzoo file can be")
     try:
@@ -180,11 +221,16 @@ def read_text(
 
 
 def read_json(
-    path: str | os.PathLike[str], *, what: str, error: type[LmzooError], limit: int = MAX_JSON_BYTES
+    path: str | os.PathLike[str],
+    *,
+    what: str,
+    error: type[LmzooError],
+    limit: int = MAX_JSON_BYTES,
+    within: str | os.PathLike[str] | None = None,
 ) -> Any:
     """The JSON value of a file (see :func:`read_text`); NaN, infinity and nesting deeper than
     Python's recursion limit are refused as ``error``."""
-    text = read_text(path, what=what, error=error, limit=limit)
+    text = read_text(path, what=what, error=error, limit=limit, within=within)
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except RecursionError:

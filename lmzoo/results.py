@@ -11,7 +11,8 @@ from typing import Any
 
 from lmzoo.cards import TASK_METRICS, better_direction
 from lmzoo.checkpoint import architecture, read_config
-from lmzoo.errors import InvalidArgumentError
+from lmzoo.errors import InvalidArgumentError, LmzooError
+from lmzoo.files import read_text
 from lmzoo.recipes import DEFAULT_PROFILE
 from lmzoo.records import Evaluation, SolveRecord
 
@@ -142,7 +143,10 @@ def _round(value: float | None) -> float | None:
 def _recipe_dataset(path: Path) -> str:
     import yaml
 
-    recipe = yaml.safe_load(path.read_text())
+    try:
+        recipe = yaml.safe_load(read_text(path, what="recipe", error=LmzooError))
+    except (LmzooError, yaml.YAMLError):
+        return ""
     return str(recipe.get("data", {}).get("dataset", "")) if isinstance(recipe, dict) else ""
 
 

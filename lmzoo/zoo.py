@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmzoo.checkpoint import CONFIG_NAME, load_checkpoint
 from lmzoo.errors import InvalidArgumentError, LmzooError
+from lmzoo.files import read_json
 from lmzoo.hub import HUB_PREFIX, HubError, download_checkpoint, download_records, parse_hub_name
 from lmzoo.recipes import DEFAULT_PROFILE
 from lmzoo.store import built_entries, entry_dir, is_built, store_root
@@ -138,14 +138,14 @@ def _built_record(directory: Path) -> dict[str, Any]:
     config.json and plan.json), and its measured figures."""
     record: dict[str, Any] = {}
     try:
-        config = json.loads((directory / CONFIG_NAME).read_text())
+        config = read_json(directory / CONFIG_NAME, what="checkpoint config", error=LmzooError)
         record.update({k: config[k] for k in ("recipe", "target_speedup") if k in config})
         record["profile"] = config.get("profile", DEFAULT_PROFILE)
         if "method" in config:
             record["method"] = config["method"]
         elif (directory / "plan.json").is_file():  # checkpoints of earlier versions
-            record["method"] = json.loads((directory / "plan.json").read_text()).get("method")
-    except (OSError, ValueError, AttributeError):
+            record["method"] = read_json(directory / "plan.json", what="plan", error=LmzooError).get("method")
+    except (LmzooError, AttributeError):
         record["config.json error"] = "unreadable"
     return {**record, **_built_figures(directory)}
 
@@ -156,8 +156,8 @@ def _built_figures(directory: Path) -> dict[str, Any]:
         path = directory / filename
         if path.is_file():
             try:
-                figures.update(read(json.loads(path.read_text())))
-            except (ValueError, KeyError, TypeError):
+                figures.update(read(read_json(path, what="record", error=LmzooError)))
+            except (LmzooError, KeyError, TypeError):
                 figures[f"{filename} error"] = "unreadable"
     return figures
 
@@ -182,7 +182,7 @@ def checkpoint_files(name: str, *, revision: str | None = None) -> Path:
     directory in the local store (or its published records when it is not built here)."""
     if name.startswith(LOCAL_PREFIX):
         directory = Path(name.removeprefix(LOCAL_PREFIX))
-        if not (directory / CONFIG_NAME).is_file():
+        if not _is_file(directory / CONFIG_NAME):
             raise UnknownModelError(f"{directory} is not an lmzoo checkpoint: it has no {CONFIG_NAME}")
         return directory
     if name.startswith(HUB_PREFIX):
@@ -193,6 +193,13 @@ def checkpoint_files(name: str, *, revision: str | None = None) -> Path:
     entry = _published_entry(name)
     assert entry.repo_id is not None
     return download_records(entry.repo_id, revision or entry.revision)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a path the system refuses (too long)
+        return False
 
 
 def _revision(name: str, pinned: str | None, revision: str | None) -> str | None:

@@ -126,8 +126,10 @@ def test_load_errors(built, monkeypatch, tmp_path):
         (broken / name).write_bytes((directory / name).read_bytes())
     data = (directory / "model.safetensors").read_bytes()
     (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="corrupted"):
+    with pytest.raises(CheckpointError, match="its digest differs"):
         load_checkpoint(broken)
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_checkpoint(broken, verify=False)
     (broken / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not a valid JSON"):
         load_checkpoint(broken)

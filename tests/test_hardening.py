@@ -163,3 +163,96 @@ def test_a_checkpoint_loads_only_as_it_was_written(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="wrong dtype"):
         lmzoo.load(f"local-dir:{directory}")
     assert torch.isfinite(next(merged.parameters())).all()
+
+
+def _replace(path, make):
+    path.unlink()
+    make(path)
+
+
+def _edit_config(directory, change):
+    import json
+
+    config = json.loads((directory / "config.json").read_text())
+    change(config)
+    (directory / "config.json").write_text(json.dumps(config))
+
+
+HOSTILE_CHECKPOINTS = {
+    "config link out": (
+        lambda d, out: _replace(d / "config.json", lambda p: p.symlink_to(out / "config.json")),
+        "is a link to .* outside",
+    ),
+    "config /dev/zero": (
+        lambda d, out: _replace(d / "config.json", lambda p: p.symlink_to("/dev/zero")),
+        "is a link to /dev/zero",
+    ),
+    "config FIFO": (lambda d, out: _replace(d / "config.json", os.mkfifo), "is not a regular file"),
+    "weights FIFO": (lambda d, out: _replace(d / "model.safetensors", os.mkfifo), "is not a regular file"),
+    "weights link out": (
+        lambda d, out: _replace(d / "model.safetensors", lambda p: p.symlink_to(out / "model.safetensors")),
+        "is a link to .* outside",
+    ),
+    "nested JSON": (
+        lambda d, out: (d / "config.json").write_text("[" * 100_000 + "]" * 100_000),
+        "nested too deeply",
+    ),
+    "huge input side": (
+        lambda d, out: _edit_config(d, lambda c: c.update(input_shape=[1, 4_194_304, 1])),
+        "'input_shape' must be",
+    ),
+    "hub architecture": (
+        lambda d, out: _edit_config(d, lambda c: c["base"].update(arch="hf-hub:timm/resnet18.a1_in1k")),
+        "names a place to fetch an architecture from",
+    ),
+    "config huge": (
+        lambda d, out: (d / "config.json").write_bytes(b" " * (2 << 20)),
+        "more than the .* an lmzoo file can be",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_CHECKPOINTS))
+def test_a_hostile_checkpoint_is_one_clear_error_read_from_nowhere_else(case, tmp_path):
+    """Links leading out, FIFOs, devices, deep nesting, absurd shapes and Hub references in a
+    checkpoint are refused before anything is read from them or built (each case would otherwise
+    hang, read another file, exhaust memory, trace for minutes or contact the Hub)."""
+    import time
+
+    from lmzoo.checkpoint import CheckpointError
+
+    directory, _ = random_checkpoint(tmp_path / "entry", seed=3)
+    outside, _ = random_checkpoint(tmp_path / "outside", seed=4)
+    damage, message = HOSTILE_CHECKPOINTS[case]
+    damage(directory, outside)
+    start = time.monotonic()
+    for verify in (True, False):
+        with pytest.raises(CheckpointError, match=message):
+            lmzoo.load(f"local-dir:{directory}", verify=verify)
+    result = CliRunner().invoke(main, ["card", f"local-dir:{directory}"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert time.monotonic() - start < 10
+
+
+def test_a_hub_snapshot_links_into_its_cache_and_a_long_path_is_refused(tmp_path):
+    """The Hub cache's layout (snapshot files are links into the repository's blobs/) loads; a path
+    the system refuses is one error, not an OSError."""
+    import shutil
+
+    import torch
+
+    from lmzoo.checkpoint import CheckpointError
+
+    directory, merged = random_checkpoint(tmp_path / "entry", seed=3)
+    repo = tmp_path / "hub" / "models--org--entry"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(directory / name, repo / "blobs" / name)
+        (snapshot / name).symlink_to(f"../../blobs/{name}")
+    model = lmzoo.load(f"local-dir:{snapshot}")
+    for ours, theirs in zip(model.state_dict().values(), merged.state_dict().values(), strict=True):
+        assert torch.equal(ours, theirs)
+    with pytest.raises(CheckpointError, match="File name too long"):
+        lmzoo.load("local-dir:" + "a" * 10_000)

@@ -348,6 +348,7 @@ def _zoo_checkpoint(name: str) -> tuple[Any, tuple[Any, ...], Any, dict[str, Any
     None for any other name (an architecture of a source)."""
     from lmzoo.checkpoint import architecture, read_config
     from lmzoo.errors import LmzooError
+    from lmzoo.files import read_json
     from lmzoo.rebuild import example_inputs
     from lmzoo.store import is_built
     from lmzoo.zoo import checkpoint_files, registry
@@ -361,7 +362,7 @@ def _zoo_checkpoint(name: str) -> tuple[Any, tuple[Any, ...], Any, dict[str, Any
     card_path = directory / "latency.json"
     if card_path.is_file():
         try:
-            m = json.loads(card_path.read_text())["measurement"]
+            m = read_json(card_path, what="latency card", error=LmzooError)["measurement"]
             setting = {k: m.get(k) for k in ("backend", "batch_size", "dtype", "threads")}
             setting["device"] = str(m.get("device", "cpu")).split(":")[0]
         except (ValueError, KeyError, TypeError, LmzooError):
@@ -405,13 +406,9 @@ def _read_plan(path: str, index: int | None = None) -> tuple[Any, str]:
     by default the first), an entry's plan.json (a solve record) or a bare plan."""
     import lmzoo
     from lmzoo.errors import InvalidPlanError
+    from lmzoo.files import read_json
 
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as err:
-        raise InvalidPlanError(f"cannot read the plan {path}: {err.strerror}") from None
-    except ValueError as err:
-        raise InvalidPlanError(f"{path} is not JSON: {err}") from None
+    data = read_json(path, what="plan file", error=InvalidPlanError)
     which = f"{path}"
     if isinstance(data, dict) and "plans" in data:  # the output of `lmzoo solve`
         plans = data["plans"]

@@ -80,8 +80,9 @@ def show(name: str, revision: str | None) -> None:
     import torch
 
     import lmzoo
-    from lmzoo.checkpoint import CONFIG_NAME, read_config
+    from lmzoo.checkpoint import CONFIG_NAME, CheckpointError, read_config
     from lmzoo.engine import tensor_output
+    from lmzoo.files import read_text
     from lmzoo.rebuild import example_inputs
 
     model = lmzoo.load(name, revision=revision)
@@ -99,7 +100,11 @@ def show(name: str, revision: str | None) -> None:
     card = directory / "README.md"
     if not card.is_file():  # a Hub download fetches only what loading needs; the card comes now
         card = _hub_card(name, directory) or card
-    click.echo(card.read_text() if card.is_file() else f"(no card in {directory})")
+    click.echo(
+        read_text(card, what="model card", error=CheckpointError)
+        if card.is_file()
+        else f"(no card in {directory})"
+    )
 
 
 def _hub_card(name: str, snapshot: Any) -> Any:
@@ -118,21 +123,22 @@ def _hub_card(name: str, snapshot: Any) -> Any:
 def _built_entry(name: str) -> Any:
     """The checkpoint directory of a built entry (weights included): its store directory, or a
     local-dir: path."""
-    from lmzoo.checkpoint import CONFIG_NAME
+    from lmzoo.checkpoint import CONFIG_NAME, read_config
     from lmzoo.store import entry_dir
     from lmzoo.zoo import info as zoo_info
 
     if name.startswith("local-dir:"):
         directory = Path(name.removeprefix("local-dir:"))
-    else:
-        if name.startswith("hf-hub:"):
-            from lmzoo.errors import InvalidArgumentError
+        read_config(directory)  # not a checkpoint, or a damaged one: one error saying which
+        return directory
+    if name.startswith("hf-hub:"):
+        from lmzoo.errors import InvalidArgumentError
 
-            raise InvalidArgumentError(
-                f"{name} is on the Hub; this command works on a local checkpoint (the store or local-dir:)"
-            )
-        zoo_info(name)  # unknown names fail here, with suggestions
-        directory = entry_dir(name)
+        raise InvalidArgumentError(
+            f"{name} is on the Hub; this command works on a local checkpoint (the store or local-dir:)"
+        )
+    zoo_info(name)  # unknown names fail here, with suggestions
+    directory = entry_dir(name)
     if not (directory / CONFIG_NAME).is_file():
         from lmzoo.zoo import UnknownModelError
 

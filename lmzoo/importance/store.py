@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 from lmzoo.core.candidates import Candidate
 from lmzoo.errors import LmzooError
-from lmzoo.files import write_json
+from lmzoo.files import read_json, write_json
 from lmzoo.importance.settings import FinetuneSettings
 
 RECORD_FORMAT = "lmzoo.importance-entry/1"
@@ -73,7 +74,7 @@ class EntryStore:
             if path.name == "base.json":
                 continue
             try:
-                record = EntryRecord.from_dict(json.loads(path.read_text()))
+                record = EntryRecord.from_dict(read_json(path, what="importance entry", error=LmzooError))
             except (ValueError, KeyError, TypeError, LmzooError):
                 continue  # not ours or unreadable: re-measured
             found[record.candidate] = record
@@ -83,7 +84,10 @@ class EntryStore:
         """The base network's held-out metrics, measured once per store."""
         path = self.entries / "base.json"
         if path.is_file():
-            return dict(json.loads(path.read_text()))
+            try:
+                return dict(read_json(path, what="base metrics", error=LmzooError))
+            except (LmzooError, TypeError, ValueError):
+                warnings.warn(f"{path} is unreadable; measuring the base again", stacklevel=2)
         metrics = compute()
         write_json(path, metrics, indent=None)
         return metrics

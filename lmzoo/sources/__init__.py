@@ -26,6 +26,9 @@ from lmzoo.registry import Registry, submodules
 if TYPE_CHECKING:
     from torch import nn
 
+#: prefixes of places to fetch a network from; an architecture name (in a recipe's ``model.arch`` or
+#: a checkpoint's ``base.arch``) is never one, so loading a checkpoint never contacts the Hub
+REMOTE_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
 #: the tasks a source's networks are trained for (lmzoo.tasks implements them)
 TASKS = ("classification", "denoising")
 

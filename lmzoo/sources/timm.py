@@ -8,14 +8,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lmzoo.errors import DataNotFoundError, InvalidArgumentError
-from lmzoo.sources import Source, register_source
+from lmzoo.sources import REMOTE_PREFIXES, Source, register_source
 
 if TYPE_CHECKING:
     from torch import nn
-
-#: a checkpoint names an architecture, never a place to fetch one from: timm would contact the Hub
-#: for these prefixes
-_REMOTE_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
 
 
 @register_source
@@ -26,7 +22,7 @@ class TimmSource(Source):
     def check(self, arch: str, kwargs: Mapping[str, Any]) -> None:
         if not arch:
             raise InvalidArgumentError("model.arch names the timm architecture (e.g. mobilenetv2_100)")
-        if arch.startswith(_REMOTE_PREFIXES):
+        if arch.startswith(REMOTE_PREFIXES):
             raise InvalidArgumentError(
                 f"model.arch {arch!r} is a location, not an architecture name; put it in model.pretrained"
             )
