@@ -12,7 +12,7 @@ from typing import Any
 from lmzoo.frechet import INCEPTION
 from lmzoo.preprocessing import Preprocessing
 from lmzoo.recipes import DEFAULT_PROFILE, Recipe, zoo_entry_name
-from lmzoo.records import Evaluation, Frechet, OnnxExport, SampleGrid, SolveRecord
+from lmzoo.records import TASK_METRIC, Evaluation, Frechet, OnnxExport, SampleGrid, SolveRecord
 
 PAPER = "https://arxiv.org/abs/2406.12837"
 DATASET_IDS = {
@@ -24,10 +24,16 @@ DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "image
 
 #: task -> (Hub task type, metric key in the evaluation and model-index, metric name, table row, format)
 TASK_METRICS = {
-    "classification": ("image-classification", "accuracy", "top-1 accuracy (%)", "top-1 (%), test", "{:.2f}"),
+    "classification": (
+        "image-classification",
+        TASK_METRIC["classification"],
+        "top-1 accuracy (%)",
+        "top-1 (%), test",
+        "{:.2f}",
+    ),
     "denoising": (
         "unconditional-image-generation",
-        "loss",
+        TASK_METRIC["denoising"],
         "denoising loss (noise-prediction MSE)",
         "denoising loss, test",
         "{:.5f}",
@@ -435,7 +441,7 @@ def card_from_checkpoint(directory: str | os.PathLike[str], *, frontier: bool | 
     except RecordError as err:
         raise CheckpointError(str(err)) from None
     return model_card(
-        name=config["name"],
+        name=config.get("name", directory.name),
         recipe=recipe,
         evaluation=evaluation,
         solve=solve,

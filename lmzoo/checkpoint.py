@@ -30,7 +30,7 @@ from lmzoo.files import (
     staging_dir,
     write_json,
 )
-from lmzoo.preprocessing import Preprocessing, PreprocessingError
+from lmzoo.preprocessing import MAX_INPUT_CHANNELS, MAX_INPUT_SIDE, Preprocessing, PreprocessingError
 from lmzoo.sources import REMOTE_PREFIXES, TASKS, Architecture, get_source, migrate_legacy, source_names
 from lmzoo.version import __version__
 
@@ -51,10 +51,6 @@ WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_NAMES = (WEIGHTS_NAME, "unet/diffusion_pytorch_model.safetensors")
 #: config.json is a few kB (the plan of a 50-conv network is about 8 kB)
 MAX_CONFIG_BYTES = 1024 * 1024
-#: an input side beyond this would take minutes to trace (the largest zoo input is a 256-pixel DDPM)
-MAX_INPUT_SIDE = 2048
-#: channels of an input image (RGB, grey, a few multispectral bands)
-MAX_INPUT_CHANNELS = 64
 
 
 class CheckpointError(LmzooError):

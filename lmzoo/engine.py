@@ -18,9 +18,11 @@ from lmzoo.errors import (
     InvalidArgumentError,
     InvalidInputError,
     InvalidPlanError,
+    InvalidSpecError,
     MergeTooLargeError,
     NotConfiguredError,
 )
+from lmzoo.preprocessing import MAX_INPUT_SIDE
 
 #: attribute set on configured and merged models: the plan that produced them
 PLAN_ATTRIBUTE = "lmzoo_plan"
@@ -46,7 +48,14 @@ def trace(model: nn.Module, example_inputs: torch.Tensor | Sequence[object]) -> 
     """
     if hasattr(model, PLAN_ATTRIBUTE):
         raise InvalidPlanError("this model already had a plan applied; trace the original model instead")
-    return adapter_for(model).trace(model, _as_tuple(example_inputs))
+    inputs = _as_tuple(example_inputs)
+    for tensor in inputs:
+        if isinstance(tensor, torch.Tensor) and tensor.dim() >= 3 and max(tensor.shape[-2:]) > MAX_INPUT_SIDE:
+            raise InvalidInputError(
+                f"example input {tuple(tensor.shape)} is larger than {MAX_INPUT_SIDE} per side; "
+                f"trace at the size the network is used at (at most {MAX_INPUT_SIDE})"
+            )
+    return adapter_for(model).trace(model, inputs)
 
 
 def apply_plan(model: nn.Module, spec: Spec, plan: Plan) -> nn.Module:
@@ -72,6 +81,8 @@ def merged_in_place(model: nn.Module, spec: Spec, plan: Plan, *, weights: bool =
 def _configure(model: nn.Module, spec: Spec, plan: Plan, *, in_place: bool) -> nn.Module:
     if not isinstance(plan, Plan):
         raise InvalidPlanError(f"expected an lmzoo.Plan, got {type(plan).__name__}")
+    if not isinstance(spec, Spec):
+        raise InvalidSpecError(f"expected the lmzoo.Spec that trace() returned, got {type(spec).__name__}")
     adapter = adapter_for(model)
     if spec.family != adapter.family:
         raise InvalidPlanError(f"the spec is for a {spec.family} model but this is a {adapter.family} model")

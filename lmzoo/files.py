@@ -217,7 +217,7 @@ def read_text(
     try:
         return blob.decode()
     except UnicodeDecodeError:
-        raise error(f"{path} is not a valid JSON {what}: not UTF-8 text") from None
+        raise error(f"the {what} {path} is not UTF-8 text") from None
 
 
 def read_json(

@@ -25,7 +25,12 @@ from lmzoo.errors import InvalidArgumentError, LmzooError
 from lmzoo.files import regular_files
 
 HUB_PREFIX = "hf-hub:"
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: the Hub's rule for a repo id: ORG/NAME, each letters, digits, '.', '_', '-', neither starting
+#: nor ending with '.' or '-', no '--' or '..', a name of at most 96 characters
+_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+REPO_ID = re.compile(rf"^(?!.*(?:--|\.\.)){_REPO_PART}/{_REPO_PART}$")
+#: a tag lmzoo creates: letters, digits, '.', '_', '-' (a git ref name of one component, no '..')
+TAG = re.compile(r"^(?!.*\.\.)[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$")
 #: files of a checkpoint directory that are not published (temporary or local-only)
 UNPUBLISHED = (".git", ".cache")
 
@@ -202,6 +207,11 @@ class TagTakenError(HubError):
     """The tag asked for already names another commit."""
 
 
+def _check_tag(tag: str | None) -> None:
+    if tag is not None and not TAG.match(tag):
+        raise InvalidArgumentError(f"--tag must be letters, digits, '.', '_' and '-' (no '..'), got {tag!r}")
+
+
 def default_tag() -> str:
     """The tag a publish gets when none is asked for. When it already names another commit (a
     re-publish after a rebuild) the tag is versioned per commit: ``lmzoo-<version>-<sha[:10]>``."""
@@ -260,7 +270,10 @@ def publish_to_hub(
     directory = Path(directory)
     _check_publishable(directory)
     if not REPO_ID.match(repo_id):
-        raise InvalidArgumentError(f"--repo-id must be ORG/REPO, got {repo_id!r}")
+        raise InvalidArgumentError(
+            f"--repo-id must be ORG/REPO (letters, digits, '.', '_', '-'; no '..' or '--'), got {repo_id!r}"
+        )
+    _check_tag(tag)
     endpoint = _endpoint()
     where = f"{directory.name} to {repo_id}" + (f" on {endpoint}" if endpoint else "")
     api = HfApi(endpoint=endpoint, token=token)
@@ -336,6 +349,7 @@ def publish_to_git(
         )
     repo = Path(repo)
     _check_publishable(directory)
+    _check_tag(tag)
     name = str(read_config(directory).get("name", directory.name))
     message = PUBLISH_MESSAGE.format(name=name)
     _check_mirror(repo, message)

@@ -19,6 +19,12 @@ from typing import Any
 
 from lmzoo.errors import LmzooError
 
+#: the largest input side lmzoo builds or loads: beyond it tracing takes minutes and one activation
+#: of a 64-channel conv is over a gigabyte (the largest zoo input is a 256-pixel DDPM; ImageNet 224)
+MAX_INPUT_SIDE = 2048
+#: channels of an input image (RGB, grey, a few multispectral bands)
+MAX_INPUT_CHANNELS = 64
+
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 #: "center": resize the shorter side to size / crop_pct, then crop the centre (timm's default);
 #: "border": images smaller than the input padded to it with the ``fill`` colour (timm's "border")

@@ -10,10 +10,12 @@ file. Recipes ship inside the package (``lmzoo/_recipes/``, a copy of the reposi
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +24,12 @@ import yaml
 
 from lmzoo.core.candidates import DEFAULT_METHOD, METHODS, CandidateRules
 from lmzoo.core.problem import DEFAULT_OBJECTIVE, OBJECTIVES
-from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_UNREACHABLE, UNREACHABLE
-from lmzoo.errors import LmzooError
+from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_UNREACHABLE, MAX_LEVELS, UNREACHABLE
+from lmzoo.errors import InvalidArgumentError, LmzooError
 from lmzoo.importance.registry import DEFAULT_ESTIMATOR
 from lmzoo.importance.settings import FinetuneSettings
 from lmzoo.latency.setting import LatencySetting
+from lmzoo.preprocessing import MAX_INPUT_CHANNELS, MAX_INPUT_SIDE
 from lmzoo.sources import Architecture, get_source, migrate_legacy
 from lmzoo.training.settings import OPTIMIZERS, TrainSettings
 
@@ -35,6 +38,58 @@ ENTRY_NAME = re.compile(
     r"^(?P<recipe>[a-z0-9][a-z0-9._-]*?)-(?P<speedup>\d+(?:\.\d+)?)x(?:-(?P<profile>[a-z0-9][a-z0-9-]*))?$"
 )
 DEFAULT_PROFILE = "default"
+#: a recipe is a few kB; a larger file is not one (and is never read whole)
+MAX_RECIPE_BYTES = 1024 * 1024
+#: the values (mappings, lists, scalars) a recipe may hold once its YAML aliases are expanded: the
+#: largest shipped recipe has about 150; an alias bomb has billions, and hashing it takes minutes
+MAX_RECIPE_VALUES = 100_000
+#: the largest target speed-up of an entry (the entry's name holds it: ``-1e+09x`` is no name)
+MAX_SPEEDUP = 100.0
+
+#: the range of each numeric recipe key, both ends included (a key means the same quantity in every
+#: section it appears in: base, finetune and importance.train; latency; ...)
+RANGES: dict[str, tuple[float, float]] = {
+    "seed": (0, 2**32 - 1),  # numpy's seeds
+    "lr": (0, 10),
+    "block_lr": (0, 10),
+    "momentum": (0, 1),
+    "weight_decay": (0, 1),
+    "batch_size": (1, 2**16),
+    "eval_batch_size": (1, 2**16),
+    "block_batch_size": (1, 2**16),
+    "epochs": (0, 10_000),
+    "step_fraction": (0, 1),
+    "warmup_steps": (0, 10**7),
+    "label_smoothing": (0, 0.99),
+    "distill_weight": (0, 1),  # the loss is (1 - w) x task + w x distillation
+    "distill_temperature": (0.01, 100),
+    "ema_decay": (0, 0.999999),
+    "train_fraction": (0, 1),
+    "heldout_fraction": (0, 1),
+    "block_steps": (0, 10**6),
+    "levels": (1, MAX_LEVELS),
+    "max_kernel": (1, 255),
+    "pad_to": (1, MAX_INPUT_SIDE),
+    "input_size": (1, MAX_INPUT_SIDE),
+    "limit_train": (1, 10**9),
+    "limit_test": (1, 10**9),
+    "sample_count": (1, 10_000),
+    "sample_steps": (1, 10_000),
+    "frechet_samples": (2, 10**6),
+    "latency_runs": (1, 10**6),
+    "latency_rounds": (1, 10**4),
+    "threads": (1, 1024),
+    "warmup": (0, 10**6),
+    "runs": (1, 10**6),
+    "passes": (1, 1000),
+    "rounds": (1, 10**4),
+}
+#: integer keyword arguments of model.kwargs that lmzoo relies on, and their ranges
+KWARG_RANGES: dict[str, tuple[int, int]] = {
+    "in_chans": (1, MAX_INPUT_CHANNELS),
+    "in_channels": (1, MAX_INPUT_CHANNELS),
+    "num_classes": (1, 10**6),
+}
 
 
 class RecipeError(LmzooError):
@@ -292,7 +347,7 @@ def load_recipe(
     text = str(name_or_path)
     speedup: float | None = None
     path = Path(text)
-    if not (text.endswith((".yaml", ".yml")) or path.is_file()):
+    if not (text.endswith((".yaml", ".yml")) or os.sep in text):  # a name: never a stray file
         files = recipe_files()
         recipe_name, speedup, implied, implied_profile = _resolve_name(text, files)
         if recipe_name is None:
@@ -354,13 +409,18 @@ def _entry_names(path: Path) -> list[str]:
 
 
 def parse_recipe(path: str | os.PathLike[str], profile: str | None = None) -> Recipe:
+    from lmzoo.files import read_text
+
     path = Path(path)
+    text = read_text(path, what="recipe", error=RecipeError, limit=MAX_RECIPE_BYTES)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise RecipeError(f"cannot read recipe {path}: {err.strerror}") from None
+        raw = yaml.load(text, Loader=_RecipeLoader)
     except yaml.YAMLError as err:
         raise RecipeError(f"{path} is not valid YAML: {err}".replace("\n", " ")) from None
+    if _expanded_size(raw, MAX_RECIPE_VALUES) > MAX_RECIPE_VALUES:
+        raise RecipeError(
+            f"{path}: the recipe expands to more than {MAX_RECIPE_VALUES:,} values (YAML aliases?)"
+        )
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of keys, got {type(raw).__name__}")
     profiles = raw.pop("profiles", {}) or {}
@@ -385,6 +445,44 @@ def parse_recipe(path: str | os.PathLike[str], profile: str | None = None) -> Re
         _check_values(recipe, path)
         resolved[name] = dataclasses.replace(recipe, path=str(path))
     return resolved[profile or DEFAULT_PROFILE]
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps
+    the last one silently: a second ``solve:`` would replace the first whole)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # unhashable: construct_mapping says so
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(value: Any, limit: int) -> int:
+    """How many values ``value`` holds with shared (aliased) parts counted each time they appear;
+    counting stops past ``limit``."""
+    count = 0
+    stack = [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
 
 
 def _migrated(raw: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -429,6 +527,8 @@ def _build(cls: type, raw: Any, where: str, path: Path) -> Any:
                 raise RecipeError(f"{path}: missing key {key!r}")
             continue
         values[name] = _convert(hints[name], raw[name], key, path)
+        if name in RANGES:
+            _check_range(values[name], RANGES[name], key, path)
     try:
         return cls(**values)
     except LmzooError as err:  # a section that validates itself (LatencySetting)
@@ -472,11 +572,19 @@ def _convert(hint: Any, value: Any, key: str, path: Path) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise RecipeError(f"{path}: {key!r} must be an integer, got {_kind(value)}")
+        if abs(value) >= 2**63:
+            raise RecipeError(f"{path}: {key!r} is too large, got {value}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"{path}: {key!r} must be a number, got {_kind(value)}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise RecipeError(f"{path}: {key!r} must be a finite number, got {value!r}")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise RecipeError(f"{path}: {key!r} must be a string, got {_kind(value)}")
@@ -484,6 +592,33 @@ def _convert(hint: Any, value: Any, key: str, path: Path) -> Any:
     if hint is Any:
         return value
     raise TypeError(f"unsupported recipe field type {hint!r}")  # a bug in this module, not in the file
+
+
+def check_speedups(recipe: Recipe, speedups: Sequence[Any]) -> list[float]:
+    """``speedups`` as targets of ``recipe``, or one error saying why they cannot be (each must be
+    a number in (1, MAX_SPEEDUP] that its entry name states exactly, and no two may name one entry)."""
+    problem = _speedups_problem(recipe, speedups)
+    if problem is not None:
+        raise InvalidArgumentError(f"speed-ups {list(speedups)}: {problem}")
+    return [float(s) for s in speedups]
+
+
+def _speedups_problem(recipe: Recipe, speedups: Sequence[Any]) -> str | None:
+    if not all(type(s) in (int, float) and 1 < s <= MAX_SPEEDUP for s in speedups):
+        return f"each must be a number above 1 and at most {MAX_SPEEDUP:g}"
+    if not all(float(f"{s:g}") == s for s in speedups):
+        return "each has at most 6 significant digits (an entry's name states its speed-up)"
+    names = [recipe.entry_name(float(s)) for s in speedups]
+    if len(set(names)) != len(names):
+        return f"two name the same entry ({', '.join(names)})"
+    return None
+
+
+def _check_range(value: Any, bounds: tuple[float, float], key: str, path: Path) -> None:
+    low, high = bounds
+    for item in value if isinstance(value, tuple) else (value,):
+        if item is not None and not low <= item <= high:
+            raise RecipeError(f"{path}: {key!r} must be from {low:g} to {high:g}, got {item!r}")
 
 
 def _kind(value: Any) -> str:
@@ -494,6 +629,7 @@ def _check_values(recipe: Recipe, path: Path) -> None:
     from lmzoo.importance.registry import estimator_names
 
     estimators = estimator_names()
+    speedups_problem = _speedups_problem(recipe, recipe.solve.speedups)
     try:
         get_source(recipe.model.source).check(recipe.model.arch, recipe.model.kwargs)
     except LmzooError as err:
@@ -532,7 +668,15 @@ def _check_values(recipe: Recipe, path: Path) -> None:
             recipe.solve.unreachable in UNREACHABLE,
             f"solve.unreachable must be one of {', '.join(UNREACHABLE)}",
         ),
-        (all(s > 1 for s in recipe.solve.speedups), "solve.speedups must all be > 1"),
+        (speedups_problem is None, f"solve.speedups: {speedups_problem}"),
+        (
+            recipe.importance.train_fraction + recipe.importance.heldout_fraction <= 1,
+            "importance.train_fraction + importance.heldout_fraction must be at most 1 (disjoint subsets)",
+        ),
+        (
+            all(s > 0 for s in recipe.data.std or ()),
+            "data.std must be > 0 for every channel",
+        ),
         (
             recipe.solve.max_kernel is None or recipe.solve.max_kernel >= 1,
             "solve.max_kernel must be a kernel size >= 1 (or null for no cap)",
@@ -564,6 +708,14 @@ def _check_values(recipe: Recipe, path: Path) -> None:
             "evaluate needs frechet_samples >= 2 and latency_runs >= latency_rounds >= 1",
         ),
     ]
+    for key, (low, high) in KWARG_RANGES.items():
+        value = recipe.model.kwargs.get(key)
+        checks.append(
+            (
+                value is None or (type(value) is int and low <= value <= high),
+                f"model.kwargs.{key} must be an integer from {low} to {high}",
+            )
+        )
     for section in (recipe.base, recipe.finetune, recipe.importance.train):
         checks.append((section.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"))
     for ok, message in checks:

@@ -6,6 +6,7 @@ had no format key, read as version 1."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -16,6 +17,9 @@ from lmzoo.files import JsonFile
 from lmzoo.latency.card import LatencyCard
 
 T = TypeVar("T")
+
+#: the metric each task's evaluation reports (its ``test`` and ``base_test`` hold it)
+TASK_METRIC = {"classification": "accuracy", "denoising": "loss"}
 
 
 class RecordError(LmzooError):
@@ -29,6 +33,14 @@ def _parsed(kind: str, expected: str, data: Any, build: Callable[[dict[str, Any]
         return build(data)
     except (KeyError, TypeError, ValueError, LmzooError) as err:
         raise RecordError(f"malformed {kind} ({type(err).__name__}: {err})") from None
+
+
+def _metrics(data: Any, metric: str) -> dict[str, float]:
+    """Test metrics (name -> finite number), the task's ``metric`` among them."""
+    metrics = {str(k): float(v) for k, v in dict(data).items() if not isinstance(v, bool)}
+    if metric not in metrics or not all(math.isfinite(v) for v in metrics.values()):
+        raise ValueError(f"the test metrics must hold a finite {metric!r}, got {dict(data)}")
+    return metrics
 
 
 class Record(JsonFile):
@@ -187,10 +199,12 @@ class Evaluation(Record):
             if samples is not None:  # version 1 kept the path of this machine's work directory
                 samples = {**samples, "file": samples.get("file") or "samples.png"}
                 samples = SampleGrid(**{k: samples[k] for k in ("file", "count", "sampler", "seed")})
+            metric = TASK_METRIC[d["task"]]
+            test, base_test = _metrics(d["test"], metric), _metrics(d["base_test"], metric)
             return cls(
                 task=d["task"],
-                test=dict(d["test"]),
-                base_test=dict(d["base_test"]),
+                test=test,
+                base_test=base_test,
                 merge_relative_error=float(d["merge_relative_error"]),
                 latency_card=LatencyCard.from_dict(d["latency_card"]),
                 samples=samples,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,12 @@ def results_rows(directories: list[Path]) -> list[dict[str, Any]]:
         files = [directory / n for n in ("config.json", "evaluation.json", "plan.json", "recipe.yaml")]
         if not all(f.is_file() for f in files):
             continue
-        config = read_config(directory)
-        evaluation, solve = Evaluation.load(files[1]), SolveRecord.load(files[2])
+        try:
+            config = read_config(directory)
+            evaluation, solve = Evaluation.load(files[1]), SolveRecord.load(files[2])
+        except LmzooError as err:
+            warnings.warn(f"{directory} is left out of the results: {err}", stacklevel=2)
+            continue
         dataset = _recipe_dataset(files[3])
         card = evaluation.latency_card
         m = card.measurement
@@ -97,7 +102,7 @@ def results_rows(directories: list[Path]) -> list[dict[str, Any]]:
         rows.append(
             {
                 **shared,
-                "model": config["name"],
+                "model": config.get("name", directory.name),
                 "method": solve.method,
                 "objective": solve.objective,
                 "target_speedup": config.get("target_speedup"),

@@ -61,6 +61,14 @@ def test_a_feature_model_must_classify_the_same_images(store, tmp_path):
 
 
 def test_targets_are_speedups(store, tmp_path):
-    with pytest.raises(lmzoo.InvalidArgumentError, match=r"speed-ups must be numbers above 1, got \[0.5\]"):
+    with pytest.raises(lmzoo.InvalidArgumentError, match=r"speed-ups \[0.5\]: each must be a number above 1"):
         pipeline.build("mobilenetv2-fmnist-layermerge", speedups=[0.5], workdir=tmp_path / "work")
+    for speedups, message in (
+        ([1e9], "at most 100"),
+        ([1.23456789], "at most 6 significant digits"),
+        ([1.6, 1.6], "two name the same entry"),
+        (["2"], "each must be a number"),
+    ):
+        with pytest.raises(lmzoo.InvalidArgumentError, match=message):
+            pipeline.build("mobilenetv2-fmnist-layermerge", speedups=speedups, workdir=tmp_path / "work")
     assert not (tmp_path / "work").exists()

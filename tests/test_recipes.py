@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lmzoo.recipes import RecipeError, load_recipe, parse_recipe, recipe_files
 
@@ -110,7 +112,7 @@ def test_profiles_merge_over_the_defaults(tmp_path):
         ),
         (("pad_to: 32}", "pad_to: thirty}"), "'data.pad_to' must be an integer, got str 'thirty'"),
         (("speedups: [1.5, 2]", "speedups: 1.5"), "'solve.speedups' must be a list"),
-        (("speedups: [1.5, 2]", "speedups: [0.5]"), "solve.speedups must all be > 1"),
+        (("speedups: [1.5, 2]", "speedups: [0.5]"), "solve.speedups: each must be a number above 1"),
         (
             ("speedups: [1.5, 2]", "speedups: [1.5], objective: max"),
             "solve.objective must be one of sum, product",
@@ -127,7 +129,7 @@ def test_profiles_merge_over_the_defaults(tmp_path):
         ),
         (
             ("input_size: 32}", "input_size: 32}\nlatency: {batch_size: 0}"),
-            "latency: batch_size must be a positive integer",
+            "'latency.batch_size' must be from 1 to 65536",
         ),
         (("name: tiny-fmnist-layermerge\n", ""), "missing key 'name'"),
         (("base: {epochs: 0.5}", "base: {epochs: [1]}"), "'base.epochs' must be a number"),
@@ -155,7 +157,118 @@ def test_unreadable_recipes(tmp_path):
         parse_recipe(_write(tmp_path, "name: [unclosed"))
     with pytest.raises(RecipeError, match="a recipe is a mapping"):
         parse_recipe(_write(tmp_path, "- a\n- b\n"))
-    with pytest.raises(RecipeError, match="cannot read recipe"):
+    with pytest.raises(RecipeError, match="cannot read the recipe"):
         parse_recipe(tmp_path / "missing.yaml")
     with pytest.raises(RecipeError, match="no recipe named 'nothing-like-it'"):
         load_recipe("nothing-like-it")
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)))
+    with pytest.raises(RecipeError, match="is not UTF-8 text"):
+        parse_recipe(tmp_path / "binary.yaml")
+    (tmp_path / "zero.yaml").symlink_to("/dev/zero")
+    with pytest.raises(RecipeError, match=r"is a link to /dev/zero|is not a regular file"):
+        parse_recipe(tmp_path / "zero.yaml")
+    (tmp_path / "huge.yaml").write_text("# " + "x" * (2 << 20))
+    with pytest.raises(RecipeError, match="more than the 1048576 an lmzoo file can be"):
+        parse_recipe(tmp_path / "huge.yaml")
+
+
+def test_a_stray_file_never_shadows_a_recipe_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mobilenetv2-fmnist-layermerge").write_text("")
+    (tmp_path / "mobilenetv2-fmnist-layermerge-1.6x").write_text("")
+    assert load_recipe("mobilenetv2-fmnist-layermerge")[0].name == "mobilenetv2-fmnist-layermerge"
+    assert load_recipe("mobilenetv2-fmnist-layermerge-1.6x")[1] == 1.6
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("base: {epochs: 0.5}", "base: {epochs: .inf}"), "'base.epochs' must be a finite number"),
+        (("base: {epochs: 0.5}", "base: {epochs: -1}"), "'base.epochs' must be from 0 to 10000"),
+        (("base: {epochs: 0.5}", "base: {batch_size: 0}"), "'base.batch_size' must be from 1"),
+        (("base: {epochs: 0.5}", "base: {batch_size: -5}"), "'base.batch_size' must be from 1"),
+        (("base: {epochs: 0.5}", "base: {lr: -0.1}"), "'base.lr' must be from 0 to 10"),
+        (("base: {epochs: 0.5}", "base: {warmup_steps: -3}"), "'base.warmup_steps' must be from 0"),
+        (("base: {epochs: 0.5}", "base: {distill_weight: 5}"), "'base.distill_weight' must be from 0 to 1"),
+        (("base: {epochs: 0.5}", "importance: {eval_batch_size: 0}"), "'importance.eval_batch_size'"),
+        (("name: tiny", "seed: 1180591620717411303424\nname: tiny"), "'seed' is too large"),
+        (("name: tiny", "seed: -1\nname: tiny"), "'seed' must be from 0 to 4.29497e\\+09"),
+        (("pad_to: 32", "pad_to: -4"), "'data.pad_to' must be from 1 to 2048"),
+        (("pad_to: 32", "pad_to: 100000"), "'data.pad_to' must be from 1 to 2048"),
+        (("in_chans: 1", "in_chans: 0"), "model.kwargs.in_chans must be an integer from 1 to 64"),
+        (("num_classes: 10", "num_classes: -1"), "model.kwargs.num_classes must be an integer from 1"),
+        (("speedups: [1.5, 2]", "speedups: [1.5], levels: 1000000000"), "'solve.levels' must be from 1"),
+        (("speedups: [1.5, 2]", "speedups: [1.6, 1.60]"), "two name the same entry"),
+        (("speedups: [1.5, 2]", "speedups: [1.0e+9]"), "at most 100"),
+        (("speedups: [1.5, 2]", "speedups: [1.0000001]"), "at most 6 significant digits"),
+        (
+            ("base: {epochs: 0.5}", "importance: {train_fraction: 0.7, heldout_fraction: 0.7}"),
+            "must be at most 1 \\(disjoint subsets\\)",
+        ),
+        (("solve: {speedups: [1.5, 2]}", "solve: {speedups: [1.5, 2]}\nsolve: {}"), "'solve' is given twice"),
+        (("base: {epochs: 0.5}", "base: {epochs: 0.5, epochs: 2}"), "'epochs' is given twice"),
+    ],
+)
+def test_values_out_of_their_range_are_refused(tmp_path, change, message):
+    old, new = change
+    assert old in GOOD
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe(_write(tmp_path, GOOD.replace(old, new)))
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    import time
+
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for level in range(1, 9):
+        bomb += f"{chr(97 + level)}: &{chr(97 + level)} [{', '.join([f'*{chr(96 + level)}'] * 10)}]\n"
+    text = GOOD.replace(
+        "kwargs: {num_classes: 10, in_chans: 1}", "kwargs: {num_classes: 10, in_chans: 1, x: *i}"
+    )
+    start = time.monotonic()
+    with pytest.raises(RecipeError, match="expands to more than 100,000 values"):
+        parse_recipe(
+            _write(tmp_path, "anchors:\n" + "".join(f"  {line}" for line in bomb.splitlines(True)) + text)
+        )
+    assert time.monotonic() - start < 2
+    # YAML merge keys may still override what they merge (not a key given twice)
+    merged = GOOD.replace("solve:", "base: &b {lr: 0.05, epochs: 0.5}\nfinetune: {<<: *b, epochs: 1}\nsolve:")
+    recipe = parse_recipe(_write(tmp_path, merged))
+    assert (recipe.finetune.lr, recipe.finetune.epochs, recipe.base.epochs) == (0.05, 1.0, 0.5)
+
+
+SECTIONS = {
+    "base": ["lr", "epochs", "batch_size", "warmup_steps", "distill_weight", "momentum", "ema_decay"],
+    "importance": ["seed", "eval_batch_size", "block_steps", "train_fraction"],
+    "solve": ["levels", "max_kernel"],
+    "latency": ["batch_size", "runs", "threads"],
+    "evaluate": ["sample_count", "frechet_samples"],
+}
+
+
+@given(
+    data=st.data(),
+    value=st.one_of(
+        st.integers(-(2**80), 2**80),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.sampled_from([0, -1, 1, 2**31, 2**63, 1e308, -0.0, 5e-324]),
+    ),
+)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_number_anywhere_parses_within_its_range_or_is_one_recipe_error(tmp_path, data, value):
+    import json
+
+    from lmzoo.recipes import RANGES
+
+    section = data.draw(st.sampled_from(sorted(SECTIONS)))
+    key = data.draw(st.sampled_from(SECTIONS[section]))
+    text = GOOD.replace("profiles:", f"{section}: {{{key}: {json.dumps(value)}}}\nprofiles:")
+    text = text.replace("base: {epochs: 0.5}", "{}") if section == "base" else text
+    try:
+        recipe = parse_recipe(_write(tmp_path, text))
+    except RecipeError as err:
+        assert "Traceback" not in str(err) and len(str(err).splitlines()) == 1
+        return
+    parsed = getattr(getattr(recipe, section), key)
+    low, high = RANGES[key]
+    assert low <= parsed <= high and parsed == value

@@ -121,7 +121,10 @@ def _edit_config(directory, edit):
         (lambda d: _edit_config(d, lambda c: c.update(input_shape="32x32")), "input_shape"),
         (lambda d: _edit_config(d, lambda c: c["base"].update(arch="no_such_net")), "not a timm model name"),
         (lambda d: _edit_config(d, lambda c: c["base"].update(source="keras")), "base.source"),
-        (lambda d: _edit_config(d, lambda c: c["base"].update(arch="hf-hub:org/net")), "a location"),
+        (
+            lambda d: _edit_config(d, lambda c: c["base"].update(arch="hf-hub:org/net")),
+            "a place to fetch an architecture from",
+        ),
         (
             lambda d: _edit_config(
                 d,

@@ -22,7 +22,7 @@ from lmzoo.cli.options import (
 )
 from lmzoo.core.candidates import DEFAULT_METHOD, METHODS
 from lmzoo.core.problem import DEFAULT_OBJECTIVE, OBJECTIVES
-from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_UNREACHABLE, UNREACHABLE
+from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_UNREACHABLE, MAX_LEVELS, UNREACHABLE
 
 
 @click.command()
@@ -106,7 +106,11 @@ def inspect(
 )
 @choice("--method", METHODS, DEFAULT_METHOD, "Selection method.")
 @click.option(
-    "--levels", type=int, default=DEFAULT_LEVELS, show_default=True, help="Grid steps over the budget."
+    "--levels",
+    type=click.IntRange(1, MAX_LEVELS),
+    default=DEFAULT_LEVELS,
+    show_default=True,
+    help="Grid steps over the budget.",
 )
 @choice(
     "--objective",

@@ -6,6 +6,7 @@ convolutions are kept, and the resulting kernel, stride and depthwise-ness.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -15,6 +16,9 @@ from lmzoo.errors import InvalidArgumentError, InvalidPlanError
 
 #: kernel size recorded for a block whose every conv is removed (identity, zero latency)
 IDENTITY_KERNEL = 0
+#: the most chain positions a network may have: ten times ResNet-1001's convolutions, so a plan or
+#: a table of a real network always fits, and a forged one of millions of blocks is refused at once
+MAX_POSITIONS = 10_000
 
 
 @dataclass(frozen=True, order=True)
@@ -29,7 +33,26 @@ class Candidate:
     kept: tuple[int, ...]
 
     def __post_init__(self) -> None:
+        fields = {"start": self.start, "end": self.end, "kernel": self.kernel, "stride": self.stride}
+        if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in fields.values()):
+            raise InvalidPlanError(f"a candidate's start, end, kernel and stride are integers, got {fields}")
+        if not isinstance(self.depthwise, bool):
+            raise InvalidPlanError(f"a candidate's depthwise is True or False, got {self.depthwise!r}")
+        if not isinstance(self.kept, (tuple, list)) or any(
+            isinstance(k, bool) or not isinstance(k, numbers.Integral) for k in self.kept
+        ):
+            raise InvalidPlanError(f"a candidate's kept units are a tuple of integers, got {self.kept!r}")
+        for name, value in fields.items():
+            object.__setattr__(self, name, int(value))
         object.__setattr__(self, "kept", tuple(int(k) for k in self.kept))
+        if self.end > MAX_POSITIONS:
+            raise InvalidPlanError(
+                f"candidate block ({self.start}, {self.end}] lies beyond {MAX_POSITIONS} positions"
+            )
+        if self.kernel < 0 or self.stride < 1:
+            raise InvalidPlanError(
+                f"candidate kernel {self.kernel} / stride {self.stride}: kernel >= 0, stride >= 1"
+            )
         if not 0 <= self.start < self.end:
             raise InvalidPlanError(f"candidate block ({self.start}, {self.end}] is empty or negative")
         if list(self.kept) != sorted(set(self.kept)) or any(

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lmzoo.core.candidates import Candidate, block_geometry, check_candidate
+from lmzoo.core.candidates import MAX_POSITIONS, Candidate, block_geometry, check_candidate
 from lmzoo.core.spec import Spec
 from lmzoo.errors import InvalidPlanError
 
@@ -51,7 +51,13 @@ class Plan:
     __slots__ = ("_blocks", "_linear")
 
     def __init__(self, blocks: Sequence[Candidate], linear: Iterable[int] = ()) -> None:
-        blocks = tuple(blocks)
+        try:
+            blocks = tuple(blocks)
+            linear = set(linear)
+        except TypeError:
+            raise InvalidPlanError(
+                "a plan takes a sequence of Candidates and an iterable of positions"
+            ) from None
         if not blocks:
             raise InvalidPlanError("a plan needs at least one block")
         for b in blocks:
@@ -66,13 +72,13 @@ class Plan:
                     f"({cur.start}, {cur.end}]"
                 )
         self._blocks = blocks
-        self._linear = tuple(sorted(set(linear)))
         interior = {b.end for b in blocks[:-1]}
-        for position in self._linear:
+        for position in linear:
             if type(position) is not int or position not in interior:
                 raise InvalidPlanError(
                     f"linear position {position!r} is not the end of a block other than the last"
                 )
+        self._linear = tuple(sorted(linear))
 
     @property
     def blocks(self) -> tuple[Candidate, ...]:
@@ -156,6 +162,10 @@ class Plan:
         blocks = data.get("blocks")
         if not isinstance(blocks, list):
             raise InvalidPlanError("plan 'blocks' must be a list of candidates")
+        if len(blocks) > MAX_POSITIONS:
+            raise InvalidPlanError(
+                f"plan has {len(blocks)} blocks; a network has at most {MAX_POSITIONS} positions"
+            )
         linear = data.get("linear", [])
         if not isinstance(linear, list) or any(type(p) is not int for p in linear):
             raise InvalidPlanError("plan 'linear' must be a list of positions")

@@ -41,6 +41,9 @@ from lmzoo.errors import InfeasibleBudgetError, InvalidArgumentError, InvalidTab
 #: most one step per block to rounding, so with ~50 blocks the grid costs < 0.5 % of the budget;
 #: the DP still takes only milliseconds at this size (tests/benchmarks/bench_solver.py).
 DEFAULT_LEVELS = 10_000
+#: The finest grid accepted: the DP holds 2 x positions x levels floats (at this cap 240 MB for a
+#: 150-position network), and ten times the default already puts the rounding loss below 0.05 %.
+MAX_LEVELS = 100_000
 
 #: what to do with a target beyond the latency table's fastest plan: "error" (say which speed-up is
 #: reachable) or "fastest" (take that fastest plan)
@@ -142,8 +145,22 @@ def solve_reachable(
     except InfeasibleBudgetError as error:
         if unreachable == "error":
             raise
-        solve_options.update(budget_ms=error.min_budget_ms, speedup=None)
-        return solve(latency, importance, **solve_options), error.max_speedup
+        out_of_reach = error
+    if out_of_reach.min_budget_ms > 0:
+        try:
+            options = {**solve_options, "budget_ms": out_of_reach.min_budget_ms, "speedup": None}
+            return solve(latency, importance, **options), out_of_reach.max_speedup
+        except InfeasibleBudgetError:
+            pass  # a grid too coarse for the fastest plan (levels <= its blocks): no grid needed
+    problem = build_problem(
+        latency,
+        importance,
+        solve_options.get("method", DEFAULT_METHOD),
+        solve_options.get("spec"),
+        solve_options.get("objective", DEFAULT_OBJECTIVE),
+        solve_options.get("rules", PAPER_RULES),
+    )
+    return problem.plan(_extreme_plan(problem, most_important=False)), out_of_reach.max_speedup
 
 
 def frontier(
@@ -224,8 +241,8 @@ def identity_latency(latency: LatencyTable) -> float:
 def _check_levels(levels: object) -> int:
     if levels is None:
         return DEFAULT_LEVELS
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-        raise InvalidArgumentError(f"levels must be a positive integer, got {levels!r}")
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= MAX_LEVELS:
+        raise InvalidArgumentError(f"levels must be an integer from 1 to {MAX_LEVELS:,}, got {levels!r}")
     return levels
 
 
@@ -252,13 +269,21 @@ def _grid_weights(problem: Problem, steps_per_ms: Fraction) -> np.ndarray:
     exactly even when T lies on the grid (so sum(T) <= steps / steps_per_ms holds exactly)."""
     blocks = [b for o in problem.options for b in o.blocks]
     latencies = np.array([problem.latency_of[b] for b in blocks])
-    scaled = latencies * float(steps_per_ms)
+    # a budget far below the latencies (budget_ms=1e-300) makes steps beyond any grid: cap them, the
+    # DP clips every weight to the grid's width anyway
+    scale = float(min(steps_per_ms, Fraction(_MAX_WEIGHT)))
+    scaled = np.minimum(latencies * scale, _MAX_WEIGHT)
     weights = np.ceil(scaled)
     # float rounding can push an on-grid value just above or below an integer: redo those exactly
-    for k in np.flatnonzero(np.abs(scaled - np.rint(scaled)) < 1e-6):
+    for k in np.flatnonzero((np.abs(scaled - np.rint(scaled)) < 1e-6) & (scaled < 2**52)):
         weights[k] = math.ceil(Fraction(float(latencies[k])) * steps_per_ms)
     owner = np.repeat(np.arange(len(problem.options)), [len(o.blocks) for o in problem.options])
-    return np.bincount(owner, weights=weights, minlength=len(problem.options)).astype(np.int64)
+    total = np.bincount(owner, weights=weights, minlength=len(problem.options))
+    return np.minimum(total, _MAX_WEIGHT).astype(np.int64)
+
+
+#: grid steps beyond any grid (weights are clipped here before becoming integers)
+_MAX_WEIGHT = float(2**60)
 
 
 @dataclass(frozen=True)
@@ -359,6 +384,10 @@ def _infeasible(problem: Problem, budget: float, levels: int) -> InfeasibleBudge
         if cap
         else ""
     )
+    if levels <= blocks:
+        capped += (
+            f"; levels={levels} is too coarse for the fastest plan's {blocks} blocks: use more than {blocks}"
+        )
     if all(o.end - o.start == 1 and o.blocks[0].kept for o in problem.options):
         capped += "; nothing in this network merges or drops (`lmzoo inspect` shows what separates its convs)"
     return InfeasibleBudgetError(

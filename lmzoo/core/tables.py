@@ -20,6 +20,13 @@ from lmzoo.errors import InvalidPlanError, InvalidSpecError, InvalidTableError
 
 T = TypeVar("T", bound="_CandidateTable")
 
+#: the largest value a table holds (ms, or importance): a plan's sum over thousands of blocks stays
+#: finite, and the DP's additions keep their precision
+MAX_TABLE_VALUE = 1e12
+#: the smallest non-zero latency, in ms (a femtosecond, far below any measurement): a grid over a
+#: budget of smaller latencies would need more steps than a float can count
+MIN_LATENCY_MS = 1e-12
+
 
 class _CandidateTable:
     """Shared plumbing: validated entries, the spec fingerprint they belong to, free-form metadata."""
@@ -27,6 +34,7 @@ class _CandidateTable:
     FORMAT: ClassVar[str]
     KIND: ClassVar[str]  # "latency" / "importance", for messages
     VALUE_KEY: ClassVar[str]  # the JSON key holding each entry's number
+    SMALLEST: ClassVar[float] = 0.0  # the smallest non-zero value an entry may have
 
     __slots__ = ("_entries", "metadata", "spec", "spec_fingerprint")
 
@@ -46,7 +54,7 @@ class _CandidateTable:
                 raise InvalidTableError(
                     f"{self.KIND} table keys must be lmzoo Candidates, got {type(cand).__name__}"
                 )
-            checked[cand] = _non_negative(value, f"{self.KIND} of {cand.describe()}")
+            checked[cand] = _non_negative(value, f"{self.KIND} of {cand.describe()}", self.SMALLEST)
         if not checked:
             raise InvalidTableError(f"the {self.KIND} table is empty")
         self._entries = MappingProxyType(checked)
@@ -162,6 +170,7 @@ class LatencyTable(_CandidateTable):
     FORMAT = "lmzoo.latency-table/1"
     KIND = "latency"
     VALUE_KEY = "ms"
+    SMALLEST = MIN_LATENCY_MS
 
     __slots__ = ("fixed_ms",)
 
@@ -175,7 +184,7 @@ class LatencyTable(_CandidateTable):
         spec: Spec | None = None,
     ) -> None:
         super().__init__(entries, spec_fingerprint=spec_fingerprint, metadata=metadata, spec=spec)
-        self.fixed_ms = _non_negative(fixed_ms, "the fixed cost 'fixed_ms'")
+        self.fixed_ms = _non_negative(fixed_ms, "the fixed cost 'fixed_ms'", MIN_LATENCY_MS)
 
     def _extra_fields(self) -> dict[str, Any]:
         return {"fixed_ms": self.fixed_ms}
@@ -222,10 +231,15 @@ def _spec(data: Mapping[str, Any]) -> Spec | None:
         raise InvalidTableError(f"the table's 'spec' is malformed: {err}") from None
 
 
-def _non_negative(value: object, what: str) -> float:
+def _non_negative(value: object, what: str, smallest: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidTableError(f"{what} must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise InvalidTableError(f"{what} is {number}: values must be finite and >= 0")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond floats
+        number = math.inf
+    if not math.isfinite(number) or not 0 <= number <= MAX_TABLE_VALUE:
+        raise InvalidTableError(f"{what} is {number}: values must be finite, >= 0 and <= {MAX_TABLE_VALUE:g}")
+    if 0 < number < smallest:
+        raise InvalidTableError(f"{what} is {number}: values must be 0 or at least {smallest:g}")
     return number

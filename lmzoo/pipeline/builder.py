@@ -15,7 +15,7 @@ from torch import nn
 
 from lmzoo.core.spec import Spec
 from lmzoo.engine import trace
-from lmzoo.errors import InvalidArgumentError
+from lmzoo.errors import InvalidArgumentError, LmzooError
 from lmzoo.pipeline.base import base_key, base_stage
 from lmzoo.pipeline.card import card_stage
 from lmzoo.pipeline.evaluate import evaluate_stage
@@ -70,6 +70,17 @@ class Build:
         )
         self.say(f"base: {self.workspace.stage(Stage.BASE, base_key(self.recipe))} {self.clock.lap()}")
         return model
+
+    def check_architecture(self) -> None:
+        """Trace the recipe's architecture with random weights on one of its images, unless its base
+        is already built: a network that cannot run on the recipe's inputs, or that lmzoo cannot
+        compress, is one error now rather than after the base has trained for hours."""
+        if (self.workspace.stage(Stage.BASE, base_key(self.recipe)) / "model.safetensors").is_file():
+            return
+        try:
+            trace(self.inputs.random_model(), self.inputs.example_inputs())
+        except LmzooError as err:
+            raise InvalidArgumentError(f"{self.recipe.path}: model {self.recipe.model.arch}: {err}") from None
 
     @cached_property
     def traced(self) -> tuple[Spec, tuple[torch.Tensor, ...]]:
@@ -205,7 +216,7 @@ def build(
     and ``method``). ``speedups``: the targets (default: the entry's, else the recipe's); any
     speed-up above 1 may be asked for, so a target the recipe does not list reuses its base and
     tables, and is named by the same rule (``<recipe>-<s>x``)."""
-    from lmzoo.recipes import load_recipe
+    from lmzoo.recipes import check_speedups, load_recipe
 
     if not isinstance(recipe, Recipe):
         recipe, entry_speedup = load_recipe(recipe, profile, method=method)
@@ -213,13 +224,15 @@ def build(
             speedups = [entry_speedup]
     elif profile is not None or method is not None:
         raise InvalidArgumentError("profile= and method= apply to a recipe given by name or file")
-    targets = list(speedups) if speedups is not None else list(recipe.solve.speedups)
-    if not targets or not all(isinstance(s, (int, float)) and s > 1 for s in targets):
-        raise InvalidArgumentError(f"speed-ups must be numbers above 1, got {targets}")
+    targets = check_speedups(recipe, list(speedups) if speedups is not None else recipe.solve.speedups)
+    if not targets:
+        raise InvalidArgumentError("no speed-up to build: give speedups= or list some in the recipe")
     until = Stage.parse(until)
     session = Build(recipe, workdir=workdir, device=device, progress=progress, log=log)
     if until.reaches(Stage.EVALUATE) and recipe.evaluate.feature_model:
         check_feature_model(recipe, session.inputs.preprocessing)  # before hours of training, not after
+    if until.reaches(Stage.LATENCY):
+        session.check_architecture()
     written: list[Path] = []
     _ = session.base  # each stage runs (or is read from the cache) when first asked for
     if until.reaches(Stage.LATENCY):

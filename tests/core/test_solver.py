@@ -298,7 +298,7 @@ def test_infeasible_budget_names_the_smallest_feasible_one():
         ({"budget_ms": 2.0, "speedup": 1.5}, "exactly one of budget_ms or speedup"),
         ({"budget_ms": float("nan")}, "budget_ms must be a finite number"),
         ({"speedup": -1.0}, "speedup must be a finite number"),
-        ({"budget_ms": 2.0, "levels": 0}, "levels must be a positive integer"),
+        ({"budget_ms": 2.0, "levels": 0}, "levels must be an integer from 1 to 100,000"),
         ({"budget_ms": 2.0, "method": "prune"}, "unknown method 'prune'"),
         ({"budget_ms": 2.0, "objective": "max"}, "objective must be one of sum, product"),
     ],

@@ -42,9 +42,9 @@ def test_predict_sums_blocks_and_fixed_cost():
 @pytest.mark.parametrize(
     "entries, message",
     [
-        ({A: math.nan}, "must be finite and >= 0"),
-        ({A: -0.1}, "must be finite and >= 0"),
-        ({A: math.inf}, "must be finite and >= 0"),
+        ({A: math.nan}, r"must be finite, >= 0 and <= 1e\+12"),
+        ({A: -0.1}, r"must be finite, >= 0 and <= 1e\+12"),
+        ({A: math.inf}, r"must be finite, >= 0 and <= 1e\+12"),
         ({A: True}, "must be a number"),
         ({A: "1.0"}, "must be a number"),
         ({"(0,1]": 1.0}, "keys must be lmzoo Candidates"),
