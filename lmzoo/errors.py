@@ -4,7 +4,11 @@ from __future__ import annotations
 
 
 class LmzooError(Exception):
-    """Base class of every error lmzoo raises on purpose."""
+    """Base class of every error lmzoo raises on purpose. Its message is one line: the text of an
+    error it reports (a library's multi-line message) is joined onto it."""
+
+    def __str__(self) -> str:
+        return " ".join(line.strip() for line in super().__str__().splitlines() if line.strip())
 
 
 class UnsupportedModelError(LmzooError, TypeError):

@@ -416,7 +416,7 @@ def parse_recipe(path: str | os.PathLike[str], profile: str | None = None) -> Re
     try:
         raw = yaml.load(text, Loader=_RecipeLoader)
     except yaml.YAMLError as err:
-        raise RecipeError(f"{path} is not valid YAML: {err}".replace("\n", " ")) from None
+        raise RecipeError(f"{path} is not valid YAML: {err}") from None
     if _expanded_size(raw, MAX_RECIPE_VALUES) > MAX_RECIPE_VALUES:
         raise RecipeError(
             f"{path}: the recipe expands to more than {MAX_RECIPE_VALUES:,} values (YAML aliases?)"
