@@ -72,3 +72,19 @@ def test_targets_are_speedups(store, tmp_path):
         with pytest.raises(lmzoo.InvalidArgumentError, match=message):
             pipeline.build("mobilenetv2-fmnist-layermerge", speedups=speedups, workdir=tmp_path / "work")
     assert not (tmp_path / "work").exists()
+
+
+def test_a_network_lmzoo_cannot_compress_fails_before_the_base_trains(store, tmp_path):
+    """A recipe whose network has nothing to merge (a ViT) or cannot run on its images is refused
+    after one trace of a random-weight network, not after the base has trained."""
+    recipe = tmp_path / "vit.yaml"
+    recipe.write_text(
+        "name: vit-fmnist\n"
+        "model: {source: timm, arch: vit_tiny_patch16_224, kwargs: {num_classes: 10, in_chans: 1}, "
+        "input_size: 32}\n"
+        "data: {dataset: fashion-mnist, pad_to: 32, limit_train: 64, limit_test: 64}\n"
+        "solve: {speedups: [1.5]}\n"
+    )
+    with pytest.raises(lmzoo.InvalidArgumentError, match=r"model vit_tiny_patch16_224: .* no convolution"):
+        pipeline.build(str(recipe), workdir=tmp_path / "work", progress=False)
+    assert not list((tmp_path / "work").rglob("*.safetensors"))

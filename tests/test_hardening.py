@@ -256,3 +256,95 @@ def test_a_hub_snapshot_links_into_its_cache_and_a_long_path_is_refused(tmp_path
         assert torch.equal(ours, theirs)
     with pytest.raises(CheckpointError, match="File name too long"):
         lmzoo.load("local-dir:" + "a" * 10_000)
+
+
+def test_the_public_api_refuses_what_it_cannot_mean(tmp_path):
+    """Each of these escaped as a TypeError, OverflowError or ValueError, hung, or was accepted."""
+    import random
+    import time
+
+    import torch
+
+    from lmzoo.core import solver
+    from lmzoo.core.candidates import Candidate, candidates
+    from lmzoo.core.plan import PLAN_FORMAT, Plan
+    from lmzoo.engine import apply_plan, trace
+    from lmzoo.tables import ImportanceTable, LatencyTable
+    from lmzoo.testing import TINY_MODELS, random_plan
+
+    for fields in ((0, 1, -3, 1, False, (1,)), (0, 1, 3, 0, False, (1,)), ("0", 1, 3, 1, False, (1,))):
+        with pytest.raises(lmzoo.InvalidPlanError):
+            Candidate(*fields)
+    with pytest.raises(lmzoo.InvalidPlanError, match="kept units are a tuple of integers"):
+        Candidate(0, 1, 3, 1, False, "1")
+    blocks = [
+        {"start": i, "end": i + 1, "kernel": 3, "stride": 1, "depthwise": False, "kept": [i + 1]}
+        for i in range(10**6)
+    ]
+    start = time.monotonic()
+    with pytest.raises(lmzoo.InvalidPlanError, match="a network has at most 10000 positions"):
+        Plan.from_dict({"format": PLAN_FORMAT, "length": 10**6, "blocks": blocks})
+    assert time.monotonic() - start < 1
+
+    tiny = TINY_MODELS["resnet-basic"]
+    model = tiny.build().eval()
+    spec = trace(model, tiny.inputs(1, torch.float32))
+    cands = candidates(spec)
+    latency = LatencyTable({c: 0.1 + 0.01 * i for i, c in enumerate(cands)}, spec=spec, fixed_ms=1.0)
+    importance = ImportanceTable({c: 0.5 for c in cands}, spec=spec)
+    with pytest.raises(lmzoo.InvalidInputError, match="larger than 2048 per side"):
+        trace(model, torch.randn(1, 3, 4096, 8))
+    with pytest.raises(lmzoo.InvalidSpecError):
+        apply_plan(model, None, random_plan(spec, cands, random.Random(0)))
+    for value in (1e308, 1e-320):
+        with pytest.raises(lmzoo.InvalidTableError):
+            LatencyTable(dict.fromkeys(cands, value), spec=spec)
+    with pytest.raises(lmzoo.InvalidTableError):
+        ImportanceTable(dict.fromkeys(cands, 1e308), spec=spec)
+    with pytest.raises(lmzoo.InvalidArgumentError, match="levels must be an integer from 1 to 100,000"):
+        solver.solve(latency, importance, speedup=1.2, levels=10**7)
+    with pytest.raises(lmzoo.InfeasibleBudgetError, match="the fastest plan takes"):
+        solver.solve(latency, importance, budget_ms=1e-300)
+    fastest = solver.solve_reachable(latency, importance, speedup=50.0, levels=100)[0]
+    for levels in (1, 2):  # a grid too coarse for any plan: the fastest plan all the same
+        plan, reachable = solver.solve_reachable(latency, importance, speedup=50.0, levels=levels)
+        assert latency.chain_ms(plan) <= latency.chain_ms(fastest) and 1 < reachable < 50
+    free = LatencyTable(dict.fromkeys(cands, 0.0), spec=spec, fixed_ms=1.0)
+    plan, _ = solver.solve_reachable(free, importance, speedup=50.0)
+    assert free.chain_ms(plan) == 0
+
+
+def test_incomplete_records_are_left_out_of_results_and_cards_say_why(tmp_path):
+    import json
+
+    from lmzoo.records import Evaluation, RecordError
+    from lmzoo.results import results_rows
+
+    directory, _ = random_checkpoint(tmp_path / "entry", seed=3)
+    (directory / "evaluation.json").write_text(
+        json.dumps({"format": Evaluation.FORMAT, "task": "classification"})
+    )
+    (directory / "plan.json").write_text("{}")
+    (directory / "recipe.yaml").write_text("name: x\n")
+    with pytest.warns(UserWarning, match="is left out of the results: .*malformed evaluation"):
+        assert results_rows([directory]) == []
+    result = CliRunner().invoke(main, ["card", f"local-dir:{directory}"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    with pytest.raises(RecordError, match="must hold a finite 'accuracy'"):
+        Evaluation.from_dict({"task": "classification", "test": {"loss": 1.0}, "base_test": {}})
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("--repo-id", "org/repo..", "--repo-id must be ORG/REPO"), ("--tag", "a..b", "--tag must be letters")],
+)
+def test_publish_refuses_invalid_hub_names_before_contacting_anything(
+    checkpoint, monkeypatch, option, value, message
+):
+    from huggingface_hub import HfApi
+
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda *a, **k: calls.append("create_repo"))
+    args = ["publish", f"local-dir:{checkpoint}", "--repo-id", "org/repo", option, value]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and message in result.stderr and not calls
