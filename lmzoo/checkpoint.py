@@ -27,6 +27,7 @@ from lmzoo.files import (
     read_json,
     recover_directory,
     replace_directory,
+    shown,
     staging_dir,
     write_json,
 )
@@ -183,9 +184,9 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         missing = not path.exists() and not path.is_symlink()
     except OSError as err:  # a path the system refuses (too long, not a folder)
-        raise CheckpointError(f"cannot read the checkpoint {str(directory)[:200]}: {err.strerror}") from None
+        raise CheckpointError(f"cannot read the checkpoint {shown(directory)}: {err.strerror}") from None
     if missing:
-        raise CheckpointError(f"{directory} is not an lmzoo checkpoint: it has no {CONFIG_NAME}")
+        raise CheckpointError(f"{shown(directory)} is not an lmzoo checkpoint: it has no {CONFIG_NAME}")
     try:
         config = read_json(path, what="checkpoint config", error=CheckpointError, limit=MAX_CONFIG_BYTES)
     except CheckpointError as err:

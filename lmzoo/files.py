@@ -183,7 +183,7 @@ def checked_file(
                 raise error(f"the {what} {path} is a link to {target}, outside {root}; it is not read")
         info = path.stat()
     except OSError as err:
-        raise error(f"cannot read the {what} {_shown(path)}: {err.strerror}") from None
+        raise error(f"cannot read the {what} {shown(path)}: {err.strerror}") from None
     except RuntimeError:  # a loop of links
         raise error(f"the {what} {path} is a loop of links") from None
     if not stat.S_ISREG(info.st_mode):
@@ -191,7 +191,8 @@ def checked_file(
     return info
 
 
-def _shown(path: Path) -> str:
+def shown(path: str | os.PathLike[str]) -> str:
+    """``path`` for a message: at most 200 characters."""
     text = str(path)
     return text if len(text) <= 200 else f"{text[:200]}..."
 

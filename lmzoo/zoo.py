@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmzoo.checkpoint import CONFIG_NAME, load_checkpoint
 from lmzoo.errors import InvalidArgumentError, LmzooError
-from lmzoo.files import read_json
+from lmzoo.files import read_json, shown
 from lmzoo.hub import HUB_PREFIX, HubError, download_checkpoint, download_records, parse_hub_name
 from lmzoo.recipes import DEFAULT_PROFILE
 from lmzoo.store import built_entries, entry_dir, is_built, store_root
@@ -183,7 +183,7 @@ def checkpoint_files(name: str, *, revision: str | None = None) -> Path:
     if name.startswith(LOCAL_PREFIX):
         directory = Path(name.removeprefix(LOCAL_PREFIX))
         if not _is_file(directory / CONFIG_NAME):
-            raise UnknownModelError(f"{directory} is not an lmzoo checkpoint: it has no {CONFIG_NAME}")
+            raise UnknownModelError(f"{shown(directory)} is not an lmzoo checkpoint: it has no {CONFIG_NAME}")
         return directory
     if name.startswith(HUB_PREFIX):
         repo_id, pinned = parse_hub_name(name)

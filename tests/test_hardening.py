@@ -254,8 +254,11 @@ def test_a_hub_snapshot_links_into_its_cache_and_a_long_path_is_refused(tmp_path
     model = lmzoo.load(f"local-dir:{snapshot}")
     for ours, theirs in zip(model.state_dict().values(), merged.state_dict().values(), strict=True):
         assert torch.equal(ours, theirs)
-    with pytest.raises(CheckpointError, match="File name too long"):
+    with pytest.raises(CheckpointError, match="File name too long") as raised:
         lmzoo.load("local-dir:" + "a" * 10_000)
+    assert len(str(raised.value)) < 400
+    result = CliRunner().invoke(main, ["info", "local-dir:" + "a" * 10_000])
+    assert result.exit_code == 1 and len(result.stderr) < 400
 
 
 def test_the_public_api_refuses_what_it_cannot_mean(tmp_path):
