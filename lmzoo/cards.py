@@ -135,6 +135,12 @@ def _objective_text(objective: str, task: str) -> str:
     importance, summed = IMPORTANCE_TEXT[task]
     if objective == "sum":
         return f"The program maximised the sum of the blocks' importances {importance}, as the paper does."
+    if objective == "kept":
+        return (
+            "The program maximised, as the official layer-pruning code does, the sum over the kept "
+            "removable convolutions of exp(drop / 100), the accuracy lost by removing each one alone: "
+            "it keeps as many convolutions as fit the budget, the losses breaking near-ties."
+        )
     return (
         f"The program maximised the product of the blocks' importances {importance}, i.e. their {summed}, "
         "which, unlike the paper's sum of I, does not reward plans for having more blocks."
@@ -335,7 +341,7 @@ def model_card(
         onnx_file=onnx.file if onnx else None,
         rebuild_name=zoo_entry_name(recipe.name, recipe.solve.method, solve.target_speedup),
         profile_flag="" if recipe.profile == DEFAULT_PROFILE else f" --profile {recipe.profile}",
-        intro=_intro(recipe.solve.method, base, recipe.solve.objective, evaluation.task),
+        intro=_intro(recipe.solve.method, base, solve.objective, evaluation.task),
     ).content
     return str(text)
 

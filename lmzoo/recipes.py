@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from lmzoo.core.candidates import DEFAULT_METHOD, METHODS, CandidateRules
-from lmzoo.core.problem import DEFAULT_OBJECTIVE, OBJECTIVES
+from lmzoo.core.problem import DEFAULT_OBJECTIVE, METHOD_OBJECTIVES, OBJECTIVES
 from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_UNREACHABLE, MAX_LEVELS, UNREACHABLE
 from lmzoo.errors import InvalidArgumentError, LmzooError
 from lmzoo.importance.registry import DEFAULT_ESTIMATOR
@@ -190,6 +190,9 @@ class SolveSection:
     #: what the DP maximises: "sum" of I (the paper's) or "product" of I (sum of log I: blind to
     #: the block count; lmzoo.core.problem explains the difference)
     objective: str = DEFAULT_OBJECTIVE
+    #: the objective of the layer-pruning baseline's entries: "kept" (its official code's knapsack
+    #: over kept convs, lmzoo.core.problem), or "sum" / "product" as the other methods
+    layer_objective: str = METHOD_OBJECTIVES["layer"]
     #: a target beyond the latency table's fastest plan: "error" (stop, naming the reachable
     #: speed-up) or "fastest" (build the fastest plan and say so; smoke profiles, whose tiny
     #: timings move with the machine's load)
@@ -264,10 +267,14 @@ class Recipe:
         return name if self.profile == DEFAULT_PROFILE else f"{name}-{self.profile}"
 
     def with_method(self, method: str) -> Recipe:
-        """This recipe solving with another selection method (the paper's baselines, the union)."""
+        """This recipe solving with another selection method (the paper's baselines, the union);
+        layer pruning with ``solve.layer_objective``."""
         if method not in METHODS:
             raise RecipeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        return dataclasses.replace(self, solve=dataclasses.replace(self.solve, method=method))
+        changes: dict[str, Any] = {"method": method}
+        if method == "layer":
+            changes["objective"] = self.solve.layer_objective
+        return dataclasses.replace(self, solve=dataclasses.replace(self.solve, **changes))
 
     def entries(self) -> list[str]:
         return [self.entry_name(s) for s in self.solve.speedups]
@@ -661,8 +668,13 @@ def _check_values(recipe: Recipe, path: Path) -> None:
         ),
         (recipe.solve.method in METHODS, f"solve.method must be one of {', '.join(METHODS)}"),
         (
-            recipe.solve.objective in OBJECTIVES,
-            f"solve.objective must be one of {', '.join(OBJECTIVES)}",
+            recipe.solve.objective in OBJECTIVES
+            and (recipe.solve.objective != "kept" or recipe.solve.method == "layer"),
+            f"solve.objective must be one of {', '.join(OBJECTIVES)} ('kept' for method layer only)",
+        ),
+        (
+            recipe.solve.layer_objective in OBJECTIVES,
+            f"solve.layer_objective must be one of {', '.join(OBJECTIVES)}",
         ),
         (
             recipe.solve.unreachable in UNREACHABLE,

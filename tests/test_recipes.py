@@ -272,3 +272,18 @@ def test_any_number_anywhere_parses_within_its_range_or_is_one_recipe_error(tmp_
     parsed = getattr(getattr(recipe, section), key)
     low, high = RANGES[key]
     assert low <= parsed <= high and parsed == value
+
+
+def test_the_layer_baseline_solves_with_its_official_objective(tmp_path):
+    """Layer pruning's entries maximise what its official code does (the kept convs' knapsack) unless
+    the recipe's solve.layer_objective says otherwise; the other methods keep solve.objective."""
+    recipe = parse_recipe(
+        _write(tmp_path, GOOD.replace("speedups: [1.5, 2]", "speedups: [1.5], objective: product"))
+    )
+    assert (recipe.solve.objective, recipe.with_method("layer").solve.objective) == ("product", "kept")
+    assert recipe.with_method("depth").solve.objective == "product"
+    text = GOOD.replace("speedups: [1.5, 2]", "speedups: [1.5], layer_objective: product")
+    assert parse_recipe(_write(tmp_path, text)).with_method("layer").solve.objective == "product"
+    with pytest.raises(RecipeError, match="'kept' for method layer only"):
+        parse_recipe(_write(tmp_path, GOOD.replace("speedups: [1.5, 2]", "speedups: [1.5], objective: kept")))
+    assert load_recipe("resnet34-fmnist-layer-1.6x")[0].solve.objective == "kept"

@@ -21,7 +21,7 @@ from lmzoo.cli.options import (
     user_errors,
 )
 from lmzoo.core.candidates import DEFAULT_METHOD, METHODS
-from lmzoo.core.problem import DEFAULT_OBJECTIVE, OBJECTIVES
+from lmzoo.core.problem import DEFAULT_OBJECTIVE, METHOD_OBJECTIVES, OBJECTIVES
 from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_UNREACHABLE, MAX_LEVELS, UNREACHABLE
 
 
@@ -115,8 +115,10 @@ def inspect(
 @choice(
     "--objective",
     OBJECTIVES,
-    DEFAULT_OBJECTIVE,
-    "Maximise the sum of I (the paper's) or the product of I (blind to the block count).",
+    None,
+    f"Maximise the sum of I (the paper's), the product of I (blind to the block count), or for "
+    f"--method layer the official layer-pruning knapsack over kept convs (kept) [default: "
+    f"{DEFAULT_OBJECTIVE}; for layer, {METHOD_OBJECTIVES['layer']}].",
 )
 @choice(
     "--unreachable",
@@ -136,7 +138,7 @@ def solve(
     whole_frontier: bool,
     method: str,
     levels: int,
-    objective: str,
+    objective: str | None,
     unreachable: str,
     output: str | None,
 ) -> None:
@@ -155,7 +157,7 @@ def solve(
     latency = LatencyTable.load(latency_table)
     importance = ImportanceTable.load(importance_table)
     m = check_method(method)
-    o = check_objective(objective)
+    o = check_objective(objective, m)
     results: list[dict[str, Any]] = []
     if whole_frontier:
         for point in solver.frontier(latency, importance, levels=levels, method=m, objective=o):

@@ -20,6 +20,10 @@ Objectives (what "summed importance" sums):
 - ``product``: maximise prod_c I_c, i.e. sum_c log I_c = sum_c Δ_c / 100 for classifiers: the
   additive estimate of the compressed network's accuracy change. Splitting an unchanged block
   (Δ = 0, log I = 0) in two changes nothing, so the block count carries no weight.
+- ``kept`` (layer pruning only, the official kim24layer code's knapsack): maximise the sum over the
+  *kept* removable convs of exp(drop / 100) = 1 / I_drop, where I_drop = exp(Δ / 100) is the
+  importance of removing that conv; a removed conv, or one that cannot be removed, adds 0. Each kept
+  conv is worth about 1, so this keeps as many convs as fit, the drops breaking near-ties.
 """
 
 from __future__ import annotations
@@ -45,15 +49,27 @@ from lmzoo.core.spec import Spec
 from lmzoo.core.tables import ImportanceTable, LatencyTable
 from lmzoo.errors import InvalidArgumentError, InvalidTableError
 
-Objective = Literal["sum", "product"]
-OBJECTIVES: tuple[Objective, ...] = ("sum", "product")
+Objective = Literal["sum", "product", "kept"]
+OBJECTIVES: tuple[Objective, ...] = ("sum", "product", "kept")
 #: the paper's objective (DESIGN §7)
 DEFAULT_OBJECTIVE: Objective = "sum"
+#: each method's objective when none is given: the one its official code maximises
+METHOD_OBJECTIVES: dict[str, Objective] = {"layer": "kept"}
 
 
-def check_objective(objective: object) -> Objective:
+def default_objective(method: object) -> Objective:
+    """The objective ``method`` uses when none is given (the official code's)."""
+    return METHOD_OBJECTIVES.get(str(method), DEFAULT_OBJECTIVE)
+
+
+def check_objective(objective: object, method: object = None) -> Objective:
+    """``objective`` (None: ``method``'s default), checked to exist and to apply to ``method``."""
+    if objective is None:
+        return default_objective(method)
     if objective not in OBJECTIVES:
         raise InvalidArgumentError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if objective == "kept" and method is not None and method != "layer":
+        raise InvalidArgumentError(f"objective 'kept' is layer pruning's (method='layer'), not {method}'s")
     return cast(Objective, objective)
 
 
@@ -139,20 +155,38 @@ _IN_METHOD: dict[Method, Callable[[Candidate], bool]] = {
 }
 
 
-def scorer(objective: object) -> Callable[[float, Candidate], float]:
-    """The per-block term of the objective, from the table's importance I."""
-    if check_objective(objective) == "sum":
-        return lambda value, cand: value
+def objective_terms(
+    objective: object, importance: Mapping[Candidate, float], cands: Iterable[Candidate]
+) -> dict[Candidate, float]:
+    """Each candidate's term in the objective: I itself (``sum``), log I (``product``), or under
+    ``kept`` 1 / I of the candidate removing the same conv when the candidate keeps it (0 otherwise)."""
+    objective = check_objective(objective)
+    cands = list(cands)
+    if objective == "sum":
+        return {c: importance[c] for c in cands}
+    if objective == "product":
+        return {c: _positive(importance[c], c, "the product objective needs importances > 0") for c in cands}
+    removed = {(c.start, c.end): c for c in importance if c.length == 1 and not c.kept}
+    terms = {}
+    for c in cands:
+        if c.length != 1:
+            raise InvalidArgumentError(f"objective 'kept' is layer pruning's; {c.describe()} is a merge")
+        drop = removed.get((c.start, c.end))
+        if not c.kept or drop is None:
+            terms[c] = 0.0
+        else:
+            terms[c] = math.exp(-_positive(importance[drop], drop, "objective 'kept' needs I > 0"))
+    return terms
 
-    def log_importance(value: float, cand: Candidate) -> float:
-        if value <= 0:
-            raise InvalidTableError(
-                f"the product objective needs importances > 0, but {cand.describe()} has {value!r}: "
-                "use objective='sum', or a table of I = exp(...) values"
-            )
-        return math.log(value)
 
-    return log_importance
+def _positive(value: float, cand: Candidate, need: str) -> float:
+    """log of a positive importance."""
+    if value <= 0:
+        raise InvalidTableError(
+            f"{need}, but {cand.describe()} has {value!r}: "
+            "use objective='sum', or a table of I = exp(...) values"
+        )
+    return math.log(value)
 
 
 def build_problem(
@@ -169,7 +203,7 @@ def build_problem(
             f"{type(latency).__name__} and {type(importance).__name__}"
         )
     method = check_method(method)
-    score = scorer(objective)
+    objective = check_objective(objective, method)
     spec = spec or latency.spec or importance.spec
     _check_same_network(latency, importance, spec)
     if spec is not None:
@@ -198,13 +232,13 @@ def build_problem(
     length = len(identity)
     if any(c.end > length for c in universe):
         raise InvalidTableError("the tables hold candidates past the last unit of their identity plan")
+    terms = objective_terms(objective, importance.entries, universe)
     if method == "depth":
-        options = _depth_options(universe, latency, importance, score)
+        options = _depth_options(universe, latency, terms)
     else:
-        lat, imp = latency.entries, importance.entries
+        lat = latency.entries
         options = [
-            Option(c.start, c.end, lat[c], score(imp[c], c), (c,))
-            for c in sorted(universe, key=candidate_order)
+            Option(c.start, c.end, lat[c], terms[c], (c,)) for c in sorted(universe, key=candidate_order)
         ]
     return Problem(
         length=length,
@@ -247,10 +281,7 @@ def identity_candidates(universe: Iterable[Candidate], kind: str) -> list[Candid
 
 
 def _depth_options(
-    universe: set[Candidate],
-    latency: LatencyTable,
-    importance: ImportanceTable,
-    score: Callable[[float, Candidate], float],
+    universe: set[Candidate], latency: LatencyTable, terms: Mapping[Candidate, float]
 ) -> list[Option]:
     """Stage 1 of Kim et al.: the fastest merge pattern of every activation-free segment."""
     by_start: dict[int, list[Candidate]] = {}
@@ -277,5 +308,5 @@ def _depth_options(
         for seg in segments:
             total, path = fastest[seg.end]
             path_ms = math.fsum(latency.entries[b] for b in path)
-            options.append(Option(start, seg.end, path_ms, score(importance[seg], seg), path))
+            options.append(Option(start, seg.end, path_ms, terms[seg], path))
     return options

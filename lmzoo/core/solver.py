@@ -25,13 +25,13 @@ import numpy as np
 from lmzoo.core.candidates import DEFAULT_METHOD, PAPER_RULES, CandidateRules, Method
 from lmzoo.core.plan import Plan
 from lmzoo.core.problem import (
-    DEFAULT_OBJECTIVE,
     Objective,
     Problem,
     build_problem,
+    check_objective,
     identity_candidates,
     left_to_right,
-    scorer,
+    objective_terms,
 )
 from lmzoo.core.spec import Spec
 from lmzoo.core.tables import ImportanceTable, LatencyTable
@@ -97,7 +97,7 @@ def solve(
     levels: int | None = None,
     method: Method = DEFAULT_METHOD,
     spec: Spec | None = None,
-    objective: Objective = DEFAULT_OBJECTIVE,
+    objective: Objective | None = None,
     rules: CandidateRules = PAPER_RULES,
 ) -> Plan:
     """The plan of largest summed importance whose table latency fits the budget.
@@ -157,7 +157,7 @@ def solve_reachable(
         importance,
         solve_options.get("method", DEFAULT_METHOD),
         solve_options.get("spec"),
-        solve_options.get("objective", DEFAULT_OBJECTIVE),
+        solve_options.get("objective"),
         solve_options.get("rules", PAPER_RULES),
     )
     return problem.plan(_extreme_plan(problem, most_important=False)), out_of_reach.max_speedup
@@ -170,7 +170,7 @@ def frontier(
     levels: int | None = None,
     method: Method = DEFAULT_METHOD,
     spec: Spec | None = None,
-    objective: Objective = DEFAULT_OBJECTIVE,
+    objective: Objective | None = None,
     rules: CandidateRules = PAPER_RULES,
 ) -> list[FrontierPoint]:
     """The accuracy-latency frontier from one DP pass, sorted by latency; importance strictly
@@ -201,13 +201,18 @@ def frontier(
 
 
 def plan_importance(
-    importance: ImportanceTable, plan: Plan, *, objective: Objective = DEFAULT_OBJECTIVE
+    importance: ImportanceTable,
+    plan: Plan,
+    *,
+    objective: Objective | None = None,
+    method: Method | None = None,
 ) -> float:
     """The objective's value for ``plan``: one term per activation-free segment (a
     depth-compression segment run as several convs counts once, with its all-convs-kept
-    candidate's entry); I itself under ``"sum"``, log I under ``"product"``. The terms are added
-    left to right as the DP adds them, so this is bit for bit the value the solver maximised."""
-    score = scorer(objective)
+    candidate's entry); I itself under ``"sum"``, log I under ``"product"``, 1 / I of removing each
+    kept conv under ``"kept"`` (``objective`` None: ``method``'s default). The terms are added left
+    to right as the DP adds them, so this is bit for bit the value the solver maximised."""
+    objective = check_objective(objective, method)
     total = []
     blocks = list(plan)
     first = 0
@@ -216,7 +221,7 @@ def plan_importance(
             continue
         segment = blocks[first : k + 1]
         if len(segment) == 1:
-            total.append(score(importance[block], block))
+            total.append(objective_terms(objective, importance.entries, [block])[block])
         else:
             start = segment[0].start
             kept = tuple(range(start + 1, block.end + 1))
@@ -225,7 +230,7 @@ def plan_importance(
                 raise InvalidTableError(
                     f"the importance table has no all-kept entry for segment ({start}, {block.end}]"
                 )
-            total.append(score(importance[matches[0]], matches[0]))
+            total.append(objective_terms(objective, importance.entries, matches[:1])[matches[0]])
         first = k + 1
     return left_to_right(total)
 

@@ -34,7 +34,8 @@ def _solve(
     cached = ws.cached(out, SolveRecord.load)
     if cached is not None:
         return cached
-    method, objective = check_method(s.method), check_objective(s.objective)
+    method = check_method(s.method)
+    objective = check_objective(s.objective, method)
     # A feasible target gives the same plan under either `unreachable` setting, so it is not keyed.
     plan, max_speedup = solve_reachable(
         latency, importance, unreachable=s.unreachable, speedup=speedup, method=method, levels=s.levels,

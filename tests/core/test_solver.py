@@ -91,8 +91,13 @@ def _score(plan_blocks, linear, lat, imp, objective="sum"):
 # -- brute force on windows of real specs ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("objective", ["sum", "product"])
-@pytest.mark.parametrize("method", ["layermerge", "depth", "layer", "layermerge-union"])
+@pytest.mark.parametrize(
+    ("method", "objective"),
+    [
+        *((m, o) for o in ("sum", "product") for m in ("layermerge", "depth", "layer", "layermerge-union")),
+        ("layer", "kept"),
+    ],
+)
 def test_solve_matches_brute_force_on_windows_of_real_specs(specs, method, objective):
     # plan_importance adds the terms left to right as the DP does, and rounded addition is
     # monotone, so the DP's optimum is exactly the largest brute-force value even for log I
@@ -200,7 +205,7 @@ def test_frontier_and_solve_on_full_size_specs(specs, name, method):
     for p in points:
         p.plan.validate(spec)
         assert math.isclose(lat.chain_ms(p.plan), p.latency_ms, rel_tol=1e-12)
-        assert math.isclose(plan_importance(imp, p.plan), p.importance, rel_tol=1e-12)
+        assert math.isclose(plan_importance(imp, p.plan, method=method), p.importance, rel_tol=1e-12)
     if method == "layer":
         assert all(b.length == 1 for p in points for b in p.plan)
     if method == "depth":
@@ -210,7 +215,7 @@ def test_frontier_and_solve_on_full_size_specs(specs, name, method):
         budget = rng.uniform(points[0].latency_ms * 1.05, identity_ms)
         plan = lmzoo.solve(lat, imp, budget_ms=budget, levels=levels, method=method, spec=spec)
         assert lat.chain_ms(plan) <= budget
-        value = plan_importance(imp, plan)
+        value = plan_importance(imp, plan, method=method)
         # any frontier plan this much under the budget survives solve's rounding, so cannot beat it
         for p in points:
             if p.latency_ms <= budget * (1 - len(p.plan) / levels):
@@ -256,6 +261,35 @@ def test_sum_objective_rewards_blocks_and_product_does_not():
     for plan in (more_blocks, better_accuracy):
         expected = sum(delta[b] for b in plan) / 100
         assert plan_importance(imp, plan, objective="product") == pytest.approx(expected, abs=1e-15)
+
+
+def test_layer_pruning_maximises_the_kept_convs_as_its_official_code_does():
+    """kim24layer's knapsack: the sum over kept removable convs of exp(drop / 100); removed convs and
+    convs that cannot be removed add nothing. Its worked example (convs A, B, C removable with
+    drops 5, 0.5 and 0.2 points and 2, 1 and 1 ms; two irreducible convs of 0.53 and 0.47 ms): at a
+    3 ms budget it keeps B and C (2.007) rather than A (1.051), although removing A costs 5 points.
+    (3.01 ms here: lmzoo rounds latencies up to its grid and so never exceeds the budget, where the
+    official code truncates them to 0.1 ms and may.)"""
+    times = {1: 0.53, 2: 2.0, 3: 1.0, 4: 1.0, 5: 0.47}
+    drops = {2: 5.0, 3: 0.5, 4: 0.2}
+    keep = {u: Candidate(u - 1, u, 3, 1, False, (u,)) for u in times}
+    remove = {u: Candidate(u - 1, u, 0, 1, False, ()) for u in drops}
+    lat = LatencyTable({**{keep[u]: t for u, t in times.items()}, **dict.fromkeys(remove.values(), 0.0)})
+    imp = ImportanceTable(
+        {**dict.fromkeys(keep.values(), 1.0), **{remove[u]: math.exp(-d / 100) for u, d in drops.items()}}
+    )
+    official = lmzoo.solve(lat, imp, budget_ms=3.01, method="layer")  # the method's default objective
+    assert official == lmzoo.Plan([keep[1], remove[2], keep[3], keep[4], keep[5]])
+    assert plan_importance(imp, official, method="layer") == pytest.approx(math.exp(0.005) + math.exp(0.002))
+    # lmzoo's product objective keeps the conv whose removal costs most instead
+    assert lmzoo.solve(lat, imp, budget_ms=3.01, method="layer", objective="product") == lmzoo.Plan(
+        [keep[1], keep[2], remove[3], remove[4], keep[5]]
+    )
+    assert lmzoo.solve(lat, imp, budget_ms=4.01, method="layer") == lmzoo.Plan(
+        [keep[1], keep[2], keep[3], remove[4], keep[5]]
+    )
+    with pytest.raises(lmzoo.InvalidArgumentError, match="objective 'kept' is layer pruning's"):
+        lmzoo.solve(lat, imp, budget_ms=3.0, method="layermerge", objective="kept")
 
 
 def test_product_objective_needs_positive_importances():
