@@ -57,19 +57,25 @@ def regular_files(
     root = Path(within or directory).resolve()
     found = []
     for path in sorted(directory.rglob("*")):
-        relative = path.relative_to(directory)
-        if any(part in skip for part in relative.parts):
+        if any(part in skip for part in path.relative_to(directory).parts):
             continue
-        if path.is_symlink():
-            target = path.resolve()
-            if not target.is_relative_to(root):
-                raise error(f"{path} is a link to {target}, outside {root}; lmzoo copies regular files only")
+        outside = _link_outside(path, root)
+        if outside is not None:
+            raise error(f"{path} is a link to {outside}, outside {root}; lmzoo copies regular files only")
         if path.is_dir():
             continue
         if not path.is_file():
             raise error(f"{path} is not a regular file (a FIFO, socket or device); remove it")
         found.append(path)
     return found
+
+
+def _link_outside(path: Path, root: Path) -> Path | None:
+    """Where ``path`` leads when it is a link to somewhere outside ``root`` (resolved); else None."""
+    if not path.is_symlink():
+        return None
+    target = path.resolve()
+    return None if target.is_relative_to(root) else target
 
 
 #: renameat2(2)'s flag that swaps two paths in one step (Linux >= 3.15 on ext4, xfs, btrfs, tmpfs)
@@ -97,7 +103,7 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def staging_dir(target: Path) -> Path:
     """A fresh hidden sibling of ``target`` to write it in (``.NAME.tmp-<pid>-<random>``: the pid
-    tells :func:`clean_leftovers` whether its writer still runs)."""
+    tells :func:`recover_directory` whether its writer still runs)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
 
@@ -139,6 +145,23 @@ def recover_directory(target: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+def recover_directories(parent: Path) -> None:
+    """:func:`recover_directory` for every directory of ``parent`` that a crashed writer left
+    something of (a ``.NAME.old`` or ``.NAME.tmp-*`` sibling), e.g. before listing ``parent``."""
+    if not parent.is_dir():
+        return
+    names = set()
+    for hidden in parent.glob(".*"):
+        name = hidden.name[1:]
+        if name.endswith(".old"):
+            names.add(name.removesuffix(".old"))
+        elif ".tmp-" in name:
+            names.add(name.split(".tmp-", 1)[0])
+    for name in names:
+        if name:
+            recover_directory(parent / name)
+
+
 def _running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -176,11 +199,10 @@ def checked_file(
     leading out, a path the system refuses) is one ``error`` naming ``what`` it should have been."""
     path = Path(path)
     try:
-        if path.is_symlink():
-            root = Path(within).resolve() if within is not None else link_root(path.parent)
-            target = path.resolve()
-            if not target.is_relative_to(root):
-                raise error(f"the {what} {path} is a link to {target}, outside {root}; it is not read")
+        root = Path(within).resolve() if within is not None else link_root(path.parent)
+        outside = _link_outside(path, root)
+        if outside is not None:
+            raise error(f"the {what} {path} is a link to {outside}, outside {root}; it is not read")
         info = path.stat()
     except OSError as err:
         raise error(f"cannot read the {what} {shown(path)}: {err.strerror}") from None

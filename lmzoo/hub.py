@@ -50,6 +50,11 @@ def parse_hub_name(name: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
+def _where(repo_id: str, revision: str | None, endpoint: str | None) -> str:
+    """A Hub repository at a revision, as messages name it."""
+    return f"{repo_id}@{revision or 'main'}" + (f" on {endpoint}" if endpoint else "")
+
+
 def _endpoint() -> str | None:
     """``HF_ENDPOINT`` as it is now (huggingface_hub reads it once, at import)."""
     return os.environ.get("HF_ENDPOINT") or None
@@ -71,7 +76,7 @@ def download_checkpoint(repo_id: str, revision: str | None = None) -> Path:
     from lmzoo.version import __version__
 
     endpoint = _endpoint()
-    where = f"{repo_id}@{revision or 'main'}" + (f" on {endpoint}" if endpoint else "")
+    where = _where(repo_id, revision, endpoint)
 
     def fetch(filename: str) -> Path:
         with _download_errors(where, filename):
@@ -106,7 +111,7 @@ def download_records(repo_id: str, revision: str | None = None) -> Path:
     from lmzoo.version import __version__
 
     endpoint = _endpoint()
-    where = f"{repo_id}@{revision or 'main'}" + (f" on {endpoint}" if endpoint else "")
+    where = _where(repo_id, revision, endpoint)
     with _download_errors(where, "records"):
         snapshot = Path(
             snapshot_download(

@@ -33,9 +33,11 @@ from lmzoo.preprocessing import MAX_INPUT_CHANNELS, MAX_INPUT_SIDE
 from lmzoo.sources import Architecture, get_source, migrate_legacy
 from lmzoo.training.settings import OPTIMIZERS, TrainSettings
 
+#: a recipe profile's name (it ends the names of its builds)
+PROFILE_NAME = r"[a-z0-9][a-z0-9-]*"
 #: ``<recipe>-<s>x``, and ``<recipe>-<s>x-<profile>`` for a build with a profile other than the default
 ENTRY_NAME = re.compile(
-    r"^(?P<recipe>[a-z0-9][a-z0-9._-]*?)-(?P<speedup>\d+(?:\.\d+)?)x(?:-(?P<profile>[a-z0-9][a-z0-9-]*))?$"
+    rf"^(?P<recipe>[a-z0-9][a-z0-9._-]*?)-(?P<speedup>\d+(?:\.\d+)?)x(?:-(?P<profile>{PROFILE_NAME}))?$"
 )
 DEFAULT_PROFILE = "default"
 #: a recipe is a few kB; a larger file is not one (and is never read whole)
@@ -434,11 +436,7 @@ def parse_recipe(path: str | os.PathLike[str], profile: str | None = None) -> Re
     if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
         raise RecipeError(f"{path}: 'profiles' must map profile names to partial recipes")
     for name in profiles:  # a profile names its builds (<entry>-<profile>)
-        if (
-            not isinstance(name, str)
-            or name == DEFAULT_PROFILE
-            or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name)
-        ):
+        if not isinstance(name, str) or name == DEFAULT_PROFILE or not re.fullmatch(PROFILE_NAME, name):
             raise RecipeError(
                 f"{path}: profile name {name!r} must be lower-case letters, digits and - (and not 'default')"
             )

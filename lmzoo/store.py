@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lmzoo.checkpoint import CONFIG_NAME
 from lmzoo.errors import InvalidArgumentError
-from lmzoo.files import recover_directory
+from lmzoo.files import recover_directories, recover_directory, shown
 
 #: a zoo entry's name: what a Hub repository name may be (and never a path, a hidden name or "..")
 ZOO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -24,9 +24,8 @@ def store_root() -> Path:
 def check_name(name: str) -> str:
     """``name`` when it is a zoo entry name; otherwise one error saying how to name a local path."""
     if not isinstance(name, str) or not ZOO_NAME.fullmatch(name) or ".." in name:
-        shown = name if isinstance(name, str) and len(name) <= 80 else f"{str(name)[:80]}..."
         raise InvalidArgumentError(
-            f"{shown!r} is not a zoo entry name (letters, digits, '.', '_', '-'; at most 200); "
+            f"{shown(str(name))!r} is not a zoo entry name (letters, digits, '.', '_', '-'; at most 200); "
             "load a checkpoint directory as local-dir:PATH"
         )
     return name
@@ -48,12 +47,7 @@ def built_entries() -> list[str]:
     root = store_root()
     if not root.is_dir():
         return []
-    for hidden in root.glob(".*"):  # .NAME.old or .NAME.tmp-<pid>-<random>
-        name = hidden.name[1:].rsplit(".old", 1)[0] if hidden.name.endswith(".old") else None
-        if name is None and ".tmp-" in hidden.name:
-            name = hidden.name[1:].split(".tmp-", 1)[0]
-        if name and ZOO_NAME.fullmatch(name):
-            recover_directory(root / name)
+    recover_directories(root)
     return sorted(
         p.name for p in root.iterdir() if not p.name.startswith(".") and (p / CONFIG_NAME).is_file()
     )

@@ -207,7 +207,7 @@ def card(name: str, results: str | None, out: str | None, revision: str | None) 
     from lmzoo.cards import card_from_checkpoint
     from lmzoo.checkpoint import CheckpointError, read_config, weights_name
     from lmzoo.errors import InvalidArgumentError
-    from lmzoo.files import regular_files
+    from lmzoo.files import link_root, regular_files
     from lmzoo.results import plot_frontier, read_results
     from lmzoo.store import is_built
     from lmzoo.zoo import checkpoint_files
@@ -231,8 +231,7 @@ def card(name: str, results: str | None, out: str | None, revision: str | None) 
         (directory / "README.md").write_text(text)
     if out:
         target = Path(out)
-        # a Hub snapshot's files are links into its cache folder; a store checkpoint's are its own
-        within = directory.parent.parent if directory.parent.name == "snapshots" else directory
+        within = link_root(directory)  # a Hub snapshot's files are links into its cache folder
         for source in regular_files(directory, error=CheckpointError, within=within, skip=(".cache", ".git")):
             relative = source.relative_to(directory)
             if str(relative) != weights:

@@ -165,7 +165,9 @@ def objective_terms(
     if objective == "sum":
         return {c: importance[c] for c in cands}
     if objective == "product":
-        return {c: _positive(importance[c], c, "the product objective needs importances > 0") for c in cands}
+        return {
+            c: _log_importance(importance[c], c, "the product objective needs importances > 0") for c in cands
+        }
     removed = {(c.start, c.end): c for c in importance if c.length == 1 and not c.kept}
     terms = {}
     for c in cands:
@@ -175,12 +177,12 @@ def objective_terms(
         if not c.kept or drop is None:
             terms[c] = 0.0
         else:
-            terms[c] = math.exp(-_positive(importance[drop], drop, "objective 'kept' needs I > 0"))
+            terms[c] = math.exp(-_log_importance(importance[drop], drop, "objective 'kept' needs I > 0"))
     return terms
 
 
-def _positive(value: float, cand: Candidate, need: str) -> float:
-    """log of a positive importance."""
+def _log_importance(value: float, cand: Candidate, need: str) -> float:
+    """log I, refused (with ``need`` as the reason) when I is not positive."""
     if value <= 0:
         raise InvalidTableError(
             f"{need}, but {cand.describe()} has {value!r}: "

@@ -212,8 +212,7 @@ def plan_importance(
     candidate's entry); I itself under ``"sum"``, log I under ``"product"``, 1 / I of removing each
     kept conv under ``"kept"`` (``objective`` None: ``method``'s default). The terms are added left
     to right as the DP adds them, so this is bit for bit the value the solver maximised."""
-    objective = check_objective(objective, method)
-    total = []
+    scored = []  # the candidate whose entry scores each activation-free segment, in order
     blocks = list(plan)
     first = 0
     for k, block in enumerate(blocks):
@@ -221,7 +220,7 @@ def plan_importance(
             continue
         segment = blocks[first : k + 1]
         if len(segment) == 1:
-            total.append(objective_terms(objective, importance.entries, [block])[block])
+            scored.append(block)
         else:
             start = segment[0].start
             kept = tuple(range(start + 1, block.end + 1))
@@ -230,9 +229,10 @@ def plan_importance(
                 raise InvalidTableError(
                     f"the importance table has no all-kept entry for segment ({start}, {block.end}]"
                 )
-            total.append(objective_terms(objective, importance.entries, matches[:1])[matches[0]])
+            scored.append(matches[0])
         first = k + 1
-    return left_to_right(total)
+    terms = objective_terms(check_objective(objective, method), importance.entries, scored)
+    return left_to_right(terms[c] for c in scored)
 
 
 def identity_latency(latency: LatencyTable) -> float:
