@@ -58,6 +58,12 @@ def trace(model: nn.Module, example_inputs: torch.Tensor | Sequence[object]) -> 
     return adapter_for(model).trace(model, inputs)
 
 
+def earlier_specs(model: nn.Module, example_inputs: torch.Tensor | Sequence[object]) -> tuple[Spec, ...]:
+    """The specs earlier lmzoo versions traced from ``model`` where they differ from :func:`trace`'s,
+    newest first (plans made for them are lifted with :func:`lmzoo.core.migration.lift_plan`)."""
+    return adapter_for(model).earlier_specs(model, _as_tuple(example_inputs))
+
+
 def apply_plan(model: nn.Module, spec: Spec, plan: Plan) -> nn.Module:
     """The configured network (DESIGN §5): a trainable copy of ``model`` computing exactly the
     function of ``merge`` of it. ``model`` is not modified."""

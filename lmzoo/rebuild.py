@@ -12,9 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmzoo.core.migration import lift_plan
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
-from lmzoo.engine import merged_in_place, trace
+from lmzoo.engine import earlier_specs, merged_in_place, trace
 from lmzoo.errors import InvalidArgumentError, LmzooError
 from lmzoo.sources import Architecture
 
@@ -51,14 +52,18 @@ def merged_structure(
     inputs = example_inputs(input_shape, task)
     try:
         spec = _traced_shapes(model, inputs, spec_fingerprint)
+        plan = plan if isinstance(plan, Plan) else Plan.from_dict(plan)
         if spec.fingerprint != spec_fingerprint:
-            raise RebuildError(
-                f"{where}: the base architecture traces to another network than the one the plan was "
-                "made for (different library version or constructor arguments)"
+            earlier = next(
+                (s for s in earlier_specs(model, inputs) if s.fingerprint == spec_fingerprint), None
             )
-        return merged_in_place(
-            model, spec, plan if isinstance(plan, Plan) else Plan.from_dict(plan), weights=weights
-        )
+            if earlier is None:
+                raise RebuildError(
+                    f"{where}: the base architecture traces to another network than the one the plan "
+                    "was made for (different library version or constructor arguments)"
+                )
+            plan = lift_plan(plan, earlier, spec)
+        return merged_in_place(model, spec, plan, weights=weights)
     except RebuildError:
         raise
     except LmzooError as err:

@@ -189,16 +189,20 @@ def random_checkpoint(
     name: str = "test-entry",
     seed: int = 0,
     profile: str = "default",
+    earlier_spec: bool = False,
 ) -> tuple[Path, nn.Module]:
     """A checkpoint directory of a small network merged with a random plan from random weights (norms
     randomised too), as ``lmzoo build`` writes one minus the cards (``profile``: the recipe profile it
-    says it was built with). Returns it and the merged network."""
+    says it was built with). ``earlier_spec``: as an earlier lmzoo wrote it, with the plan and
+    fingerprint of the family's oldest spec (``Adapter.earlier_specs``). Returns it and the merged
+    network."""
     import random
 
     from lmzoo.checkpoint import checkpoint_config, write_merged_checkpoint
     from lmzoo.core.candidates import candidates
+    from lmzoo.core.migration import lift_plan
     from lmzoo.data import small_preprocessing
-    from lmzoo.engine import apply_plan, merge, trace
+    from lmzoo.engine import apply_plan, earlier_specs, merge, trace
     from lmzoo.preprocessing import Preprocessing
     from lmzoo.rebuild import example_inputs
     from lmzoo.sources import Architecture
@@ -209,8 +213,9 @@ def random_checkpoint(
     model = randomize_norms(architecture.build(), torch.Generator().manual_seed(seed)).eval()
     task = architecture.task
     spec = trace(model, example_inputs(shape, task))
-    plan = random_plan(spec, candidates(spec), random.Random(seed))
-    merged = merge(apply_plan(model, spec, plan)).eval()
+    made_for = earlier_specs(model, example_inputs(shape, task))[-1] if earlier_spec else spec
+    plan = random_plan(made_for, candidates(made_for), random.Random(seed))
+    merged = merge(apply_plan(model, spec, lift_plan(plan, made_for, spec))).eval()
     if task == "classification":
         preprocessing = small_preprocessing("fashion-mnist", pad_to=shape[-1])
     else:  # a DDPM's [-1, 1] images
@@ -220,7 +225,7 @@ def random_checkpoint(
         architecture=architecture,
         input_shape=shape,
         task=task,
-        spec_fingerprint=spec.fingerprint,
+        spec_fingerprint=made_for.fingerprint,
         plan=plan,
         preprocessing=preprocessing,
         extra={"target_speedup": 1.5, "profile": profile},

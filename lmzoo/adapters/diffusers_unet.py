@@ -1,15 +1,22 @@
 """diffusers UNet2DModel (the DDPM family).
 
-Units: conv1 and conv2 of every ResnetBlock2D, and the conv of every Upsample2D. Merges never cross
-ResNet blocks, attention, resampling or U-Net skips, so every position is a barrier except the one
-between conv1 and conv2 of a ResNet block, whose norm2+SiLU may be removed (paper §DDPM). Removing
-it adds a GroupNorm after conv2 and, in the merged network, pushes the time-embedding projection
-through conv2. An Upsample2D conv may be removed entirely (the paper's kernel-0 option).
+Units, in execution order as the official code numbers them: ``conv_in``, conv1 and conv2 of every
+ResnetBlock2D, the conv of every Downsample2D and Upsample2D (``conv_out`` is not a unit: always kept,
+never timed). Merges never cross ResNet blocks, attention, resampling or U-Net skips, so every
+position is a barrier except the one between conv1 and conv2 of a ResNet block, whose norm2+SiLU may
+be removed (paper §DDPM). Removing it adds a GroupNorm after conv2 and, in the merged network, pushes
+the time-embedding projection through conv2. An Upsample2D conv may be removed entirely (the paper's
+kernel-0 option); ``conv_in`` and the downsampling convs are kept as they are (one candidate each).
+
+Specs traced before ``conv_in`` and the downsampling convs were units (lmzoo 0.1.0.dev0 checkpoints:
+94 candidates for the DDPM CIFAR-10 UNet, 98 now) are :meth:`earlier_specs`: a plan made for one is
+lifted onto today's spec when it loads (:func:`lmzoo.core.migration.lift_plan`).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,33 +45,72 @@ MIDDLE_ACTIVATION = "groupnorm+silu"
 
 @dataclass(frozen=True)
 class _Group:
-    """A ResnetBlock2D (two units) or an Upsample2D conv (one removable unit)."""
+    """A ResnetBlock2D (two units), an Upsample2D conv (one removable unit), or a conv kept as it
+    is (``conv_in``, a Downsample2D conv)."""
 
     path: str
     conv_paths: tuple[str, ...]
+    removable: bool = False
+    #: the unit's padding when it differs from the conv's own (see :func:`_downsample_group`)
+    padding: int | None = None
 
     @property
     def is_resnet(self) -> bool:
         return len(self.conv_paths) == 2
 
 
-def _groups(model: nn.Module) -> list[_Group]:
+#: UNet2DModel's parts in the order its forward runs them (the mid block is declared after the up
+#: blocks, so declaration order is not execution order)
+EXECUTION_ORDER = ("conv_in", "down_blocks", "mid_block", "up_blocks")
+
+
+def _groups(model: nn.Module, *, numbering: int = 2) -> list[_Group]:
+    """The unit groups in execution order. ``numbering=1``: the units lmzoo traced before conv_in and
+    the downsampling convs were units, in declaration order (see :meth:`earlier_specs`)."""
+    from diffusers.models.downsampling import Downsample2D
     from diffusers.models.resnet import ResnetBlock2D
     from diffusers.models.upsampling import Upsample2D
 
+    if numbering == 1:
+        modules = list(model.named_modules())
+    else:
+        parts = [(n, m) for n, m in model.named_children() if n in EXECUTION_ORDER]
+        parts.sort(key=lambda part: EXECUTION_ORDER.index(part[0]))
+        parts += [(n, m) for n, m in model.named_children() if n not in EXECUTION_ORDER]
+        modules = [(f"{n}.{p}" if p else n, m) for n, part in parts for p, m in part.named_modules()]
     groups = []
-    for path, module in model.named_modules():
+    for path, module in modules:
         if isinstance(module, ResnetBlock2D):
             _check_resnet_block(module, path)
             groups.append(_Group(path, (f"{path}.conv1", f"{path}.conv2")))
+        elif numbering > 1 and path == "conv_in" and isinstance(module, nn.Conv2d):
+            groups.append(_Group(path, (path,)))
+        elif numbering > 1 and isinstance(module, Downsample2D) and module.use_conv:
+            groups.append(_downsample_group(module, path))
         elif isinstance(module, Upsample2D) and module.use_conv and not module.use_conv_transpose:
             if module.norm is not None:
                 raise UnsupportedModelError(f"{path}: Upsample2D with a norm layer is not supported")
             attr = "conv" if module.name == "conv" else "Conv2d_0"
-            groups.append(_Group(path, (f"{path}.{attr}",)))
-    if not groups:
+            groups.append(_Group(path, (f"{path}.{attr}",), removable=True))
+    if not any(g.is_resnet or g.removable for g in groups):
         raise UnsupportedModelError("this UNet2DModel has no ResnetBlock2D or Upsample2D convs to merge")
     return groups
+
+
+def _downsample_group(module: Any, path: str) -> _Group:
+    """A Downsample2D conv, kept as it is. With ``padding=0`` diffusers pads (0, 1, 0, 1) before the
+    conv; its unit records the unpadded input and padding 1, the symmetric padding with the same
+    output size and cost, which is what the latency table times (the unit is never composed)."""
+    if module.padding == 0 and module.conv.kernel_size == (3, 3) and module.conv.stride == (2, 2):
+        return _Group(path, (f"{path}.conv",), padding=1)
+    return _Group(path, (f"{path}.conv",))
+
+
+def _checked_conv(model: nn.Module, group: _Group, path: str) -> nn.Conv2d:
+    conv = model.get_submodule(path)
+    if group.padding is not None and type(conv) is nn.Conv2d:
+        return conv  # its padding is the Downsample2D's own pad (see _downsample_group)
+    return check_mergeable_conv(conv, path)
 
 
 def _check_resnet_block(block: nn.Module, path: str) -> None:
@@ -96,16 +142,35 @@ class DiffusersUNet2DAdapter(Adapter):
         return isinstance(model, UNet2DModel)
 
     def trace(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Spec:
-        groups = _groups(model)
-        convs = {p: check_mergeable_conv(model.get_submodule(p), p) for g in groups for p in g.conv_paths}
-        shapes, _ = run_with_hooks(model, dict(convs), example_inputs)
+        return self._spec(model, example_inputs, _groups(model))
+
+    def earlier_specs(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tuple[Spec, ...]:
+        """lmzoo 0.1.0.dev0's spec: no conv_in or downsampling units, declaration order."""
+        return (self._spec(model, example_inputs, _groups(model, numbering=1), ordered=False),)
+
+    def _spec(
+        self,
+        model: nn.Module,
+        example_inputs: tuple[torch.Tensor, ...],
+        groups: list[_Group],
+        ordered: bool = True,
+    ) -> Spec:
+        convs = {p: _checked_conv(model, g, p) for g in groups for p in g.conv_paths}
+        shapes, order = run_with_hooks(model, dict(convs), example_inputs)
+        if ordered and order != list(convs):
+            raise UnsupportedModelError(
+                f"{type(model).__name__} runs its convs in another order than lmzoo numbers them "
+                f"(first difference: {next(p for p, q in zip(order, convs) if p != q)})"
+            )
         units: list[Unit] = []
         positions = [Position(0, None, barrier=True)]
         for g in groups:
             for k, path in enumerate(g.conv_paths):
-                units.append(
-                    unit_from_conv(len(units) + 1, path, convs[path], shapes[path], removable=not g.is_resnet)
-                )
+                unit = unit_from_conv(len(units) + 1, path, convs[path], shapes[path], removable=g.removable)
+                if g.padding is not None:  # the explicit (0, 1, 0, 1) pad, seen as symmetric padding
+                    c, h, w = unit.input_shape
+                    unit = dataclasses.replace(unit, padding=g.padding, input_shape=(c, h - 1, w - 1))
+                units.append(unit)
                 middle = g.is_resnet and k == 0
                 positions.append(
                     Position(len(units), MIDDLE_ACTIVATION if middle else None, barrier=not middle)

@@ -57,14 +57,14 @@ def test_ddpm_cifar10_unet():
     model = ddpm_cifar10_unet()
     spec = lmzoo.trace(model, (torch.randn(1, 3, 32, 32), torch.tensor([10])))
     assert spec.family == "diffusers-unet2d"
-    resnet_blocks, upsamplers = 4 * 2 + 2 + 4 * 3, 3
-    assert spec.length == 2 * resnet_blocks + upsamplers
+    resnet_blocks, upsamplers, kept_as_is = 4 * 2 + 2 + 4 * 3, 3, 1 + 3  # conv_in, downsamplers
+    assert spec.length == 2 * resnet_blocks + upsamplers + kept_as_is
     assert sum(u.removable for u in spec.units) == upsamplers
     middles = [p for p in spec.positions if not p.barrier]
     assert len(middles) == resnet_blocks and all(p.activation == "groupnorm+silu" for p in middles)
     cands = lmzoo.candidates(spec)
     assert sum(1 for c in cands if c.kernel == 0) == upsamplers
-    assert len(cands) == 4 * resnet_blocks + 2 * upsamplers
+    assert len(cands) == 4 * resnet_blocks + 2 * upsamplers + kept_as_is == 98  # the official count
 
 
 class NotANetwork(nn.Module):

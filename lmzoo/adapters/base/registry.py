@@ -58,6 +58,12 @@ class Adapter(ABC):
         """A configured copy of ``model`` (the plan is already validated against ``spec``);
         ``in_place``: configure ``model`` itself (loading, where the base is thrown away)."""
 
+    def earlier_specs(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tuple[Spec, ...]:
+        """The specs earlier lmzoo versions traced from ``model``, newest first, where they differ
+        from today's: checkpoints made for one still load, their plan lifted onto today's spec
+        (:func:`lmzoo.core.migration.lift_plan`). A family whose numbering never changed has none."""
+        return ()
+
 
 ADAPTERS: Registry[type[Adapter]] = Registry(
     "adapter family",
