@@ -141,6 +141,14 @@ def _objective_text(objective: str, task: str) -> str:
             "removable convolutions of exp(drop / 100), the accuracy lost by removing each one alone: "
             "it keeps as many convolutions as fit the budget, the losses breaking near-ties."
         )
+    if objective.startswith("normalized"):
+        from lmzoo.core.problem import normalization_alpha
+
+        return (
+            "The program maximised, as the official depth-compression code (Kim et al. 2023) does, the "
+            f"sum over the segments of log I less {normalization_alpha(objective):g} times the mean log I "
+            "of the single-convolution entries."
+        )
     return (
         f"The program maximised the product of the blocks' importances {importance}, i.e. their {summed}, "
         "which, unlike the paper's sum of I, does not reward plans for having more blocks."

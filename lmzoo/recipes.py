@@ -23,11 +23,11 @@ from typing import Any
 import yaml
 
 from lmzoo.core.candidates import DEFAULT_METHOD, METHODS, CandidateRules
-from lmzoo.core.problem import DEFAULT_OBJECTIVE, METHOD_OBJECTIVES, OBJECTIVES
+from lmzoo.core.problem import DEFAULT_OBJECTIVE, METHOD_OBJECTIVES, OBJECTIVES, check_objective
 from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_UNREACHABLE, MAX_LEVELS, UNREACHABLE
 from lmzoo.errors import InvalidArgumentError, LmzooError
 from lmzoo.importance.registry import DEFAULT_ESTIMATOR
-from lmzoo.importance.settings import FinetuneSettings
+from lmzoo.importance.settings import REINIT_RULES, FinetuneSettings
 from lmzoo.latency.setting import LatencySetting
 from lmzoo.preprocessing import MAX_INPUT_CHANNELS, MAX_INPUT_SIDE
 from lmzoo.sources import Architecture, get_source, migrate_legacy
@@ -171,6 +171,8 @@ class ImportanceSection:
     block_steps: int = _FINETUNE.block_steps
     block_lr: float = _FINETUNE.block_lr
     block_batch_size: int = _FINETUNE.block_batch_size
+    #: which conv an entry starts afresh (lmzoo.importance.settings.REINIT_RULES)
+    reinit: str = _FINETUNE.reinit
 
     def settings(self) -> FinetuneSettings:
         """The estimators' settings this section describes."""
@@ -181,6 +183,7 @@ class ImportanceSection:
             block_steps=self.block_steps,
             block_lr=self.block_lr,
             block_batch_size=self.block_batch_size,
+            reinit=self.reinit,
         )
 
 
@@ -195,6 +198,9 @@ class SolveSection:
     #: the objective of the layer-pruning baseline's entries: "kept" (its official code's knapsack
     #: over kept convs, lmzoo.core.problem), or "sum" / "product" as the other methods
     layer_objective: str = METHOD_OBJECTIVES["layer"]
+    #: the objective of the depth-compression baseline's entries: "normalized[:ALPHA]" (Kim et al.
+    #: 2023's official additive importance, lmzoo.core.problem), or "sum" / "product"
+    depth_objective: str = METHOD_OBJECTIVES["depth"]
     #: a target beyond the latency table's fastest plan: "error" (stop, naming the reachable
     #: speed-up) or "fastest" (build the fastest plan and say so; smoke profiles, whose tiny
     #: timings move with the machine's load)
@@ -270,12 +276,14 @@ class Recipe:
 
     def with_method(self, method: str) -> Recipe:
         """This recipe solving with another selection method (the paper's baselines, the union);
-        layer pruning with ``solve.layer_objective``."""
+        layer pruning with ``solve.layer_objective``, depth compression with ``solve.depth_objective``."""
         if method not in METHODS:
             raise RecipeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         changes: dict[str, Any] = {"method": method}
         if method == "layer":
             changes["objective"] = self.solve.layer_objective
+        elif method == "depth":
+            changes["objective"] = self.solve.depth_objective
         return dataclasses.replace(self, solve=dataclasses.replace(self.solve, **changes))
 
     def entries(self) -> list[str]:
@@ -630,6 +638,14 @@ def _kind(value: Any) -> str:
     return "null" if value is None else f"{type(value).__name__} {value!r}"[:60]
 
 
+def _objective_fits(objective: object, method: str) -> bool:
+    try:
+        check_objective(objective, method)
+    except InvalidArgumentError:
+        return False
+    return True
+
+
 def _check_values(recipe: Recipe, path: Path) -> None:
     from lmzoo.importance.registry import estimator_names
 
@@ -664,15 +680,23 @@ def _check_values(recipe: Recipe, path: Path) -> None:
             recipe.importance.estimator in estimators,
             f"importance.estimator must be one of {', '.join(estimators)}",
         ),
+        (
+            recipe.importance.reinit in REINIT_RULES,
+            f"importance.reinit must be one of {', '.join(REINIT_RULES)}",
+        ),
         (recipe.solve.method in METHODS, f"solve.method must be one of {', '.join(METHODS)}"),
         (
-            recipe.solve.objective in OBJECTIVES
-            and (recipe.solve.objective != "kept" or recipe.solve.method == "layer"),
-            f"solve.objective must be one of {', '.join(OBJECTIVES)} ('kept' for method layer only)",
+            _objective_fits(recipe.solve.objective, recipe.solve.method),
+            f"solve.objective must be one of {', '.join(OBJECTIVES)} ('kept' for method layer only, "
+            "'normalized[:ALPHA]' for method depth only, ALPHA from 0 to 100)",
         ),
         (
-            recipe.solve.layer_objective in OBJECTIVES,
-            f"solve.layer_objective must be one of {', '.join(OBJECTIVES)}",
+            _objective_fits(recipe.solve.layer_objective, "layer"),
+            "solve.layer_objective must be kept, sum or product",
+        ),
+        (
+            _objective_fits(recipe.solve.depth_objective, "depth"),
+            "solve.depth_objective must be normalized[:ALPHA] (ALPHA from 0 to 100), sum or product",
         ),
         (
             recipe.solve.unreachable in UNREACHABLE,

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import random
@@ -177,6 +178,45 @@ def test_ddpm_entries_use_the_heldout_denoising_loss_under_fixed_noise(unet_setu
             importance_table(
                 model, spec, data, cands=cands, estimator=estimator, workdir=tmp_path, progress=False
             )
+
+
+def _fresh_norms(net):
+    """BatchNorms as reset_parameters leaves them (the tiny model's norms are randomised)."""
+    return [
+        m
+        for m in net.modules()
+        if isinstance(m, torch.nn.BatchNorm2d) and bool((m.weight == 1).all() and (m.running_var == 1).all())
+    ]
+
+
+def test_reinit_single_starts_single_convs_afresh_and_measures_them(setup, tmp_path):
+    """The official rule: a single-conv block's conv and norm start afresh and the entry is measured;
+    a multi-conv block keeping one conv keeps its weights."""
+    model, spec, data, cands = setup
+    settings = dataclasses.replace(SETTINGS, reinit="single")
+    context = EstimatorContext(model, spec, data, settings, lmzoo.tasks.Classification(), torch.device("cpu"))
+    for cand in [c for c in lmzoo.candidates(spec) if c.length > 1 and len(c.kept) == 1][:3]:
+        net = context.compressed(cand, seed=0)
+        assert not _fresh_norms(net)
+        assert not any(p.grad is not None for p in net.parameters())
+    singles = [c for c in cands if c.length == 1 and c.kept == (c.end,)]
+    for cand in singles[:3]:
+        net = context.compressed(cand, seed=0)
+        assert len(_fresh_norms(net)) == 1
+    table = importance_table(
+        model, spec, data, cands=cands, settings=settings, estimator="bn-recalibration",
+        workdir=tmp_path, progress=False,
+    )  # fmt: skip
+    store_dir = next(tmp_path.glob("importance-bn-recalibration-*"))
+    measured = {
+        json.loads(p.read_text())["candidate"]["end"]
+        for p in store_dir.glob("*.json")
+        if p.name != "base.json"
+    }
+    assert {c.end for c in singles} <= measured
+    assert any(table.entries[c] != 1.0 for c in singles)
+    with pytest.raises(InvalidArgumentError, match="reinit must be one of single, kept-alone"):
+        dataclasses.replace(SETTINGS, reinit="all")
 
 
 def test_single_kept_blocks_start_their_conv_and_norm_afresh(setup):

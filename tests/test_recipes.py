@@ -274,14 +274,27 @@ def test_any_number_anywhere_parses_within_its_range_or_is_one_recipe_error(tmp_
     assert low <= parsed <= high and parsed == value
 
 
-def test_the_layer_baseline_solves_with_its_official_objective(tmp_path):
-    """Layer pruning's entries maximise what its official code does (the kept convs' knapsack) unless
-    the recipe's solve.layer_objective says otherwise; the other methods keep solve.objective."""
+def test_the_baselines_solve_with_their_official_objectives(tmp_path):
+    """Layer pruning's entries maximise what its official code does (the kept convs' knapsack), depth
+    compression's Kim et al. 2023's normalised additive importance, unless the recipe's
+    solve.layer_objective / depth_objective say otherwise; the other methods keep solve.objective."""
     recipe = parse_recipe(
         _write(tmp_path, GOOD.replace("speedups: [1.5, 2]", "speedups: [1.5], objective: product"))
     )
     assert (recipe.solve.objective, recipe.with_method("layer").solve.objective) == ("product", "kept")
-    assert recipe.with_method("depth").solve.objective == "product"
+    assert recipe.with_method("depth").solve.objective == "normalized"
+    assert recipe.with_method("layermerge-union").solve.objective == "product"
+    text = GOOD.replace("speedups: [1.5, 2]", "speedups: [1.5], depth_objective: 'normalized:1.6'")
+    assert parse_recipe(_write(tmp_path, text)).with_method("depth").solve.objective == "normalized:1.6"
+    assert load_recipe("mobilenetv2-fmnist-depth-1.6x")[0].solve.objective == "normalized:1.6"
+    for bad in ("normalized:-1", "normalized:x", "kept", "normalized:1e9"):
+        text = GOOD.replace("speedups: [1.5, 2]", f"speedups: [1.5], depth_objective: '{bad}'")
+        with pytest.raises(RecipeError, match="solve.depth_objective must be normalized"):
+            parse_recipe(_write(tmp_path, text))
+    with pytest.raises(RecipeError, match="'normalized\\[:ALPHA\\]' for method depth only"):
+        parse_recipe(
+            _write(tmp_path, GOOD.replace("speedups: [1.5, 2]", "speedups: [1.5], objective: normalized"))
+        )
     text = GOOD.replace("speedups: [1.5, 2]", "speedups: [1.5], layer_objective: product")
     assert parse_recipe(_write(tmp_path, text)).with_method("layer").solve.objective == "product"
     with pytest.raises(RecipeError, match="'kept' for method layer only"):

@@ -21,7 +21,7 @@ from lmzoo.cli.options import (
     user_errors,
 )
 from lmzoo.core.candidates import DEFAULT_METHOD, METHODS
-from lmzoo.core.problem import DEFAULT_OBJECTIVE, METHOD_OBJECTIVES, OBJECTIVES
+from lmzoo.core.problem import DEFAULT_ALPHA, DEFAULT_OBJECTIVE, METHOD_OBJECTIVES, OBJECTIVES
 from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_UNREACHABLE, MAX_LEVELS, UNREACHABLE
 
 
@@ -112,13 +112,17 @@ def inspect(
     show_default=True,
     help="Grid steps over the budget.",
 )
-@choice(
+@click.option(
     "--objective",
-    OBJECTIVES,
-    None,
-    f"Maximise the sum of I (the paper's), the product of I (blind to the block count), or for "
-    f"--method layer the official layer-pruning knapsack over kept convs (kept) [default: "
-    f"{DEFAULT_OBJECTIVE}; for layer, {METHOD_OBJECTIVES['layer']}].",
+    metavar="[" + "|".join(OBJECTIVES) + "[:ALPHA]]",
+    default=None,
+    help=(
+        "Maximise the sum of I (the paper's), the product of I (blind to the block count), for "
+        "--method layer the official layer-pruning knapsack over kept convs (kept), for --method depth "
+        "Kim et al. 2023's additive importance normalised by ALPHA times the mean single-unit score "
+        f"(normalized[:ALPHA], ALPHA {DEFAULT_ALPHA:g} by default) [default: {DEFAULT_OBJECTIVE}; for "
+        f"layer, {METHOD_OBJECTIVES['layer']}; for depth, {METHOD_OBJECTIVES['depth']}]."
+    ),
 )
 @choice(
     "--unreachable",

@@ -24,6 +24,14 @@ Objectives (what "summed importance" sums):
   *kept* removable convs of exp(drop / 100) = 1 / I_drop, where I_drop = exp(Δ / 100) is the
   importance of removing that conv; a removed conv, or one that cannot be removed, adds 0. Each kept
   conv is worth about 1, so this keeps as many convs as fit, the drops breaking near-ties.
+- ``normalized:ALPHA`` (depth compression only, Kim et al. 2023's official ``generate_ext_imp_table``
+  with ``--norm single``): maximise sum_c h_c with h_c = log I_c - ALPHA * mean_s log I_s, the mean
+  over the single-unit segments s (log I is the official score Δtop-1 in units of 100 points, or
+  -ΔL/L for a DDPM: a scale the argmax ignores). Each segment earns the bonus -ALPHA * mean: when
+  single-unit entries are measured (the ``single`` reinit rule) their mean is negative and a larger
+  ALPHA keeps more activations; when they are I = 1 unmeasured, the mean is 0 and this is ``product``.
+  ``normalized`` alone is ALPHA = 1, the official default; its README solves MobileNetV2-1.0 with 1.6
+  and MobileNetV2-1.4 with 1.2.
 """
 
 from __future__ import annotations
@@ -31,7 +39,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
 
 import numpy as np
 
@@ -49,12 +56,19 @@ from lmzoo.core.spec import Spec
 from lmzoo.core.tables import ImportanceTable, LatencyTable
 from lmzoo.errors import InvalidArgumentError, InvalidTableError
 
-Objective = Literal["sum", "product", "kept"]
-OBJECTIVES: tuple[Objective, ...] = ("sum", "product", "kept")
+#: an objective's name, with its parameter after a colon where it takes one ("normalized:1.6")
+Objective = str
+OBJECTIVES: tuple[str, ...] = ("sum", "product", "kept", "normalized")
 #: the paper's objective (DESIGN §7)
 DEFAULT_OBJECTIVE: Objective = "sum"
 #: each method's objective when none is given: the one its official code maximises
-METHOD_OBJECTIVES: dict[str, Objective] = {"layer": "kept"}
+METHOD_OBJECTIVES: dict[str, Objective] = {"layer": "kept", "depth": "normalized"}
+#: the only method each method-specific objective applies to, and that method in words
+OBJECTIVE_METHODS = {"kept": ("layer", "layer pruning"), "normalized": ("depth", "depth compression")}
+#: ALPHA of ``normalized`` alone: the official generate_tables.py's default
+DEFAULT_ALPHA = 1.0
+#: ALPHA is a weight of the mean single-unit score: beyond this it is no longer a normalisation
+MAX_ALPHA = 100.0
 
 
 def default_objective(method: object) -> Objective:
@@ -66,11 +80,37 @@ def check_objective(objective: object, method: object = None) -> Objective:
     """``objective`` (None: ``method``'s default), checked to exist and to apply to ``method``."""
     if objective is None:
         return default_objective(method)
-    if objective not in OBJECTIVES:
+    if not isinstance(objective, str):
         raise InvalidArgumentError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    if objective == "kept" and method is not None and method != "layer":
-        raise InvalidArgumentError(f"objective 'kept' is layer pruning's (method='layer'), not {method}'s")
-    return cast(Objective, objective)
+    name, _, parameter = objective.partition(":")
+    if name not in OBJECTIVES or (parameter and name != "normalized"):
+        raise InvalidArgumentError(
+            f"objective must be one of {', '.join(OBJECTIVES)} (normalized:ALPHA takes a weight), "
+            f"got {objective!r}"
+        )
+    if parameter:
+        normalization_alpha(objective)
+    only, words = OBJECTIVE_METHODS.get(name, (None, ""))
+    if only is not None and method is not None and method != only:
+        raise InvalidArgumentError(f"objective {name!r} is {words}'s (method={only!r}), not {method}'s")
+    return objective
+
+
+def normalization_alpha(objective: str) -> float:
+    """ALPHA of a ``normalized[:ALPHA]`` objective."""
+    _, _, parameter = objective.partition(":")
+    if not parameter:
+        return DEFAULT_ALPHA
+    try:
+        alpha = float(parameter)
+    except ValueError:
+        alpha = math.nan
+    if not 0 <= alpha <= MAX_ALPHA:
+        raise InvalidArgumentError(
+            f"objective {objective!r}: ALPHA must be a number from 0 to {MAX_ALPHA:g} "
+            "(official: 1.0; 1.6 for MobileNetV2-1.0, 1.2 for MobileNetV2-1.4)"
+        )
+    return alpha
 
 
 @dataclass(frozen=True)
@@ -158,16 +198,26 @@ _IN_METHOD: dict[Method, Callable[[Candidate], bool]] = {
 def objective_terms(
     objective: object, importance: Mapping[Candidate, float], cands: Iterable[Candidate]
 ) -> dict[Candidate, float]:
-    """Each candidate's term in the objective: I itself (``sum``), log I (``product``), or under
+    """Each candidate's term in the objective: I itself (``sum``), log I (``product``), log I less
+    ALPHA times the mean log I of the single-unit all-kept entries (``normalized``), or under
     ``kept`` 1 / I of the candidate removing the same conv when the candidate keeps it (0 otherwise)."""
     objective = check_objective(objective)
     cands = list(cands)
     if objective == "sum":
         return {c: importance[c] for c in cands}
-    if objective == "product":
-        return {
-            c: _log_importance(importance[c], c, "the product objective needs importances > 0") for c in cands
-        }
+    if objective == "product" or objective.startswith("normalized"):
+        need = f"objective {objective!r} needs importances > 0"
+        terms = {c: _log_importance(importance[c], c, need) for c in cands}
+        if objective == "product":
+            return terms
+        singles = [c for c in importance if c.length == 1 and c.kept == (c.end,)]
+        if not singles:
+            raise InvalidTableError(
+                f"objective {objective!r} needs the single-unit entries, and the table has none"
+            )
+        mean = math.fsum(_log_importance(importance[c], c, need) for c in singles) / len(singles)
+        bonus = normalization_alpha(objective) * mean
+        return {c: t - bonus for c, t in terms.items()}
     removed = {(c.start, c.end): c for c in importance if c.length == 1 and not c.kept}
     terms = {}
     for c in cands:

@@ -67,14 +67,15 @@ class EstimatorContext:
         return apply_plan(source or self.model, self.spec, plan).to(self.device)
 
     def compressed(self, cand: Candidate, seed: int) -> nn.Module:
-        """The configured network with only ``cand`` compressed (the identity plan elsewhere). A block
-        that keeps one conv of several starts that conv, and the norm right after it, afresh (paper),
-        drawn from ``seed``."""
+        """The configured network with only ``cand`` compressed (the identity plan elsewhere), the
+        conv the settings' reinit rule names (and the norm right after it) started afresh, drawn
+        from ``seed``."""
         torch.manual_seed(seed)
         source = self.model
-        if cand.length > 1 and len(cand.kept) == 1:
+        fresh = reinitialised_unit(cand, self.settings.reinit)
+        if fresh is not None:
             source = copy.deepcopy(self.model)
-            path = self.spec.unit(cand.kept[0]).path
+            path = self.spec.unit(fresh).path
             conv = source.get_submodule(path)
             assert isinstance(conv, nn.Conv2d)
             conv.reset_parameters()
@@ -142,6 +143,13 @@ class EstimatorContext:
 
     def model_identity(self) -> nn.Module:
         return self.configured(Plan.identity(self.spec)).eval()
+
+
+def reinitialised_unit(cand: Candidate, rule: str) -> int | None:
+    """The unit whose conv an entry starts afresh under ``rule`` (REINIT_RULES), or None."""
+    if rule == "single":
+        return cand.end if cand.length == 1 and cand.kept else None
+    return cand.kept[0] if cand.length > 1 and len(cand.kept) == 1 else None
 
 
 def batch_norms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

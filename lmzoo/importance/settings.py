@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from lmzoo.errors import InvalidArgumentError
 from lmzoo.training.settings import EVAL_BATCH_SIZE, TrainSettings
+
+#: which kept conv an entry starts afresh before its recovery:
+#: - ``single``: the conv (and the norm after it) of every single-conv block, which is measured like
+#:   any other entry; a multi-conv block's kept convs keep their weights (the official code,
+#:   kim24layermerge/importance.py; Kim et al. 2023 alike);
+#: - ``kept-alone``: the conv kept alone in a multi-conv block; a single conv kept as it is is
+#:   I = 1 without a run (lmzoo 0.1.0.dev0).
+REINIT_RULES = ("single", "kept-alone")
 
 
 @dataclass(frozen=True)
@@ -19,6 +28,22 @@ class FinetuneSettings(TrainSettings):
     block_steps: int = 50
     block_lr: float = 3e-3
     block_batch_size: int = 128
+    #: see REINIT_RULES
+    reinit: str = "kept-alone"
+
+    def cache_key(self) -> dict[str, object]:
+        """The fields that identify cached entries: the rule lmzoo followed before ``reinit``
+        existed is left out, so entries measured then stay valid."""
+        fields = asdict(self)
+        if self.reinit == "kept-alone":
+            del fields["reinit"]
+        return fields
+
+    def __post_init__(self) -> None:
+        if self.reinit not in REINIT_RULES:
+            raise InvalidArgumentError(
+                f"reinit must be one of {', '.join(REINIT_RULES)}, got {self.reinit!r}"
+            )
 
 
 #: The paper's DDPM importance recipe (official code): Adam lr 2e-4, 50 epochs of a 500-image subset.

@@ -52,7 +52,7 @@ class EntryStore:
     def __init__(self, root: Path, estimator: str, settings: FinetuneSettings, seed: int) -> None:
         key = hashlib.sha256(
             json.dumps(
-                {"estimator": estimator, "settings": asdict(settings), "seed": seed}, sort_keys=True
+                {"estimator": estimator, "settings": settings.cache_key(), "seed": seed}, sort_keys=True
             ).encode()
         ).hexdigest()[:12]
         self.entries = root / f"importance-{estimator}-{key}"

@@ -33,7 +33,13 @@ from lmzoo.core.candidates import Candidate, all_candidates
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
 from lmzoo.errors import InvalidArgumentError, InvalidTableError, LmzooError
-from lmzoo.importance.context import PROCESS_CACHE, EntryFailed, EstimatorContext, ImportanceData
+from lmzoo.importance.context import (
+    PROCESS_CACHE,
+    EntryFailed,
+    EstimatorContext,
+    ImportanceData,
+    reinitialised_unit,
+)
 from lmzoo.importance.executors import EXECUTORS, in_ray_worker, run_entries
 from lmzoo.importance.registry import DEFAULT_ESTIMATOR, get_estimator
 from lmzoo.importance.settings import FinetuneSettings
@@ -90,7 +96,7 @@ def importance_table(
         store = EntryStore(Path(workdir) if workdir is not None else Path(scratch), estimator, settings, seed)
         base = store.base(lambda: context.evaluate(context.configured(Plan.identity(spec))))
         context.base = base
-        jobs = [c for c in ordered if not is_identity(c)]
+        jobs = [c for c in ordered if not needs_no_run(c, settings)]
         if shard is not None:
             jobs = jobs[shard[0] :: shard[1]]
         todo = [c for c in jobs if not store.has(c)]
@@ -136,8 +142,14 @@ def run_entry(context: EstimatorContext, estimator: str, cand: Candidate, seed: 
 
 
 def is_identity(cand: Candidate) -> bool:
-    """A single conv kept as it is: nothing is compressed, so I = 1 exactly (no run needed)."""
+    """A single conv kept as it is: nothing is compressed."""
     return cand.length == 1 and cand.kept == (cand.end,)
+
+
+def needs_no_run(cand: Candidate, settings: FinetuneSettings) -> bool:
+    """Whether ``cand``'s entry is I = 1 exactly, without a run: it compresses nothing and starts
+    nothing afresh (under the ``single`` reinit rule a single conv is started afresh and measured)."""
+    return is_identity(cand) and reinitialised_unit(cand, settings.reinit) is None
 
 
 def _entry_seed(seed: int, cand: Candidate) -> int:
@@ -156,7 +168,8 @@ def _assemble(
     seed: int,
 ) -> ImportanceTable:
     records = store.records()
-    missing = [c for c in ordered if not is_identity(c) and c not in records]
+    free = {c for c in ordered if needs_no_run(c, settings)}
+    missing = [c for c in ordered if c not in free and c not in records]
     if missing:
         raise IncompleteTableError(
             f"{len(missing)} of {len(ordered)} importance entries are not measured yet (other shards?); "
@@ -170,9 +183,9 @@ def _assemble(
             f"{len(failed)} importance entries failed, e.g. {where.describe()}: {first.error}. Fix the "
             f"settings and delete their records in {store.entries} to retry them"
         )
-    values = {c: (1.0 if is_identity(c) else float(records[c].value or 0.0)) for c in ordered}
-    wall = sum(records[c].wall_s for c in ordered if not is_identity(c))
-    measured = sum(1 for c in ordered if not is_identity(c))
+    values = {c: (1.0 if c in free else float(records[c].value or 0.0)) for c in ordered}
+    wall = sum(records[c].wall_s for c in ordered if c not in free)
+    measured = len(ordered) - len(free)
     return ImportanceTable(
         values,
         spec=spec,

@@ -37,7 +37,7 @@ def importance_stage(
         base_key(ws.recipe),
         spec.fingerprint,
         estimator,
-        settings,
+        settings.cache_key(),
         imp.train_fraction,
         imp.heldout_fraction,
         imp.seed,

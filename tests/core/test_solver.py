@@ -13,6 +13,8 @@ import math
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lmzoo
 from lmzoo.core.candidates import IDENTITY_KERNEL, Candidate
@@ -96,6 +98,8 @@ def _score(plan_blocks, linear, lat, imp, objective="sum"):
     [
         *((m, o) for o in ("sum", "product") for m in ("layermerge", "depth", "layer", "layermerge-union")),
         ("layer", "kept"),
+        ("depth", "normalized"),
+        ("depth", "normalized:1.6"),
     ],
 )
 def test_solve_matches_brute_force_on_windows_of_real_specs(specs, method, objective):
@@ -198,14 +202,18 @@ def test_frontier_and_solve_on_full_size_specs(specs, name, method):
     rng = random.Random(f"full-{name}-{method}")
     lat, imp = _float_tables(spec, rng, method=method)
     levels = 3000
-    points = lmzoo.frontier(lat, imp, levels=levels, method=method, spec=spec)
+    # depth's own objective on these random singles (mean Δ about -2 points) keeps every activation
+    # of the DDPM UNet, a frontier of one plan: the frontier's machinery is checked under sum
+    objective = "sum" if method == "depth" else None
+    points = lmzoo.frontier(lat, imp, levels=levels, method=method, spec=spec, objective=objective)
     assert len(points) > 3
     for a, b in itertools.pairwise(points):
         assert a.latency_ms < b.latency_ms and a.importance < b.importance
     for p in points:
         p.plan.validate(spec)
         assert math.isclose(lat.chain_ms(p.plan), p.latency_ms, rel_tol=1e-12)
-        assert math.isclose(plan_importance(imp, p.plan, method=method), p.importance, rel_tol=1e-12)
+        value = plan_importance(imp, p.plan, method=method, objective=objective)
+        assert math.isclose(value, p.importance, rel_tol=1e-12)
     if method == "layer":
         assert all(b.length == 1 for p in points for b in p.plan)
     if method == "depth":
@@ -213,9 +221,11 @@ def test_frontier_and_solve_on_full_size_specs(specs, name, method):
     identity_ms = identity_latency(lat)
     for _ in range(8):
         budget = rng.uniform(points[0].latency_ms * 1.05, identity_ms)
-        plan = lmzoo.solve(lat, imp, budget_ms=budget, levels=levels, method=method, spec=spec)
+        plan = lmzoo.solve(
+            lat, imp, budget_ms=budget, levels=levels, method=method, spec=spec, objective=objective
+        )
         assert lat.chain_ms(plan) <= budget
-        value = plan_importance(imp, plan, method=method)
+        value = plan_importance(imp, plan, method=method, objective=objective)
         # any frontier plan this much under the budget survives solve's rounding, so cannot beat it
         for p in points:
             if p.latency_ms <= budget * (1 - len(p.plan) / levels):
@@ -292,12 +302,95 @@ def test_layer_pruning_maximises_the_kept_convs_as_its_official_code_does():
         lmzoo.solve(lat, imp, budget_ms=3.0, method="layermerge", objective="kept")
 
 
+def _kim23_example():
+    """The worked example of Kim et al. 2023's stage 2 (three 3x3 convs with ReLUs, VGG-like: every
+    position carries an activation): the latency and raw Δtop-1 of every segment."""
+    times = {(0, 1): 1.0, (1, 2): 1.0, (2, 3): 1.0, (0, 2): 1.5, (1, 3): 1.5, (0, 3): 2.2}
+    deltas = {(0, 1): -2.0, (1, 2): -1.0, (2, 3): -3.0, (0, 2): -1.5, (1, 3): -2.2, (0, 3): -4.0}
+    segment = {
+        (s, e): Candidate(s, e, 2 * (e - s) + 1, 1, False, tuple(range(s + 1, e + 1))) for s, e in times
+    }
+    lat = LatencyTable({segment[k]: t for k, t in times.items()})
+    imp = ImportanceTable({segment[k]: math.exp(d / 100) for k, d in deltas.items()})
+    return times, deltas, segment, lat, imp
+
+
+KIM23_PATHS = [[(0, 3)], [(0, 1), (1, 3)], [(0, 2), (2, 3)], [(0, 1), (1, 2), (2, 3)]]
+
+
+def _kim23_official(times, deltas, budget, alpha):
+    """The official stage 2 written from its code (utils/dp.py optimal_patterns with
+    generate_ext_imp_table, norm 'single'), independently of lmzoo: h = Δ - alpha * mean(single Δ),
+    the best path 0 -> 3 whose latency fits, ties (to 7 decimals) to the faster. Returns the path,
+    its value and its latency."""
+    singles = [d for (s, e), d in deltas.items() if e - s == 1]
+    h = {k: d - alpha * sum(singles) / len(singles) for k, d in deltas.items()}
+    feasible = [p for p in KIM23_PATHS if sum(times[k] for k in p) <= budget]
+    best = max(feasible, key=lambda p: (round(sum(h[k] for k in p), 7), -sum(times[k] for k in p)))
+    return tuple(e for _, e in best), sum(h[k] for k in best), sum(times[k] for k in best)
+
+
+@pytest.mark.parametrize(
+    ("budget", "alpha", "ends"),
+    [(2.5, 1.6, (1, 3)), (2.5, 1.0, (1, 3)), (3.0, 1.6, (1, 2, 3)), (3.0, 1.0, (1, 2, 3)), (2.5, 0.0, (3,))],
+)
+def test_depth_compression_solves_kim23s_worked_example_as_its_official_code(budget, alpha, ends):
+    """Run through the official optimal_patterns by hand: at 2.5 ms and alpha 1.6 it keeps the ReLU at
+    position 1 only ((0,1) then (1,3): h = 1.2 + 1.0 against 1.7 + 0.2 for (0,2), (2,3)); with
+    alpha 0 the raw deltas penalise every extra segment and it merges all three convs."""
+    times, deltas, _, lat, imp = _kim23_example()
+    assert _kim23_official(times, deltas, budget, alpha)[0] == ends
+    objective = f"normalized:{alpha}"
+    # 1 % over the budget: lmzoo rounds latencies up to its grid, so an exact fit may not fit
+    plan = lmzoo.solve(lat, imp, budget_ms=budget * 1.01, method="depth", objective=objective)
+    assert plan.boundaries[1:] == ends
+    expected = sum(deltas[(b.start, b.end)] + alpha * 2.0 for b in plan) / 100  # mean single Δ: -2
+    assert plan_importance(imp, plan, method="depth", objective=objective) == pytest.approx(expected)
+    # ALPHA 1 is the official default, and normalized the method's default objective
+    assert lmzoo.solve(lat, imp, budget_ms=budget * 1.01, method="depth") == lmzoo.solve(
+        lat, imp, budget_ms=budget * 1.01, method="depth", objective="normalized:1"
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    deltas=st.lists(st.integers(-800, 0), min_size=6, max_size=6),
+    times=st.lists(st.integers(1, 9), min_size=6, max_size=6),
+    budget=st.integers(2, 30),
+    alpha=st.sampled_from([0.0, 1.0, 1.2, 1.6, 3.0]),
+)
+def test_depth_compression_agrees_with_the_official_stage_2_on_random_instances(deltas, times, budget, alpha):
+    keys = [(0, 1), (1, 2), (2, 3), (0, 2), (1, 3), (0, 3)]
+    time_of = dict(zip(keys, (float(t) for t in times)))
+    delta_of = dict(zip(keys, (d / 100 for d in deltas)))
+    segment = {
+        (s, e): Candidate(s, e, 2 * (e - s) + 1, 1, False, tuple(range(s + 1, e + 1))) for s, e in keys
+    }
+    lat = LatencyTable({segment[k]: t for k, t in time_of.items()})
+    imp = ImportanceTable({segment[k]: math.exp(d / 100) for k, d in delta_of.items()})
+    # the official stage 1: a segment runs as its fastest split (T_opt) when that beats one conv
+    t_opt = dict(time_of)
+    t_opt[(0, 2)] = min(t_opt[(0, 2)], t_opt[(0, 1)] + t_opt[(1, 2)])
+    t_opt[(1, 3)] = min(t_opt[(1, 3)], t_opt[(1, 2)] + t_opt[(2, 3)])
+    t_opt[(0, 3)] = min(t_opt[(0, 3)], t_opt[(0, 1)] + t_opt[(1, 3)], t_opt[(0, 2)] + t_opt[(2, 3)])
+    objective = f"normalized:{alpha}"
+    if min(sum(t_opt[k] for k in p) for p in KIM23_PATHS) > budget:
+        with pytest.raises(InfeasibleBudgetError):
+            lmzoo.solve(lat, imp, budget_ms=budget, levels=budget, method="depth", objective=objective)
+        return
+    _, official_value, official_ms = _kim23_official(t_opt, delta_of, budget, alpha)
+    plan = lmzoo.solve(lat, imp, budget_ms=budget, levels=budget, method="depth", objective=objective)
+    value = plan_importance(imp, plan, method="depth", objective=objective)
+    assert value * 100 == pytest.approx(official_value, abs=1e-7)
+    assert sum(lat.entries[b] for b in plan) == official_ms
+
+
 def test_product_objective_needs_positive_importances():
     lat, imp = _two_unit_tables()
     keep1, merged, keep2 = sorted(imp.entries)
     zero = ImportanceTable({keep1: 0.5, keep2: 0.5, merged: 0.0})
     assert lmzoo.solve(lat, zero, budget_ms=3.0) == lmzoo.Plan([keep1, keep2])
-    with pytest.raises(InvalidTableError, match="product objective needs importances > 0"):
+    with pytest.raises(InvalidTableError, match="objective 'product' needs importances > 0"):
         lmzoo.solve(lat, zero, budget_ms=3.0, objective="product")
 
 
