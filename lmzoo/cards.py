@@ -273,6 +273,17 @@ def model_card(
         "the baselines"
     )
     rows = [(row_label, fmt.format(base_value), fmt.format(value))]
+    spread = evaluation.spread
+    if spread is not None:
+        seeds = ", ".join(map(str, spread.seeds))
+        rows.append(
+            (
+                f"{row_label}, mean ± sd of {len(spread.seeds)} fine-tunes (seeds {seeds}; this checkpoint: "
+                f"seed {spread.seeds[0]})",
+                "",
+                f"{fmt.format(spread.mean(key))} ± {fmt.format(spread.sd(key))}",
+            )
+        )
 
     def result(metric_type: str, metric_name: str, metric_value: float, **more: Any) -> EvalResult:
         return EvalResult(

@@ -52,6 +52,7 @@ MAX_SPEEDUP = 100.0
 #: section it appears in: base, finetune and importance.train; latency; ...)
 RANGES: dict[str, tuple[float, float]] = {
     "seed": (0, 2**32 - 1),  # numpy's seeds
+    "seeds": (1, 100),  # each is one more fine-tune per entry
     "lr": (0, 10),
     "block_lr": (0, 10),
     "momentum": (0, 1),
@@ -253,6 +254,9 @@ class Recipe:
     description: str = ""
     license: str = "apache-2.0"
     seed: int = 0
+    #: fine-tunes per entry, from seeds seed, seed + 1, ...: results and cards report their mean and
+    #: standard deviation; the checkpoint is the first (never the best: no selection on the test set)
+    seeds: int = 1
     #: training the base from scratch (ignored when model.pretrained is set)
     base: TrainSection = field(default_factory=TrainSection)
     latency: LatencySetting = field(default_factory=LatencySetting)

@@ -22,6 +22,11 @@ T = TypeVar("T")
 TASK_METRIC = {"classification": "accuracy", "denoising": "loss"}
 
 
+def test_metrics(data: Any, task: str) -> dict[str, float]:
+    """Test metrics of ``task`` (name -> finite number, the task's metric among them)."""
+    return _metrics(data, TASK_METRIC[task])
+
+
 class RecordError(LmzooError):
     """A record file is not what its name says (malformed, or of another format)."""
 
@@ -162,6 +167,41 @@ class Frechet:
 
 
 @dataclass(frozen=True)
+class Spread:
+    """The same plan fine-tuned from several seeds: each one's test metrics of its merged network,
+    the checkpoint's own first."""
+
+    seeds: tuple[int, ...]
+    test: tuple[Mapping[str, float], ...]
+
+    def __post_init__(self) -> None:
+        if (
+            len(self.seeds) != len(self.test)
+            or len(self.seeds) < 2
+            or len(set(self.seeds)) != len(self.seeds)
+        ):
+            raise ValueError(f"a spread needs two or more distinct seeds, one result each, got {self.seeds}")
+
+    def values(self, metric: str) -> list[float]:
+        return [float(t[metric]) for t in self.test]
+
+    def mean(self, metric: str) -> float:
+        return math.fsum(self.values(metric)) / len(self.seeds)
+
+    def sd(self, metric: str) -> float:
+        """The sample standard deviation (n - 1)."""
+        values, mean = self.values(metric), self.mean(metric)
+        return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seeds": list(self.seeds), "test": [dict(t) for t in self.test]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], metric: str) -> Spread:
+        return cls(tuple(int(s) for s in data["seeds"]), tuple(_metrics(t, metric) for t in data["test"]))
+
+
+@dataclass(frozen=True)
 class Evaluation(Record):
     """Test metrics of base and merged, the merge check and the latency card (``evaluation.json``)."""
 
@@ -176,6 +216,8 @@ class Evaluation(Record):
     latency_card: LatencyCard
     samples: SampleGrid | None = None
     frechet: Frechet | None = None
+    #: the plan fine-tuned from more seeds than the checkpoint's (``seeds`` in the recipe)
+    spread: Spread | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -190,6 +232,8 @@ class Evaluation(Record):
             data["samples"] = dataclasses.asdict(self.samples)
         if self.frechet is not None:
             data["frechet"] = dataclasses.asdict(self.frechet)
+        if self.spread is not None:
+            data["spread"] = self.spread.to_dict()
         return data
 
     @classmethod
@@ -209,6 +253,7 @@ class Evaluation(Record):
                 latency_card=LatencyCard.from_dict(d["latency_card"]),
                 samples=samples,
                 frechet=Frechet(**d["frechet"]) if d.get("frechet") else None,
+                spread=Spread.from_dict(d["spread"], metric) if d.get("spread") else None,
             )
 
         return _parsed("evaluation", cls.FORMAT, data, build)

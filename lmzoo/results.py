@@ -43,6 +43,9 @@ RESULT_FIELDS = (
     "base_ms",
     "merged_ms",
     *RESULT_COLUMNS[6:],
+    "value_mean",
+    "value_sd",
+    "seeds",
     "base_value",
     "frechet",
     "base_frechet",
@@ -110,6 +113,7 @@ def results_rows(directories: list[Path]) -> list[dict[str, Any]]:
                 "measured_speedup": _round(card.speedup),
                 "merged_ms": _round(card.merged.median_ms),
                 "value": _round(evaluation.test[key]),
+                **_spread_columns(evaluation, key),
                 "frechet": _round(frechet.merged if frechet else None),
                 "base_frechet": _round(frechet.base if frechet else None),
                 "depth": summary.depth,
@@ -132,6 +136,19 @@ def results_rows(directories: list[Path]) -> list[dict[str, Any]]:
             },
         )
     return list(bases.values()) + rows
+
+
+def _spread_columns(evaluation: Evaluation, metric: str) -> dict[str, Any]:
+    """Mean and sample standard deviation of the metric over the entry's fine-tunes (one seed: the
+    value itself, no deviation)."""
+    spread = evaluation.spread
+    if spread is None:
+        return {"value_mean": _round(evaluation.test[metric]), "value_sd": None, "seeds": 1}
+    return {
+        "value_mean": _round(spread.mean(metric)),
+        "value_sd": _round(spread.sd(metric)),
+        "seeds": len(spread.seeds),
+    }
 
 
 def write_results(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
@@ -169,15 +186,21 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, str]]:
 
 def frontier_series(
     rows: list[dict[str, Any]],
-) -> dict[tuple[str, str], tuple[str, list[tuple[float, float]]]]:
-    """The frontier plot's lines: (method, objective) -> (legend label, points sorted by measured
-    speed-up). The objective enters the label only when the rows mix objectives."""
+) -> dict[tuple[str, str], tuple[str, list[tuple[float, float, float]]]]:
+    """The frontier plot's lines: (method, objective) -> (legend label, points (measured speed-up,
+    metric, its standard deviation over seeds: 0 for one seed) sorted by speed-up). The metric is the
+    mean over the entry's seeds where it has several. The objective enters the label only when the
+    rows mix objectives."""
     objectives = {r.get("objective") or "sum" for r in rows if r["method"] != "base"}
-    series: dict[tuple[str, str], tuple[str, list[tuple[float, float]]]] = {}
+    series: dict[tuple[str, str], tuple[str, list[tuple[float, float, float]]]] = {}
     for r in rows:
         objective = "" if r["method"] == "base" else (r.get("objective") or "sum")
         label = r["method"] if len(objectives) < 2 or not objective else f"{r['method']}, {objective} of I"
-        point = (float(r["measured_speedup"]), float(r["value"]))
+        point = (
+            float(r["measured_speedup"]),
+            float(r.get("value_mean") or r["value"]),
+            float(r.get("value_sd") or 0),
+        )
         series.setdefault((r["method"], objective), (label, []))[1].append(point)
     return {key: (label, sorted(points)) for key, (label, points) in sorted(series.items())}
 
@@ -224,16 +247,19 @@ def plot_frontier(
     }
     for (method, objective), (label, points) in frontier_series(same).items():
         if method == "base":
-            for x, y in points:
+            for x, y, _ in points:
                 ax.scatter([x], [y], marker="*", s=140, color="black", label="base", zorder=3)
             continue
         color, marker = styles.get(method, ("#444444", "d"))
         line = "--" if objective == "sum" and label != method else "-"
-        ax.plot([x for x, _ in points], [y for _, y in points], line, marker=marker, color=color, label=label)
+        xs, ys, sds = ([p[i] for p in points] for i in range(3))
+        ax.plot(xs, ys, line, marker=marker, color=color, label=label)
+        if any(sds):  # mean ± sd over the entries' fine-tuning seeds
+            ax.errorbar(xs, ys, yerr=sds, fmt="none", ecolor=color, capsize=3, linewidth=1)
     if mine is not None:
         ax.scatter(
             [float(mine["measured_speedup"])],
-            [float(mine["value"])],
+            [float(mine.get("value_mean") or mine["value"])],
             s=220,
             facecolors="none",
             edgecolors="red",

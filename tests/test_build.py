@@ -418,3 +418,42 @@ def test_damaged_weights_and_records_are_recomputed(
     assert result.exit_code == 0, result.output
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert any(f"{p} does not validate" in warned for p in damaged) and "recomputing it" in warned
+
+
+def test_seeds_fine_tune_the_plan_again_and_report_mean_and_sd(built, monkeypatch, tmp_path):
+    """--seeds 3: the plan fine-tuned from seeds 0, 1, 2 (0 is the checkpoint's, already built), each
+    merged and tested; the evaluation, the card and the results carry mean and sd; a rerun reuses all."""
+    import csv
+    import statistics
+
+    _, work, _ = built
+    monkeypatch.setenv("LMZOO_HOME", str(tmp_path / "store"))  # the module's entry stays as it is
+    args = ["build", ENTRY, "--profile", "smoke", "--workdir", str(work), "--seeds", "3"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"{BUILT}: fine-tuned from 3 seeds" in result.stderr
+    assert "over seeds 0, 1, 2" in result.stderr
+    directory = tmp_path / "store" / BUILT
+    evaluation = json.loads((directory / "evaluation.json").read_text())
+    spread = evaluation["spread"]
+    assert spread["seeds"] == [0, 1, 2] and spread["test"][0] == evaluation["test"]
+    accuracies = [t["accuracy"] for t in spread["test"]]
+    tested = sorted(work.glob("mobilenetv2-fmnist-layermerge/finetune-*/test.json"))
+    assert len(tested) == 2  # seeds 1 and 2, next to their fine-tunes
+    card = (directory / "README.md").read_text()
+    mean, sd = statistics.mean(accuracies), statistics.stdev(accuracies)
+    assert (
+        f"mean ± sd of 3 fine-tunes (seeds 0, 1, 2; this checkpoint: seed 0) |  | {mean:.2f} ± {sd:.2f} |"
+        in card
+    )
+    out = tmp_path / "results.csv"
+    assert CliRunner().invoke(main, ["results", "--out", str(out)]).exit_code == 0
+    row = next(r for r in csv.DictReader(out.open()) if r["model"] == BUILT)
+    assert (row["seeds"], float(row["value_mean"]), float(row["value_sd"])) == (
+        "3",
+        pytest.approx(mean, abs=1e-4),
+        pytest.approx(sd, abs=1e-4),
+    )
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "fine-tune " not in again.stderr.replace(f"{BUILT}: fine-tuned", "")
+    assert json.loads((directory / "evaluation.json").read_text())["spread"] == spread

@@ -27,12 +27,12 @@ def test_one_line_per_method_and_per_objective_only_when_they_mix(tmp_path):
         _row("depth-2x", "depth", 2.18, 86.5),
     ]
     series = frontier_series(rows)
-    assert series[("layermerge", "product")] == ("layermerge", [(1.31, 89.4), (2.0, 87.7)])
+    assert series[("layermerge", "product")] == ("layermerge", [(1.31, 89.4, 0), (2.0, 87.7, 0)])
     assert series[("depth", "product")][0] == "depth"
-    assert series[("base", "")] == ("base", [(1.0, 88.9)])
+    assert series[("base", "")] == ("base", [(1.0, 88.9, 0)])
     mixed_rows = [*rows, _row("lm-2x-sum", "layermerge", 1.95, 86.9, objective="sum")]
     mixed = frontier_series(mixed_rows)
-    assert mixed[("layermerge", "sum")] == ("layermerge, sum of I", [(1.95, 86.9)])
+    assert mixed[("layermerge", "sum")] == ("layermerge, sum of I", [(1.95, 86.9, 0)])
     assert mixed[("layermerge", "product")][0] == "layermerge, product of I"
     assert mixed[("base", "")][0] == "base"
     # rows written before the objective column existed count as the paper's sum
@@ -42,3 +42,17 @@ def test_one_line_per_method_and_per_objective_only_when_they_mix(tmp_path):
     assert plot_frontier(mixed_rows, path, group=("mobilenetv2_100", "fashion-mnist"))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plot_frontier(rows[:1], tmp_path / "none.png", group=("mobilenetv2_100", "fashion-mnist"))
+
+
+def test_entries_fine_tuned_from_several_seeds_plot_their_mean_and_sd(tmp_path):
+    """Rows with value_mean / value_sd (lmzoo build --seeds) give the line their mean and an error
+    bar; single-seed rows (value_sd empty) their value."""
+    rows = [
+        _row("base", "base", 1, 88.9),
+        {**_row("lm-2x", "layermerge", 2.0, 87.7), "value_mean": "87.5", "value_sd": "0.3", "seeds": "3"},
+        {**_row("lm-1.3x", "layermerge", 1.31, 89.4), "value_mean": "89.4", "value_sd": "", "seeds": "1"},
+    ]
+    assert frontier_series(rows)[("layermerge", "product")][1] == [(1.31, 89.4, 0.0), (2.0, 87.5, 0.3)]
+    path = tmp_path / "frontier.png"
+    assert plot_frontier(rows, path, entry="lm-2x")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

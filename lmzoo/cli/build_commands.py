@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import click
@@ -33,6 +34,13 @@ from lmzoo.pipeline.stages import STAGE_NAMES, Stage
     help="Build this target speed-up (repeatable), listed in the recipe or not; it reuses the "
     "recipe's base and tables and is named <recipe>-<s>x [default: the recipe's speed-ups].",
 )
+@click.option(
+    "--seeds",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="Fine-tune each entry from this many seeds (the recipe's seed, +1, ...); results and cards "
+    "report their mean and standard deviation, the checkpoint is the first [default: the recipe's, 1].",
+)
 @user_errors
 def build(
     recipe: str,
@@ -43,6 +51,7 @@ def build(
     until: str,
     method: str | None,
     speedups: tuple[float, ...],
+    seeds: int | None,
 ) -> None:
     """Build zoo entries from RECIPE (a recipe file, a recipe name for all its speed-ups, or one zoo
     entry name such as mobilenetv2-fmnist-layermerge-1.6x or the baseline mobilenetv2-fmnist-depth-1.6x).
@@ -57,6 +66,8 @@ def build(
     resolved, speedup = load_recipe(recipe, profile, method=method)
     if speedup is not None and speedups:
         raise InvalidArgumentError(f"{recipe} names its speed-up; give the recipe name with --speedup")
+    if seeds is not None:
+        resolved = dataclasses.replace(resolved, seeds=seeds)
     written = run_build(
         resolved,
         speedups=list(speedups) or ([speedup] if speedup is not None else None),

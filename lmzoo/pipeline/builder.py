@@ -4,6 +4,7 @@ build and cached in the work directory. ``lmzoo build`` runs :func:`build`; ``lm
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from lmzoo.engine import trace
 from lmzoo.errors import InvalidArgumentError, LmzooError
 from lmzoo.pipeline.base import base_key, base_stage
 from lmzoo.pipeline.card import card_stage
-from lmzoo.pipeline.evaluate import evaluate_stage
+from lmzoo.pipeline.evaluate import evaluate_stage, seed_spread
 from lmzoo.pipeline.finetune import finetune_stage
 from lmzoo.pipeline.generation import check_feature_model
 from lmzoo.pipeline.importance import importance_stage
@@ -29,6 +30,7 @@ from lmzoo.pipeline.solve import solve_stage
 from lmzoo.pipeline.stages import Stage
 from lmzoo.pipeline.workspace import Workspace
 from lmzoo.recipes import Recipe
+from lmzoo.records import TASK_METRIC
 from lmzoo.tables import ImportanceTable, LatencyTable
 from lmzoo.training.distributed import distributed, init_distributed, is_main_process, main_first, world_size
 
@@ -137,18 +139,26 @@ class Build:
         if not until.reaches(Stage.FINETUNE):
             return None
         task, train_set, test_set = self.inputs.task, self.inputs.train_set, self.inputs.test_set
-        configured = finetune_stage(
-            ws,
-            self.base,
-            spec,
-            solve.plan,
-            train_set,
-            task,
-            name=name,
-            device=self.device,
-            progress=self.progress,
+        seeds = [self.recipe.seed + k for k in range(self.recipe.seeds)]
+        tuned = {
+            seed: finetune_stage(
+                ws,
+                self.base,
+                spec,
+                solve.plan,
+                train_set,
+                task,
+                name=name if seed == seeds[0] else f"{name} (seed {seed})",
+                device=self.device,
+                progress=self.progress,
+                seed=seed,
+            )
+            for seed in seeds
+        }
+        configured = tuned[seeds[0]]
+        self.say(
+            f"{name}: fine-tuned{f' from {len(seeds)} seeds' if len(seeds) > 1 else ''} {self.clock.lap()}"
         )
-        self.say(f"{name}: fine-tuned {self.clock.lap()}")
         if not until.reaches(Stage.MERGE) or not self.main_process:
             return None
         merged, merge_record = merge_stage(ws, configured, solve.plan, test_set, task)
@@ -170,6 +180,14 @@ class Build:
             name=name,
             device=self.device,
         )
+        if len(seeds) > 1:
+            spread = seed_spread(ws, solve.plan, evaluation.test, tuned, test_set, task, device=self.device)
+            evaluation = dataclasses.replace(evaluation, spread=spread)
+            metric = TASK_METRIC[task.name]
+            self.say(
+                f"{name}: test {metric} {spread.mean(metric):.4g} ± {spread.sd(metric):.2g} "
+                f"over seeds {', '.join(map(str, spread.seeds))}"
+            )
         card = evaluation.latency_card
         self.say(
             f"{name}: measured speed-up {card.speedup:.2f}x, test {dict(evaluation.test)} {self.clock.lap()}"

@@ -5,6 +5,7 @@ are cached once per base, data and evaluate settings."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,11 @@ from lmzoo.core.tables import LatencyTable
 from lmzoo.files import read_json, write_json
 from lmzoo.latency.card import measure_plan
 from lmzoo.pipeline.base import base_key
+from lmzoo.pipeline.finetune import finetune_key
 from lmzoo.pipeline.generation import frechet, sample_grid
 from lmzoo.pipeline.stages import Stage
 from lmzoo.pipeline.workspace import Workspace, content_key
-from lmzoo.records import Evaluation, MergeRecord, RecordError
+from lmzoo.records import Evaluation, MergeRecord, RecordError, Spread, test_metrics
 from lmzoo.tasks import Denoising, Task
 
 #: the sample grid's file, next to the evaluation record
@@ -91,6 +93,38 @@ def evaluate_stage(
         )
         record.save(out)
         return record, out
+
+
+def seed_spread(
+    ws: Workspace,
+    plan: Plan,
+    first: Mapping[str, float],
+    tuned: Mapping[int, nn.Module],
+    test_set: Dataset[Any],
+    task: Task,
+    *,
+    device: str = "cpu",
+) -> Spread:
+    """The test metrics of ``plan`` fine-tuned from each seed of ``tuned`` (seed -> configured
+    network; the first is the checkpoint's, whose metrics are ``first``), each merged as the
+    checkpoint is. Cached next to each fine-tune."""
+    from lmzoo.engine import merge
+
+    seeds = list(tuned)
+    results = [dict(first)]
+
+    def read(path: Path) -> dict[str, float]:
+        return test_metrics(read_json(path, what="test metrics", error=RecordError), task.name)
+
+    for seed in seeds[1:]:
+        out = ws.stage(Stage.FINETUNE, finetune_key(ws, plan, seed)) / "test.json"
+        metrics = ws.cached(out, read)
+        if metrics is None:
+            merged = merge(tuned[seed]).eval()
+            metrics = task.evaluate(merged, test_set, device=torch.device(device))
+            write_json(out, metrics)
+        results.append(dict(metrics))
+    return Spread(tuple(seeds), tuple(results))
 
 
 def _read_base_record(path: Path) -> dict[str, Any]:

@@ -19,10 +19,11 @@ from lmzoo.training.distributed import is_main_process, world_size
 from lmzoo.training.loop import train
 
 
-def finetune_key(ws: Workspace, plan: Plan) -> str:
+def finetune_key(ws: Workspace, plan: Plan, seed: int | None = None) -> str:
     recipe = ws.recipe
+    seed = recipe.seed if seed is None else seed
     # DDP splits batches and BatchNorm statistics over the processes: another world, another run
-    return content_key(base_key(recipe), plan.to_dict(), recipe.finetune, recipe.seed, world_size())
+    return content_key(base_key(recipe), plan.to_dict(), recipe.finetune, seed, world_size())
 
 
 def finetune_stage(
@@ -36,10 +37,13 @@ def finetune_stage(
     name: str,
     device: str = "cpu",
     progress: bool = True,
+    seed: int | None = None,
 ) -> nn.Module:
-    """The configured network for ``plan``, fine-tuned (cached)."""
+    """The configured network for ``plan``, fine-tuned (cached) from ``seed`` (default: the
+    recipe's)."""
     recipe = ws.recipe
-    folder = ws.stage(Stage.FINETUNE, finetune_key(ws, plan))
+    seed = recipe.seed if seed is None else seed
+    folder = ws.stage(Stage.FINETUNE, finetune_key(ws, plan, seed))
     with ws.exclusive(folder):
         weights = folder / "configured.safetensors"
         cached = ws.cached(weights, lambda path: load_weights(apply_plan(model, spec, plan), path))
@@ -53,7 +57,7 @@ def finetune_stage(
             train_set,
             settings,
             task.loss(settings, teacher),
-            seed=recipe.seed,
+            seed=seed,
             device=device,
             state_path=folder / "train.state",
             progress=progress,
