@@ -289,7 +289,7 @@ def test_the_baselines_solve_with_their_official_objectives(tmp_path):
     assert load_recipe("mobilenetv2-fmnist-depth-1.6x")[0].solve.objective == "normalized:1.6"
     for bad in ("normalized:-1", "normalized:x", "kept", "normalized:1e9"):
         text = GOOD.replace("speedups: [1.5, 2]", f"speedups: [1.5], depth_objective: '{bad}'")
-        with pytest.raises(RecipeError, match="solve.depth_objective must be normalized"):
+        with pytest.raises(RecipeError, match=r"solve\.depth_objective must be normalized"):
             parse_recipe(_write(tmp_path, text))
     with pytest.raises(RecipeError, match="'normalized\\[:ALPHA\\]' for method depth only"):
         parse_recipe(
