@@ -77,6 +77,11 @@ class Candidate:
         """Number of units the block covers."""
         return self.end - self.start
 
+    @property
+    def is_identity(self) -> bool:
+        """A single conv kept as it is: the block computes what the network computes there."""
+        return self.length == 1 and self.kept == (self.end,)
+
     def describe(self) -> str:
         """The candidate in words, for messages."""
         return f"block ({self.start}, {self.end}] kernel {self.kernel} keeping {list(self.kept)}"

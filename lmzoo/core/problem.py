@@ -210,7 +210,7 @@ def objective_terms(
         terms = {c: _log_importance(importance[c], c, need) for c in cands}
         if objective == "product":
             return terms
-        singles = [c for c in importance if c.length == 1 and c.kept == (c.end,)]
+        singles = [c for c in importance if c.is_identity]
         if not singles:
             raise InvalidTableError(
                 f"objective {objective!r} needs the single-unit entries, and the table has none"
@@ -321,7 +321,7 @@ def identity_candidates(universe: Iterable[Candidate], kind: str) -> list[Candid
     if not keys:
         raise InvalidTableError("the tables hold no candidate of this method (not even the identity plan)")
     length = max(c.end for c in keys)
-    singles = {c.end: c for c in keys if c.length == 1 and c.kept == (c.end,)}
+    singles = {c.end: c for c in keys if c.is_identity}
     missing = [unit for unit in range(1, length + 1) if unit not in singles]
     if missing:
         where = f"the {kind} table" if kind else "the tables"

@@ -141,15 +141,10 @@ def run_entry(context: EstimatorContext, estimator: str, cand: Candidate, seed: 
     return EntryRecord(cand, "ok", value, metrics, time.perf_counter() - started, entry_seed, estimator)
 
 
-def is_identity(cand: Candidate) -> bool:
-    """A single conv kept as it is: nothing is compressed."""
-    return cand.length == 1 and cand.kept == (cand.end,)
-
-
 def needs_no_run(cand: Candidate, settings: FinetuneSettings) -> bool:
     """Whether ``cand``'s entry is I = 1 exactly, without a run: it compresses nothing and starts
     nothing afresh (under the ``single`` reinit rule a single conv is started afresh and measured)."""
-    return is_identity(cand) and reinitialised_unit(cand, settings.reinit) is None
+    return cand.is_identity and reinitialised_unit(cand, settings.reinit) is None
 
 
 def _entry_seed(seed: int, cand: Candidate) -> int:

@@ -111,7 +111,7 @@ def main() -> None:
 
     report: dict[str, dict[str, float]] = {}
     reference = tables.get("finetune")
-    measured = [c for c in cands if not (c.length == 1 and c.kept == (c.end,))]
+    measured = [c for c in cands if not c.is_identity]
     for estimator, table in tables.items():
         row = {"s_per_entry": table.metadata["wall_s_per_entry"]}
         if reference is not None:

@@ -31,7 +31,6 @@ from lmzoo.core.plan import Plan
 from lmzoo.core.problem import check_objective
 from lmzoo.core.solver import plan_importance, solve_reachable
 from lmzoo.importance import importance_table
-from lmzoo.importance.table import is_identity
 from lmzoo.pipeline import Build
 from lmzoo.pipeline.finetune import finetune_stage
 from lmzoo.recipes import load_recipe
@@ -48,7 +47,12 @@ def affected(cand: Candidate) -> bool:
     """Entries whose computation the rule changes: a single conv kept as it is (measured and started
     afresh under single, I = 1 under kept-alone) and a multi-conv block keeping one conv (started
     afresh under kept-alone only)."""
-    return is_identity(cand) or (cand.length > 1 and len(cand.kept) == 1)
+    return cand.is_identity or keeps_one(cand)
+
+
+def keeps_one(cand: Candidate) -> bool:
+    """A multi-conv block keeping one conv."""
+    return cand.length > 1 and len(cand.kept) == 1
 
 
 def single_rule_table(build: Build, kept_alone: ImportanceTable, workdir: str) -> ImportanceTable:
@@ -105,9 +109,9 @@ def main() -> None:
     cands = sorted(old)
     groups = {
         "all": cands,
-        "single kept (measured vs 1)": [c for c in cands if is_identity(c)],
-        "multi-conv keeping one (afresh vs kept)": [c for c in cands if c.length > 1 and len(c.kept) == 1],
-        "unaffected": [c for c in cands if not is_identity(c) and not (c.length > 1 and len(c.kept) == 1)],
+        "single kept (measured vs 1)": [c for c in cands if c.is_identity],
+        "multi-conv keeping one (afresh vs kept)": [c for c in cands if keeps_one(c)],
+        "unaffected": [c for c in cands if not affected(c)],
     }
     print(f"{recipe.name}: {len(cands)} entries, estimator {recipe.importance.estimator}")
     for name, group in groups.items():
