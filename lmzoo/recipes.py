@@ -202,6 +202,11 @@ class SolveSection:
     #: the objective of the depth-compression baseline's entries: "normalized[:ALPHA]" (Kim et al.
     #: 2023's official additive importance, lmzoo.core.problem), or "sum" / "product"
     depth_objective: str = METHOD_OBJECTIVES["depth"]
+    #: depth compression chooses the activation at every linear position an activation can be
+    #: inserted at (MobileNetV2's block outputs), each state measured as its own importance entry,
+    #: as Kim et al. 2023's code does (lmzoo.core.activations; MobileNetV2: 315 entries for 171
+    #: segments); false: lmzoo's fixed rule (ReLU6 after a merge there), no extra entries
+    depth_states: bool = True
     #: a target beyond the latency table's fastest plan: "error" (stop, naming the reachable
     #: speed-up) or "fastest" (build the fastest plan and say so; smoke profiles, whose tiny
     #: timings move with the machine's load)

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 import lmzoo
 from lmzoo.checkpoint import CheckpointError, load_checkpoint
 from lmzoo.cli import main
+from lmzoo.tables import ImportanceTable
 
 pytestmark = [
     pytest.mark.integration,  # smoke builds, torchrun, olah and Ray: the integration tier
@@ -198,7 +199,8 @@ def test_show_loads_runs_and_prints_the_card(built, monkeypatch):
 
 def test_the_depth_baseline_reuses_base_and_tables_and_says_what_it_is(built, monkeypatch):
     """`lmzoo build <stem>-depth-<s>x` builds the paper's depth-compression baseline from the same
-    base, tables and fine-tuning schedule: only solve, fine-tune, evaluate and card run."""
+    base, tables and fine-tuning schedule: only solve, fine-tune, evaluate and card run, and the
+    importance table gains depth compression's activation states (their records only)."""
     directory, work, _ = built
     monkeypatch.setenv("LMZOO_HOME", str(directory.parent))
     name = "mobilenetv2-fmnist-depth-1.6x-smoke"  # the baseline's entry name, with the profile's suffix
@@ -210,6 +212,12 @@ def test_the_depth_baseline_reuses_base_and_tables_and_says_what_it_is(built, mo
     # base and tables are reused; fine-tune and evaluate are keyed by the plan, so they are cached
     # too when the (noisy) smoke tables happen to give the LayerMerge plan
     assert "solve" in new and new <= {"solve", "finetune", "merge", "evaluate"}
+    (extended,) = stages.glob("importance-*/importance-states.json")
+    table = ImportanceTable.load(extended)
+    assert (
+        len(table.states) == 144
+        and table.entries == ImportanceTable.load(extended.parent / "importance.json").entries
+    )
     baseline = directory.parent / name
     assert json.loads((baseline / "plan.json").read_text())["method"] == "depth"
     plan = lmzoo.Plan.from_dict(json.loads((baseline / "config.json").read_text())["plan"])

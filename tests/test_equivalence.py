@@ -231,3 +231,49 @@ def test_structure_only_merge_has_the_layout_of_the_computed_merge(name):
         structure.load_state_dict(expected, strict=True)
         with torch.no_grad():
             assert torch.equal(_output(structure(*inputs)), _output(merged(*inputs)))
+
+
+def test_activation_states_insert_and_remove_relu6_at_linear_bottlenecks():
+    """Depth compression's activation states on MobileNetV2: a plan inserting ReLU6 after every
+    projection conv (after its skip addition) equals timm's network with those ReLU6 added, and
+    random depth plans with random states merge exactly."""
+    from lmzoo.core.activations import switchable
+
+    model, inputs, spec = _setup("mobilenetv2", torch.float64)
+    linear_ends = [p for p in range(1, spec.length + 1) if switchable(spec, p)]
+    assert len(linear_ends) > 3
+    plan = lmzoo.Plan(lmzoo.Plan.identity(spec).blocks, activated=linear_ends)
+    plan.validate(spec)
+    reference = copy.deepcopy(model)
+    for p in linear_ends:
+        block_path = spec.unit(p).path.rsplit(".", 1)[0]
+        parent, name = block_path.rsplit(".", 1)
+        holder = reference.get_submodule(parent)
+        setattr(holder, name, nn.Sequential(holder.get_submodule(name), nn.ReLU6()))
+    with torch.no_grad():
+        expected = reference(*inputs)
+        configured = lmzoo.apply_plan(model, spec, plan)
+        assert _relative_error(expected, configured(*inputs)) <= FLOAT64_TOLERANCE
+        assert _relative_error(expected, lmzoo.merge(configured)(*inputs)) <= FLOAT64_TOLERANCE
+        assert _relative_error(expected, model(*inputs)) > 1e-3  # the inserted ReLU6 mattered
+    rng = random.Random("states")
+    inserted = removed = 0
+    for _ in range(6):
+        base = _baseline_plan(spec, "depth", rng)
+        activated, linear = [], list(base.linear)
+        for block in base:
+            if not switchable(spec, block.end) or block.end in linear or rng.random() < 0.4:
+                continue
+            if spec.block_activation(block.start, block.end) is None:
+                activated.append(block.end)
+            else:
+                linear.append(block.end)
+        plan = lmzoo.Plan(base.blocks, linear, activated)
+        plan.validate(spec)
+        inserted += len(activated)
+        removed += sum(1 for p in linear if switchable(spec, p))
+        configured = lmzoo.apply_plan(model, spec, plan)
+        with torch.no_grad():
+            a, b = configured(*inputs), lmzoo.merge(configured)(*inputs)
+        assert _relative_error(a, b) <= FLOAT64_TOLERANCE
+    assert inserted and removed

@@ -261,3 +261,65 @@ def test_a_chain_resumed_from_cached_maps_computes_the_same_output(family):
             with chain.resumed([(first, h, saved)]):
                 resumed = net(torch.zeros_like(x))
         torch.testing.assert_close(resumed, full, rtol=0, atol=0)
+
+
+def _states_of(spec, cands):
+    from lmzoo.core.activations import extra_states
+
+    depth = set(lmzoo.candidates(spec, method="depth"))
+    return extra_states(spec, [c for c in cands if c in depth])
+
+
+@pytest.mark.parametrize("estimator", ["bn-recalibration", "block-distill"])
+def test_activation_states_are_measured_as_their_own_entries(setup, tmp_path, estimator):
+    """Depth compression's extended entries: each state is one more record (a rerun measures
+    nothing), the table holds it beside the plain entries, and its network has the activations
+    the state names."""
+    from lmzoo.core.activations import ActivationState
+    from lmzoo.importance.context import entry_plan
+
+    _, spec, _, cands = setup
+    states = _states_of(spec, cands)
+    inserting_at_start = [
+        s for s in states if s.start_active and spec.positions[s.candidate.start].activation is None
+    ]
+    assert states and inserting_at_start
+    plain = _table(setup, tmp_path, estimator=estimator)
+    table = _table(setup, tmp_path, estimator=estimator, states=states)
+    assert dict(table.entries) == dict(plain.entries) and set(table.states) == set(states)
+    store_dir = next(tmp_path.glob(f"importance-{estimator}-*"))
+    records = [json.loads(p.read_text()) for p in store_dir.glob("*.json") if p.name != "base.json"]
+    measured = {
+        ActivationState.from_dict(r["candidate"]): r for r in records if "start_active" in r["candidate"]
+    }
+    assert set(measured) == set(states)
+    base = table.metadata["base"]["accuracy"]
+    for state, record in measured.items():
+        assert table.states[state] == pytest.approx(math.exp((record["metrics"]["accuracy"] - base) / 100))
+    assert _table(setup, tmp_path, estimator=estimator, states=states) == table  # nothing re-measured
+    state = inserting_at_start[0]
+    blocks = [
+        b for b in lmzoo.Plan.identity(spec) if not state.candidate.start < b.end <= state.candidate.end
+    ]
+    blocks.insert(state.candidate.start, state.candidate)
+    plan = entry_plan(spec, blocks, state)
+    assert state.candidate.start in plan.activated
+    if state.end_active and spec.block_activation(state.candidate.start, state.candidate.end) is None:
+        assert state.candidate.end in plan.activated
+
+
+def test_block_distill_feeds_a_state_the_activation_it_inserts(setup):
+    """With a zero learning rate the distilled block stays as it is, so block-distill's held-out
+    metrics from cached maps must equal the whole configured network's, activation included."""
+    from lmzoo.importance.block_distill import distill_block
+
+    model, spec, data, cands = setup
+    settings = dataclasses.replace(SETTINGS, block_lr=0.0, block_steps=1)
+    context = EstimatorContext(
+        model, spec, data, settings, lmzoo.tasks.make_task("classification"), torch.device("cpu")
+    )
+    for state in [s for s in _states_of(spec, cands) if s.start_active][:3]:
+        metrics = distill_block(context, state, seed=3)
+        whole = context.evaluate(context.compressed(state, 3).eval())
+        assert metrics["accuracy"] == whole["accuracy"]
+        assert metrics["loss"] == pytest.approx(whole["loss"], rel=1e-5)

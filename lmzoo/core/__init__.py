@@ -3,6 +3,7 @@ plans (``plan``), tables (``tables``), the dynamic program's input per method an
 (``problem``) and the DP itself (``solver``), and the merge maths on tensors (``kernels``). No I/O,
 no timm/diffusers imports; ``lmzoo.tables`` adds files to the tables."""
 
+from lmzoo.core.activations import ActivationState
 from lmzoo.core.candidates import (
     METHODS,
     PAPER_RULES,
@@ -23,6 +24,7 @@ __all__ = [
     "METHODS",
     "OBJECTIVES",
     "PAPER_RULES",
+    "ActivationState",
     "Candidate",
     "CandidateRules",
     "FrontierPoint",

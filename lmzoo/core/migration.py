@@ -41,6 +41,6 @@ def lift_plan(plan: Plan, earlier: Spec, spec: Spec) -> Plan:
         g = block_geometry(spec, unit.index - 1, unit.index, (unit.index,))
         blocks.append(Candidate(unit.index - 1, unit.index, g.kernel, g.stride, g.depthwise, (unit.index,)))
     blocks.sort(key=lambda b: b.start)
-    lifted = Plan(blocks, (new_index[p] for p in plan.linear))
+    lifted = Plan(blocks, (new_index[p] for p in plan.linear), (new_index[p] for p in plan.activated))
     lifted.validate(spec)
     return lifted

@@ -14,6 +14,9 @@ from lmzoo.core.spec import Spec
 from lmzoo.errors import InvalidPlanError
 
 PLAN_FORMAT = "lmzoo.plan/1"
+#: the format of a plan that inserts activations (``activated``): a reader of PLAN_FORMAT alone would
+#: build another network from it, so it refuses the file instead
+PLAN_FORMAT_ACTIVATED = "lmzoo.plan/2"
 
 
 @dataclass(frozen=True)
@@ -45,18 +48,24 @@ class Plan:
     The block boundaries are the kept activations (A); the union of the kept units is the kept
     convolutions (C). ``linear`` lists block ends whose activation is removed all the same: the
     depth-compression baseline runs one activation-free segment as several merged convs when that
-    is faster. LayerMerge plans have none.
+    is faster, and may end a segment at a linear position without the activation lmzoo's rule
+    inserts there. ``activated`` lists block ends at linear positions where the architecture's
+    activation is inserted although the block ending there is a single unit (depth compression's
+    activation states, ``lmzoo.core.activations``). LayerMerge plans have neither.
     """
 
-    __slots__ = ("_blocks", "_linear")
+    __slots__ = ("_activated", "_blocks", "_linear")
 
-    def __init__(self, blocks: Sequence[Candidate], linear: Iterable[int] = ()) -> None:
+    def __init__(
+        self, blocks: Sequence[Candidate], linear: Iterable[int] = (), activated: Iterable[int] = ()
+    ) -> None:
         try:
             blocks = tuple(blocks)
             linear = set(linear)
+            activated = set(activated)
         except TypeError:
             raise InvalidPlanError(
-                "a plan takes a sequence of Candidates and an iterable of positions"
+                "a plan takes a sequence of Candidates and iterables of positions"
             ) from None
         if not blocks:
             raise InvalidPlanError("a plan needs at least one block")
@@ -72,13 +81,15 @@ class Plan:
                     f"({cur.start}, {cur.end}]"
                 )
         self._blocks = blocks
-        interior = {b.end for b in blocks[:-1]}
-        for position in linear:
-            if type(position) is not int or position not in interior:
-                raise InvalidPlanError(
-                    f"linear position {position!r} is not the end of a block other than the last"
-                )
+        ends = {b.end for b in blocks}
+        for position in linear | activated:
+            if type(position) is not int or position not in ends:
+                raise InvalidPlanError(f"position {position!r} of linear/activated is not the end of a block")
+        both = linear & activated
+        if both:
+            raise InvalidPlanError(f"position {min(both)} is both linear and activated")
         self._linear = tuple(sorted(linear))
+        self._activated = tuple(sorted(activated))
 
     @property
     def blocks(self) -> tuple[Candidate, ...]:
@@ -105,6 +116,21 @@ class Plan:
         return self._linear
 
     @property
+    def activated(self) -> tuple[int, ...]:
+        """Block ends after a single unit where an activation is inserted (depth compression's
+        activation states only)."""
+        return self._activated
+
+    def activation(self, spec: Spec, block: Candidate) -> str | None:
+        """The activation after ``block`` (one of this plan's blocks): lmzoo's rule
+        (``Spec.block_activation``) unless the plan removes it (linear) or inserts one (activated)."""
+        if block.end in self._linear:
+            return None
+        if block.end in self._activated:
+            return spec.positions[block.end].inserted_activation
+        return spec.block_activation(block.start, block.end)
+
+    @property
     def kept_units(self) -> tuple[int, ...]:
         """Indices of the convolutions kept (the set C)."""
         return tuple(k for b in self._blocks for k in b.kept)
@@ -116,15 +142,20 @@ class Plan:
         return len(self._blocks)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Plan) and (self._blocks, self._linear) == (other._blocks, other._linear)
+        return isinstance(other, Plan) and (self._blocks, self._linear, self._activated) == (
+            other._blocks,
+            other._linear,
+            other._activated,
+        )
 
     def __hash__(self) -> int:
-        return hash((self._blocks, self._linear))
+        return hash((self._blocks, self._linear, self._activated))
 
     def __repr__(self) -> str:
         inner = ", ".join(f"({b.start},{b.end}]k{b.kernel}" for b in self._blocks)
         linear = f", linear={list(self._linear)}" if self._linear else ""
-        return f"Plan([{inner}]{linear})"
+        activated = f", activated={list(self._activated)}" if self._activated else ""
+        return f"Plan([{inner}]{linear}{activated})"
 
     def summary(self) -> PlanSummary:
         merged = Counter(b.kernel for b in self._blocks if len(b.kept) > 1)
@@ -146,18 +177,34 @@ class Plan:
             )
         for block in self._blocks:
             check_candidate(spec, block)
+        by_end = {b.end: b for b in self._blocks}
+        for position in self._activated:
+            p = spec.positions[position]
+            if p.activation is not None or p.inserted_activation is None:
+                raise InvalidPlanError(
+                    f"the plan inserts an activation at position {position}, where the network has "
+                    "one already or none to insert"
+                )
+            if spec.block_activation(by_end[position].start, position) is not None:
+                raise InvalidPlanError(
+                    f"the plan inserts an activation at position {position}, where a merged block "
+                    "gets one anyway: list only single-unit block ends in 'activated'"
+                )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": PLAN_FORMAT,
+        data: dict[str, Any] = {
+            "format": PLAN_FORMAT_ACTIVATED if self._activated else PLAN_FORMAT,
             "length": self.length,
             "blocks": [b.to_dict() for b in self],
             "linear": list(self._linear),
         }
+        if self._activated:
+            data["activated"] = list(self._activated)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
-        if not isinstance(data, Mapping) or data.get("format") != PLAN_FORMAT:
+        if not isinstance(data, Mapping) or data.get("format") not in (PLAN_FORMAT, PLAN_FORMAT_ACTIVATED):
             raise InvalidPlanError(f"not an lmzoo plan: expected 'format': {PLAN_FORMAT!r}")
         blocks = data.get("blocks")
         if not isinstance(blocks, list):
@@ -167,9 +214,11 @@ class Plan:
                 f"plan has {len(blocks)} blocks; a network has at most {MAX_POSITIONS} positions"
             )
         linear = data.get("linear", [])
-        if not isinstance(linear, list) or any(type(p) is not int for p in linear):
-            raise InvalidPlanError("plan 'linear' must be a list of positions")
-        plan = cls([Candidate.from_dict(b) for b in blocks], linear)
+        activated = data.get("activated", []) if data["format"] == PLAN_FORMAT_ACTIVATED else []
+        for name, positions in (("linear", linear), ("activated", activated)):
+            if not isinstance(positions, list) or any(type(p) is not int for p in positions):
+                raise InvalidPlanError(f"plan {name!r} must be a list of positions")
+        plan = cls([Candidate.from_dict(b) for b in blocks], linear, activated)
         if data.get("length") != plan.length:
             raise InvalidPlanError(
                 f"plan says length {data.get('length')} but its blocks cover {plan.length}"

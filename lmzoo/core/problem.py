@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lmzoo.core.activations import ActivationState, Entry, allowed_states, default_state, switchable
 from lmzoo.core.candidates import (
     PAPER_RULES,
     Candidate,
@@ -115,17 +116,28 @@ def normalization_alpha(objective: str) -> float:
 
 @dataclass(frozen=True)
 class Option:
-    """One DP transition (start, end]: the blocks it stands for, its latency and importance."""
+    """One DP transition (start, end]: the blocks it stands for, its latency and importance.
+    ``start`` and ``end`` are DP nodes: positions, except in depth compression with activation
+    states, where a switchable position is two nodes (without and with its activation).
+    ``end_linear`` / ``end_activated``: the option removes / inserts the activation at its last
+    block's end against lmzoo's rule (an activation state)."""
 
     start: int
     end: int
     latency_ms: float
     importance: float
     blocks: tuple[Candidate, ...]
+    end_linear: bool = False
+    end_activated: bool = False
 
     @property
     def linear(self) -> tuple[int, ...]:
-        return tuple(b.end for b in self.blocks[:-1])
+        inside = tuple(b.end for b in self.blocks[:-1])
+        return (*inside, self.blocks[-1].end) if self.end_linear else inside
+
+    @property
+    def activated(self) -> tuple[int, ...]:
+        return (self.blocks[-1].end,) if self.end_activated else ()
 
 
 class Problem:
@@ -170,7 +182,11 @@ class Problem:
 
     def plan(self, chosen: Sequence[int] | np.ndarray) -> Plan:
         options = [self.options[int(o)] for o in chosen]
-        plan = Plan([b for o in options for b in o.blocks], [p for o in options for p in o.linear])
+        plan = Plan(
+            [b for o in options for b in o.blocks],
+            [p for o in options for p in o.linear],
+            [p for o in options for p in o.activated],
+        )
         if self.spec is not None:
             plan.validate(self.spec)
         return plan
@@ -196,32 +212,42 @@ _IN_METHOD: dict[Method, Callable[[Candidate], bool]] = {
 
 
 def objective_terms(
-    objective: object, importance: Mapping[Candidate, float], cands: Iterable[Candidate]
-) -> dict[Candidate, float]:
-    """Each candidate's term in the objective: I itself (``sum``), log I (``product``), log I less
-    ALPHA times the mean log I of the single-unit all-kept entries (``normalized``), or under
-    ``kept`` 1 / I of the candidate removing the same conv when the candidate keeps it (0 otherwise)."""
+    objective: object,
+    importance: Mapping[Candidate, float],
+    cands: Iterable[Entry],
+    states: Mapping[ActivationState, float] | None = None,
+) -> dict[Entry, float]:
+    """Each entry's term in the objective: I itself (``sum``), log I (``product``), log I less
+    ALPHA times the mean log I of the single-unit all-kept entries, activation states included
+    (``normalized``), or under ``kept`` 1 / I of the candidate removing the same conv when the
+    candidate keeps it (0 otherwise). ``cands`` may hold activation states of ``states``."""
     objective = check_objective(objective)
+    states = states or {}
     cands = list(cands)
+
+    def value(entry: Entry) -> float:
+        return states[entry] if isinstance(entry, ActivationState) else importance[entry]
+
     if objective == "sum":
-        return {c: importance[c] for c in cands}
+        return {c: value(c) for c in cands}
     if objective == "product" or objective.startswith("normalized"):
         need = f"objective {objective!r} needs importances > 0"
-        terms = {c: _log_importance(importance[c], c, need) for c in cands}
+        terms: dict[Entry, float] = {c: _log_importance(value(c), c, need) for c in cands}
         if objective == "product":
             return terms
-        singles = [c for c in importance if c.is_identity]
+        singles: list[Entry] = [c for c in importance if c.is_identity]
+        singles += [s for s in states if s.candidate.is_identity]
         if not singles:
             raise InvalidTableError(
                 f"objective {objective!r} needs the single-unit entries, and the table has none"
             )
-        mean = math.fsum(_log_importance(importance[c], c, need) for c in singles) / len(singles)
+        mean = math.fsum(_log_importance(value(c), c, need) for c in singles) / len(singles)
         bonus = normalization_alpha(objective) * mean
         return {c: t - bonus for c, t in terms.items()}
     removed = {(c.start, c.end): c for c in importance if c.length == 1 and not c.kept}
     terms = {}
     for c in cands:
-        if c.length != 1:
+        if isinstance(c, ActivationState) or c.length != 1:
             raise InvalidArgumentError(f"objective 'kept' is layer pruning's; {c.describe()} is a merge")
         drop = removed.get((c.start, c.end))
         if not c.kept or drop is None:
@@ -231,7 +257,7 @@ def objective_terms(
     return terms
 
 
-def _log_importance(value: float, cand: Candidate, need: str) -> float:
+def _log_importance(value: float, cand: Entry, need: str) -> float:
     """log I, refused (with ``need`` as the reason) when I is not positive."""
     if value <= 0:
         raise InvalidTableError(
@@ -284,8 +310,15 @@ def build_problem(
     length = len(identity)
     if any(c.end > length for c in universe):
         raise InvalidTableError("the tables hold candidates past the last unit of their identity plan")
-    terms = objective_terms(objective, importance.entries, universe)
-    if method == "depth":
+    states = importance.states if method == "depth" else {}
+    terms = objective_terms(objective, importance.entries, [*universe, *states], states)
+    if states:
+        if spec is None:
+            raise InvalidTableError(
+                "an importance table with activation states needs its network's spec (pass spec=)"
+            )
+        options, length = _depth_state_options(spec, universe, latency, terms)
+    elif method == "depth":
         options = _depth_options(universe, latency, terms)
     else:
         lat = latency.entries
@@ -333,13 +366,67 @@ def identity_candidates(universe: Iterable[Candidate], kind: str) -> list[Candid
 
 
 def _depth_options(
-    universe: set[Candidate], latency: LatencyTable, terms: Mapping[Candidate, float]
+    universe: set[Candidate], latency: LatencyTable, terms: Mapping[Entry, float]
 ) -> list[Option]:
     """Stage 1 of Kim et al.: the fastest merge pattern of every activation-free segment."""
+    return [
+        Option(seg.start, seg.end, path_ms, terms[seg], path)
+        for seg, path, path_ms in _fastest_patterns(universe, latency)
+    ]
+
+
+def _depth_state_options(
+    spec: Spec, universe: set[Candidate], latency: LatencyTable, terms: Mapping[Entry, float]
+) -> tuple[list[Option], int]:
+    """Kim et al.'s (t, m, a) DP as options over nodes: a switchable position is two nodes (without
+    and with its activation), any other position one; every segment gives one option per state it
+    offers (``lmzoo.core.activations``), with its stage-1 pattern. When the last position is
+    switchable, a final node follows both of its nodes (options without blocks). Returns the
+    options and the final node."""
+    nodes: dict[tuple[int, bool], int] = {}
+    for position in range(spec.length + 1):
+        if switchable(spec, position):
+            nodes[(position, False)], nodes[(position, True)] = len(nodes), len(nodes) + 1
+        else:
+            nodes[(position, spec.positions[position].activation is not None)] = len(nodes)
+    options = []
+    for seg, path, path_ms in _fastest_patterns(universe, latency):
+        last = path[-1]
+        lmzoo_rule = spec.block_activation(last.start, last.end) is not None
+        default = default_state(spec, seg)
+        for state in allowed_states(spec, seg):
+            key: Entry = seg if state == default else state
+            if key not in terms:
+                raise InvalidTableError(
+                    f"the importance table's activation states lack {state.describe()}: measure "
+                    "every state of lmzoo.core.activations.extra_states(spec, candidates)"
+                )
+            options.append(
+                Option(
+                    nodes[(seg.start, state.start_active)],
+                    nodes[(seg.end, state.end_active)],
+                    path_ms,
+                    terms[key],
+                    path,
+                    end_linear=lmzoo_rule and not state.end_active,
+                    end_activated=state.end_active and not lmzoo_rule,
+                )
+            )
+    final = len(nodes) - 1
+    if switchable(spec, spec.length):
+        final = len(nodes)
+        options += [Option(nodes[(spec.length, a)], final, 0.0, 0.0, ()) for a in (False, True)]
+    return options, final
+
+
+def _fastest_patterns(
+    universe: set[Candidate], latency: LatencyTable
+) -> list[tuple[Candidate, tuple[Candidate, ...], float]]:
+    """Every all-kept segment with its fastest merge pattern and that pattern's latency."""
     by_start: dict[int, list[Candidate]] = {}
     for c in sorted(universe, key=candidate_order):
         by_start.setdefault(c.start, []).append(c)
-    options = []
+    patterns = []
     for start in sorted(by_start):
         segments = by_start[start]
         last = max(c.end for c in segments)
@@ -359,6 +446,5 @@ def _depth_options(
                     fastest[c.end] = (total, (*path, c))
         for seg in segments:
             total, path = fastest[seg.end]
-            path_ms = math.fsum(latency.entries[b] for b in path)
-            options.append(Option(start, seg.end, path_ms, terms[seg], path))
-    return options
+            patterns.append((seg, path, math.fsum(latency.entries[b] for b in path)))
+    return patterns

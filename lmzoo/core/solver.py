@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from lmzoo.core.activations import ActivationState, Entry, default_state, switchable
 from lmzoo.core.candidates import DEFAULT_METHOD, PAPER_RULES, CandidateRules, Method
 from lmzoo.core.plan import Plan
 from lmzoo.core.problem import (
@@ -210,8 +211,13 @@ def plan_importance(
     """The objective's value for ``plan``: one term per activation-free segment (a
     depth-compression segment run as several convs counts once, with its all-convs-kept
     candidate's entry); I itself under ``"sum"``, log I under ``"product"``, 1 / I of removing each
-    kept conv under ``"kept"`` (``objective`` None: ``method``'s default). The terms are added left
-    to right as the DP adds them, so this is bit for bit the value the solver maximised."""
+    kept conv under ``"kept"`` (``objective`` None: ``method``'s default). With a table of
+    activation states, a segment whose activations differ from its plain entry's is scored by its
+    state's entry. The terms are added left to right as the DP adds them, so this is bit for bit
+    the value the solver maximised."""
+    objective = check_objective(objective, method)
+    if importance.states and importance.spec is not None:
+        return _state_plan_importance(importance, importance.spec, plan, objective)
     scored = []  # the candidate whose entry scores each activation-free segment, in order
     blocks = list(plan)
     first = 0
@@ -231,8 +237,42 @@ def plan_importance(
                 )
             scored.append(matches[0])
         first = k + 1
-    terms = objective_terms(check_objective(objective, method), importance.entries, scored)
+    terms = objective_terms(objective, importance.entries, scored)
     return left_to_right(terms[c] for c in scored)
+
+
+def _state_plan_importance(
+    importance: ImportanceTable, spec: Spec, plan: Plan, objective: Objective
+) -> float:
+    """``plan_importance`` with activation states. A switchable position left without activation
+    may end a segment (state "no activation at the end") or lie inside one run as several convs:
+    the same network. The value is the best over the segmentations the plan allows, which is the
+    DP's: any of them fits the budget with its stage-1 patterns, so none beats the DP's optimum."""
+    ends = plan.block_ends
+    active = {0: spec.positions[0].activation is not None}
+    active.update({b.end: plan.activation(spec, b) is not None for b in plan})
+    may_end = [p for p in ends if p == 0 or active[p] or switchable(spec, p)]
+    all_kept = {(c.start, c.end): c for c in importance if c.kept == tuple(range(c.start + 1, c.end + 1))}
+    entries: dict[tuple[int, int], Entry] = {}
+    for i, s in enumerate(may_end):
+        for e in may_end[i + 1 :]:
+            cand = all_kept.get((s, e))
+            if cand is not None:
+                state = ActivationState(cand, active[s], active[e])
+                entry = cand if state == default_state(spec, cand) else state
+                if entry == cand or entry in importance.states:
+                    entries[(s, e)] = entry
+            if active[e]:
+                break  # a segment is activation-free inside
+    terms = objective_terms(objective, importance.entries, set(entries.values()), importance.states)
+    best: dict[int, float] = {0: 0.0}
+    for e in may_end[1:]:
+        found = [best[s] + terms[entry] for (s, end), entry in entries.items() if end == e and s in best]
+        if found:
+            best[e] = max(found)
+    if plan.length not in best:
+        raise InvalidTableError("the importance table has no entries scoring this plan's segments")
+    return best[plan.length]
 
 
 def identity_latency(latency: LatencyTable) -> float:
@@ -380,7 +420,7 @@ def _infeasible(problem: Problem, budget: float, levels: int) -> InfeasibleBudge
     fastest = _extreme_plan(problem, most_important=False)
     fastest_ms = math.fsum(problem.options[o].latency_ms for o in fastest)
     # Rounding up costs each block at most one grid step, so this budget always admits the plan.
-    blocks = len(fastest)
+    blocks = sum(len(problem.options[o].blocks) for o in fastest)
     safe = fastest_ms * levels / (levels - blocks) * (1 + 1e-12) if levels > blocks else fastest_ms
     asked = f"{budget:.4g} ms (speed-up {problem.speedup(budget):.3f}x)" if budget > 0 else "this speed-up"
     cap = problem.rules.max_kernel
@@ -393,7 +433,7 @@ def _infeasible(problem: Problem, budget: float, levels: int) -> InfeasibleBudge
         capped += (
             f"; levels={levels} is too coarse for the fastest plan's {blocks} blocks: use more than {blocks}"
         )
-    if all(o.end - o.start == 1 and o.blocks[0].kept for o in problem.options):
+    if all(len(o.blocks) == 1 and o.blocks[0].is_identity for o in problem.options):
         capped += "; nothing in this network merges or drops (`lmzoo inspect` shows what separates its convs)"
     return InfeasibleBudgetError(
         f"no {problem.method} plan fits a budget of {asked}: the fastest plan takes {fastest_ms:.4g} ms "

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
+from lmzoo.core.activations import ActivationState, state_order
 from lmzoo.core.candidates import Candidate
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
@@ -212,13 +213,75 @@ class LatencyTable(_CandidateTable):
 
 class ImportanceTable(_CandidateTable):
     """Importance per candidate: the network's performance with only that block compressed, after a
-    short recovery, relative to the base (exp(Δtop-1 / 100), or exp(−ΔL / L_base) for diffusion)."""
+    short recovery, relative to the base (exp(Δtop-1 / 100), or exp(−ΔL / L_base) for diffusion).
+
+    ``states`` (optional) holds depth compression's extended entries: a candidate measured with
+    other activations at its ends than its plain entry's (``lmzoo.core.activations``); a table
+    with them lets the depth DP choose the activation at every switchable position."""
 
     FORMAT = "lmzoo.importance-table/1"
     KIND = "importance"
     VALUE_KEY = "value"
 
-    __slots__ = ()
+    __slots__ = ("_states",)
+
+    def __init__(
+        self,
+        entries: Mapping[Candidate, float],
+        *,
+        states: Mapping[ActivationState, float] | None = None,
+        spec_fingerprint: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        spec: Spec | None = None,
+    ) -> None:
+        super().__init__(entries, spec_fingerprint=spec_fingerprint, metadata=metadata, spec=spec)
+        checked: dict[ActivationState, float] = {}
+        for state, value in (states or {}).items():
+            if not isinstance(state, ActivationState):
+                raise InvalidTableError(f"state keys must be ActivationStates, got {type(state).__name__}")
+            if state.candidate not in self.entries:
+                raise InvalidTableError(f"the table has a state of {state.candidate.describe()} but no entry")
+            checked[state] = _non_negative(value, f"importance of {state.describe()}")
+        self._states = MappingProxyType(checked)
+
+    @property
+    def states(self) -> Mapping[ActivationState, float]:
+        """ActivationState -> value (read-only): the extended entries, empty for most tables."""
+        return self._states
+
+    def _extra_fields(self) -> dict[str, Any]:
+        if not self._states:  # tables without states keep their files and hashes
+            return {}
+        return {
+            "states": [
+                {**s.to_dict(), self.VALUE_KEY: v}
+                for s, v in sorted(self._states.items(), key=lambda item: state_order(item[0]))
+            ]
+        }
+
+    @classmethod
+    def _from_parts(cls, entries: dict[Candidate, float], data: Mapping[str, Any]) -> ImportanceTable:
+        rows = data.get("states", [])
+        if not isinstance(rows, list):
+            raise InvalidTableError("'states' must be a list of activation states with their values")
+        states: dict[ActivationState, float] = {}
+        for row in rows:
+            if not isinstance(row, Mapping) or cls.VALUE_KEY not in row:
+                raise InvalidTableError(f"each state needs a {cls.VALUE_KEY!r}")
+            try:
+                state = ActivationState.from_dict({k: v for k, v in row.items() if k != cls.VALUE_KEY})
+            except InvalidPlanError as err:
+                raise InvalidTableError(f"bad activation state in the importance table: {err}") from None
+            if state in states:
+                raise InvalidTableError(f"the importance table lists {state.describe()} twice")
+            states[state] = row[cls.VALUE_KEY]
+        return cls(
+            entries,
+            states=states,
+            spec_fingerprint=data["spec_fingerprint"],
+            metadata=data["metadata"],
+            spec=_spec(data),
+        )
 
 
 def _spec(data: Mapping[str, Any]) -> Spec | None:

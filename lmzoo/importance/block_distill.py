@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from lmzoo.core.activations import ActivationState, Entry, default_state, entry_candidate
 from lmzoo.core.candidates import Candidate
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
@@ -98,14 +99,28 @@ class _Captured(Exception):
     pass
 
 
-def distill_block(context: EstimatorContext, cand: Candidate, seed: int) -> dict[str, Any]:
+def distill_block(context: EstimatorContext, entry: Entry, seed: int) -> dict[str, Any]:
     """Train the compressed block, in its deploy form (one conv), to reproduce the base network's
-    map at the block's end; then evaluate only the network after the block's start."""
+    map at the block's end; then evaluate only the network after the block's start. An activation
+    state inserting the activation at the block's start applies it to the cached maps there."""
     s = context.settings
+    cand = entry_candidate(entry)
     maps = block_maps(context)
     maps.at(cand.start)
-    net = context.compressed(cand, seed).eval()
+    net = context.compressed(entry, seed).eval()
     chain = context.chain(net)
+    inserted = _inserted_at_start(context.spec, entry)
+    start_activation = chain.activations[cand.start - 1] if inserted else nn.Identity()
+
+    def entering(
+        x: torch.Tensor, saved: dict[int, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        if not inserted:
+            return x, saved
+        with torch.no_grad():
+            x = start_activation(x)
+        return x, {k: (x if k == cand.start else v) for k, v in saved.items()}
+
     started = time.perf_counter()
     last: float | None = None  # a block without parameters (all convs dropped) has nothing to train
     steps = 0
@@ -115,7 +130,7 @@ def distill_block(context: EstimatorContext, cand: Candidate, seed: int) -> dict
         if merged_flops <= unit_flops:
             student = chain.blocks[cand.start] = student.lmzoo_merged()  # cheaper to train as one conv
         steps = _block_steps(context, min(merged_flops, unit_flops))
-        inputs, saved = maps.train_inputs()
+        inputs, saved = entering(*maps.train_inputs())
         wanted = maps.train_targets(cand.end)
         optimizer = torch.optim.Adam(student.parameters(), lr=s.block_lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
@@ -136,9 +151,16 @@ def distill_block(context: EstimatorContext, cand: Candidate, seed: int) -> dict
             schedule.step()
             last = float(loss.detach())
     train_s = time.perf_counter() - started
-    with chain.resumed([(cand.start, x, saved) for x, saved in maps.heldout]):
+    with chain.resumed([(cand.start, *entering(x, saved)) for x, saved in maps.heldout]):
         metrics = context.evaluate(net)
     return {**metrics, "block_loss": last, "block_steps": steps, "block_train_s": train_s}
+
+
+def _inserted_at_start(spec: Spec, entry: Entry) -> bool:
+    """Whether ``entry`` inserts an activation at its block's start (an activation state)."""
+    return isinstance(entry, ActivationState) and (
+        entry.start_active and not default_state(spec, entry.candidate).start_active
+    )
 
 
 def _block_steps(context: EstimatorContext, student_flops: int) -> int:

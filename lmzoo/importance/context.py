@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from lmzoo.core.activations import ActivationState, Entry, default_state, entry_candidate
 from lmzoo.core.candidates import Candidate
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
@@ -66,10 +67,12 @@ class EstimatorContext:
 
         return apply_plan(source or self.model, self.spec, plan).to(self.device)
 
-    def compressed(self, cand: Candidate, seed: int) -> nn.Module:
-        """The configured network with only ``cand`` compressed (the identity plan elsewhere), the
-        conv the settings' reinit rule names (and the norm right after it) started afresh, drawn
-        from ``seed``."""
+    def compressed(self, entry: Entry, seed: int) -> nn.Module:
+        """The configured network with only the entry's candidate compressed (the identity plan
+        elsewhere; an activation state also sets the activations at its ends), the conv the
+        settings' reinit rule names (and the norm right after it) started afresh, drawn from
+        ``seed``."""
+        cand = entry_candidate(entry)
         torch.manual_seed(seed)
         source = self.model
         fresh = reinitialised_unit(cand, self.settings.reinit)
@@ -84,7 +87,7 @@ class EstimatorContext:
                 norm.reset_parameters()  # BatchNorm: unit affine and fresh running statistics
         blocks = [b for b in Plan.identity(self.spec) if not cand.start < b.end <= cand.end]
         blocks.insert(cand.start, cand)
-        return self.configured(Plan(blocks), source)
+        return self.configured(entry_plan(self.spec, blocks, entry), source)
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         return tuple(t.to(self.device) for t in self.task.example_inputs(self.data.train, batch_size=2))
@@ -143,6 +146,24 @@ class EstimatorContext:
 
     def model_identity(self) -> nn.Module:
         return self.configured(Plan.identity(self.spec)).eval()
+
+
+def entry_plan(spec: Spec, blocks: list[Candidate], entry: Entry) -> Plan:
+    """The plan of ``blocks`` (the identity plan around one candidate) with the activations an
+    activation state asks for at the candidate's ends."""
+    if not isinstance(entry, ActivationState):
+        return Plan(blocks)
+    cand, default = entry.candidate, default_state(spec, entry.candidate)
+    linear: list[int] = []
+    activated: list[int] = []
+    if entry.start_active != default.start_active:
+        # the block before is a single unit ending at a linear position: insert there, never remove
+        (activated if entry.start_active else linear).append(cand.start)
+    if entry.end_active != default.end_active:
+        (activated if entry.end_active else linear).append(cand.end)
+    plan = Plan(blocks, linear, activated)
+    plan.validate(spec)
+    return plan
 
 
 def reinitialised_unit(cand: Candidate, rule: str) -> int | None:

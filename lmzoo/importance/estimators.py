@@ -10,7 +10,7 @@
   held-out maps (chain families: timm ResNet, MobileNetV2);
 - ``bn-recalibration`` — no training: BatchNorm statistics re-estimated on importance-train.
 
-Each is one function of (context, candidate, seed) registered by name; the work they share is the
+Each is one function of (context, entry, seed) registered by name; the work they share is the
 context's (``lmzoo.importance.context``), so this module needs no torch import of its own.
 """
 
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from lmzoo.importance.registry import register_estimator
 
 if TYPE_CHECKING:
-    from lmzoo.core.candidates import Candidate
+    from lmzoo.core.activations import Entry
     from lmzoo.importance.context import EstimatorContext
 
 #: finetune-short runs this fraction of finetune's steps
@@ -30,8 +30,8 @@ SHORT_FRACTION = 0.1
 
 
 @register_estimator("finetune")
-def finetune(context: EstimatorContext, candidate: Candidate, seed: int) -> dict[str, Any]:
-    net = context.compressed(candidate, seed)
+def finetune(context: EstimatorContext, entry: Entry, seed: int) -> dict[str, Any]:
+    net = context.compressed(entry, seed)
     summary = context.recover(net, seed)
     return {**context.evaluate(net), **summary}
 
@@ -39,19 +39,19 @@ def finetune(context: EstimatorContext, candidate: Candidate, seed: int) -> dict
 @register_estimator(
     "finetune-short", adjust=lambda s: replace(s, step_fraction=min(s.step_fraction, SHORT_FRACTION))
 )
-def finetune_short(context: EstimatorContext, candidate: Candidate, seed: int) -> dict[str, Any]:
-    return finetune(context, candidate, seed)
+def finetune_short(context: EstimatorContext, entry: Entry, seed: int) -> dict[str, Any]:
+    return finetune(context, entry, seed)
 
 
 @register_estimator("block-distill", check=lambda context: context.chain())
-def block_distill(context: EstimatorContext, candidate: Candidate, seed: int) -> dict[str, Any]:
+def block_distill(context: EstimatorContext, entry: Entry, seed: int) -> dict[str, Any]:
     from lmzoo.importance.block_distill import distill_block
 
-    return distill_block(context, candidate, seed)
+    return distill_block(context, entry, seed)
 
 
 @register_estimator("bn-recalibration", check=lambda context: context.require_batch_norms())
-def bn_recalibration(context: EstimatorContext, candidate: Candidate, seed: int) -> dict[str, Any]:
-    net = context.compressed(candidate, seed)
+def bn_recalibration(context: EstimatorContext, entry: Entry, seed: int) -> dict[str, Any]:
+    net = context.compressed(entry, seed)
     batches = context.recalibrate_batch_norms(net, seed)
     return {**context.evaluate(net), "calibration_batches": batches}

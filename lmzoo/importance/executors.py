@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 from lmzoo.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
-    from lmzoo.core.candidates import Candidate
+    from lmzoo.core.activations import Entry
     from lmzoo.importance.context import EstimatorContext
     from lmzoo.importance.store import EntryRecord
 
 EXECUTORS = ("local", "ray")
 
-RunEntry = Callable[["EstimatorContext", str, "Candidate", int], "EntryRecord"]
+RunEntry = Callable[["EstimatorContext", str, "Entry", int], "EntryRecord"]
 
 
 def run_entries(
@@ -25,7 +25,7 @@ def run_entries(
     run_entry: RunEntry,
     context: EstimatorContext,
     estimator: str,
-    todo: Sequence[Candidate],
+    todo: Sequence[Entry],
     seed: int,
 ) -> Iterator[EntryRecord]:
     if executor not in EXECUTORS:
@@ -36,7 +36,7 @@ def run_entries(
 
 
 def _run_ray(
-    run_entry: RunEntry, context: EstimatorContext, estimator: str, todo: Sequence[Candidate], seed: int
+    run_entry: RunEntry, context: EstimatorContext, estimator: str, todo: Sequence[Entry], seed: int
 ) -> Iterator[EntryRecord]:
     """One Ray task per entry; results are yielded as they finish (in any order)."""
     try:

@@ -2,10 +2,11 @@
 
 An estimator measures one entry of the importance table: given the estimator context (the base
 network and spec, the data subsets, the settings, the task; ``lmzoo.importance.context``), a
-candidate and a seed, it returns the held-out metrics of the network with only that block
-compressed (the task turns them into I). Built-in estimators are in ``lmzoo.importance.estimators``;
-other packages register more through the ``lmzoo.estimators`` entry-point group. This module
-imports no torch, so recipes validate estimator names cheaply.
+entry (a candidate, or an activation state: a candidate with other activations at its ends,
+``lmzoo.core.activations``) and a seed, it returns the held-out metrics of the network with only
+that block compressed (the task turns them into I). Built-in estimators are in
+``lmzoo.importance.estimators``; other packages register more through the ``lmzoo.estimators``
+entry-point group. This module imports no torch, so recipes validate estimator names cheaply.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from lmzoo.errors import InvalidArgumentError
 from lmzoo.registry import Registry
 
 if TYPE_CHECKING:
-    from lmzoo.core.candidates import Candidate
+    from lmzoo.core.activations import Entry
     from lmzoo.importance.context import EstimatorContext
     from lmzoo.importance.settings import FinetuneSettings
 
 
 class Estimator(Protocol):
-    """Held-out metrics of the network with only ``candidate`` compressed (after its recovery)."""
+    """Held-out metrics of the network with only ``entry``'s block compressed (after its recovery)."""
 
-    def __call__(self, context: EstimatorContext, candidate: Candidate, seed: int) -> dict[str, Any]: ...
+    def __call__(self, context: EstimatorContext, entry: Entry, seed: int) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmzoo.core.activations import ActivationState, Entry
 from lmzoo.core.candidates import Candidate
 from lmzoo.errors import LmzooError
 from lmzoo.files import read_json, write_json
@@ -23,9 +24,9 @@ RECORD_FORMAT = "lmzoo.importance-entry/1"
 @dataclass
 class EntryRecord:
     """What one entry's run produced: its value (None when it failed), the raw held-out metrics,
-    its wall time and seed."""
+    its wall time and seed. ``candidate`` is the entry: a candidate or an activation state."""
 
-    candidate: Candidate
+    candidate: Entry
     status: str  # "ok" or "failed"
     value: float | None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -42,7 +43,9 @@ class EntryRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EntryRecord:
         fields = {k: v for k, v in data.items() if k != "format"}
-        fields["candidate"] = Candidate.from_dict(fields["candidate"])
+        entry = fields["candidate"]
+        is_state = isinstance(entry, dict) and "start_active" in entry
+        fields["candidate"] = ActivationState.from_dict(entry) if is_state else Candidate.from_dict(entry)
         return cls(**fields)
 
 
@@ -58,17 +61,17 @@ class EntryStore:
         self.entries = root / f"importance-{estimator}-{key}"
         self.entries.mkdir(parents=True, exist_ok=True)
 
-    def _path(self, cand: Candidate) -> Path:
+    def _path(self, cand: Entry) -> Path:
         name = hashlib.sha256(json.dumps(cand.to_dict(), sort_keys=True).encode()).hexdigest()[:20]
         return self.entries / f"{name}.json"
 
-    def has(self, cand: Candidate) -> bool:
+    def has(self, cand: Entry) -> bool:
         return self._path(cand).is_file()
 
     def write(self, record: EntryRecord) -> None:
         write_json(self._path(record.candidate), record.to_dict(), indent=None)
 
-    def records(self) -> dict[Candidate, EntryRecord]:
+    def records(self) -> dict[Entry, EntryRecord]:
         found = {}
         for path in self.entries.glob("*.json"):
             if path.name == "base.json":

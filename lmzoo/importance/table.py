@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmzoo.core.activations import ActivationState, Entry, check_state, entry_candidate, state_order
 from lmzoo.core.candidates import Candidate, all_candidates
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
@@ -62,6 +63,7 @@ def importance_table(
     settings: FinetuneSettings | None = None,
     task: Task | None = None,
     cands: Iterable[Candidate] | None = None,
+    states: Iterable[ActivationState] = (),
     workdir: str | os.PathLike[str] | None = None,
     shard: tuple[int, int] | None = None,
     executor: str = "local",
@@ -69,7 +71,9 @@ def importance_table(
     device: str = "cpu",
     progress: bool = True,
 ) -> ImportanceTable:
-    """Measure one importance entry per candidate (default: every method's candidates).
+    """Measure one importance entry per candidate (default: every method's candidates), and one
+    per activation state in ``states`` (depth compression's extended entries,
+    ``lmzoo.core.activations.extra_states``; their candidates must be among ``cands``).
 
     ``task`` defaults to the one the model's source names (denoising for diffusers UNets,
     classification otherwise). ``workdir`` keeps one record per finished entry (and resumes from
@@ -88,6 +92,12 @@ def importance_table(
     if cands is None:
         cands = all_candidates(spec)
     ordered = sorted(set(cands), key=lambda c: (c.start, c.end, c.kernel, c.depthwise, c.kept))
+    extended = sorted(set(states), key=state_order)
+    known = set(ordered)
+    for state in extended:
+        check_state(spec, state)
+        if state.candidate not in known:
+            raise InvalidArgumentError(f"{state.describe()}: its candidate is not among the table's")
     task = task or task_for(model)
     context = EstimatorContext(model, spec, data, settings, task, torch.device(device))
     if registered.check is not None:
@@ -96,7 +106,11 @@ def importance_table(
         store = EntryStore(Path(workdir) if workdir is not None else Path(scratch), estimator, settings, seed)
         base = store.base(lambda: context.evaluate(context.configured(Plan.identity(spec))))
         context.base = base
-        jobs = [c for c in ordered if not needs_no_run(c, settings)]
+        # states after the plain entries, interleaved by start so block-distill's maps advance once
+        jobs: list[Entry] = [c for c in ordered if not needs_no_run(c, settings)]
+        jobs = sorted(
+            [*jobs, *extended], key=lambda e: (entry_candidate(e).start, isinstance(e, ActivationState))
+        )
         if shard is not None:
             jobs = jobs[shard[0] :: shard[1]]
         todo = [c for c in jobs if not store.has(c)]
@@ -117,10 +131,10 @@ def importance_table(
                     bar.update(1)
         finally:
             PROCESS_CACHE.pop(context.token, None)
-        return _assemble(store, ordered, spec, estimator, settings, task, base, seed)
+        return _assemble(store, ordered, extended, spec, estimator, settings, task, base, seed)
 
 
-def run_entry(context: EstimatorContext, estimator: str, cand: Candidate, seed: int) -> EntryRecord:
+def run_entry(context: EstimatorContext, estimator: str, cand: Entry, seed: int) -> EntryRecord:
     """Run one entry; a diverging recovery becomes a failed record (never a value)."""
     if context.device.type == "cpu" and torch.get_num_threads() > 1 and in_ray_worker():
         torch.set_num_threads(1)  # one CPU per Ray task: do not oversubscribe the node
@@ -147,7 +161,7 @@ def needs_no_run(cand: Candidate, settings: FinetuneSettings) -> bool:
     return cand.is_identity and reinitialised_unit(cand, settings.reinit) is None
 
 
-def _entry_seed(seed: int, cand: Candidate) -> int:
+def _entry_seed(seed: int, cand: Entry) -> int:
     digest = hashlib.sha256(json.dumps([seed, cand.to_dict()], sort_keys=True).encode()).digest()
     return int.from_bytes(digest[:4], "little")
 
@@ -155,6 +169,7 @@ def _entry_seed(seed: int, cand: Candidate) -> int:
 def _assemble(
     store: EntryStore,
     ordered: Sequence[Candidate],
+    extended: Sequence[ActivationState],
     spec: Spec,
     estimator: str,
     settings: FinetuneSettings,
@@ -164,13 +179,14 @@ def _assemble(
 ) -> ImportanceTable:
     records = store.records()
     free = {c for c in ordered if needs_no_run(c, settings)}
-    missing = [c for c in ordered if c not in free and c not in records]
+    everything: list[Entry] = [*ordered, *extended]
+    missing = [c for c in everything if c not in free and c not in records]
     if missing:
         raise IncompleteTableError(
-            f"{len(missing)} of {len(ordered)} importance entries are not measured yet (other shards?); "
+            f"{len(missing)} of {len(everything)} importance entries are not measured yet (other shards?); "
             "run the remaining shards, then call again: finished entries are kept"
         )
-    wanted = set(ordered)
+    wanted = set(everything)
     failed = [r for c, r in records.items() if r.status != "ok" and c in wanted]
     if failed:
         first, where = failed[0], failed[0].candidate
@@ -179,10 +195,12 @@ def _assemble(
             f"settings and delete their records in {store.entries} to retry them"
         )
     values = {c: (1.0 if c in free else float(records[c].value or 0.0)) for c in ordered}
-    wall = sum(records[c].wall_s for c in ordered if c not in free)
-    measured = len(ordered) - len(free)
+    state_values = {s: float(records[s].value or 0.0) for s in extended}
+    wall = sum(records[c].wall_s for c in everything if c not in free)
+    measured = len(everything) - len(free)
     return ImportanceTable(
         values,
+        states=state_values,
         spec=spec,
         metadata={
             "estimator": estimator,

@@ -105,8 +105,18 @@ class Build:
         return table, path
 
     def importance(
-        self, *, estimator: str | None = None, shard: tuple[int, int] | None = None, executor: str = "local"
+        self,
+        *,
+        estimator: str | None = None,
+        shard: tuple[int, int] | None = None,
+        executor: str = "local",
+        states: bool | None = None,
     ) -> tuple[ImportanceTable, Path]:
+        """The importance table; with activation states (``states``; default: when the recipe
+        builds depth compression with ``solve.depth_states``) for a depth entry."""
+        solve = self.recipe.solve
+        if states is None:
+            states = solve.method == "depth" and solve.depth_states
         spec, _ = self.traced
         table, path = main_first(
             lambda: importance_stage(
@@ -119,6 +129,7 @@ class Build:
                 executor=executor,
                 device=self.device,
                 progress=self.progress,
+                states=states,
             )
         )
         self.say(f"importance table: {path} {self.clock.lap()}")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from torch import nn
 
-from lmzoo.core.candidates import all_candidates
+from lmzoo.core.activations import extra_states
+from lmzoo.core.candidates import all_candidates, candidates
 from lmzoo.core.spec import Spec
 from lmzoo.importance.table import importance_table
 from lmzoo.pipeline.base import base_key
@@ -28,8 +29,12 @@ def importance_stage(
     executor: str = "local",
     device: str = "cpu",
     progress: bool = True,
+    states: bool = False,
 ) -> tuple[ImportanceTable, Path]:
-    """The importance table and its file (``estimator`` overrides the recipe's)."""
+    """The importance table and its file (``estimator`` overrides the recipe's). With ``states``,
+    the table also holds depth compression's activation states (``importance-states.json``, the
+    same entry records as the plain table's plus the states'); a network without linear positions
+    has none, and gets the plain table."""
     imp = ws.recipe.importance
     estimator = estimator or imp.estimator
     settings = imp.settings()
@@ -43,8 +48,11 @@ def importance_stage(
         imp.seed,
         ws.recipe.solve.rules,
     )
+    rules = ws.recipe.solve.rules
+    extended = extra_states(spec, candidates(spec, rules, method="depth")) if states else []
+    name = "importance-states.json" if extended else "importance.json"
     out, cached = ws.output(
-        Stage.IMPORTANCE, key, "importance.json", lambda path: ImportanceTable.load(path).for_network(spec)
+        Stage.IMPORTANCE, key, name, lambda path: ImportanceTable.load(path).for_network(spec)
     )
     if cached is not None:
         return cached, out
@@ -52,7 +60,8 @@ def importance_stage(
         model,
         spec,
         inputs.importance_data(),
-        cands=all_candidates(spec, ws.recipe.solve.rules),
+        cands=all_candidates(spec, rules),
+        states=extended,
         estimator=estimator,
         settings=settings,
         task=inputs.task,

@@ -421,7 +421,7 @@ def build_chain(
                 [_shortcut(model, s) for s in inner],
             )
         )
-        kind = None if cand.end in plan.linear else spec.block_activation(cand.start, cand.end)
+        kind = plan.activation(spec, cand)
         applied = kind
         if not cand.kept and kind in IDEMPOTENT and kind == previous_kind and cand.end not in span_targets:
             kind = None  # an identity block between two equal idempotent activations: act(act(x)) = act(x)
