@@ -47,7 +47,7 @@ _EXPORTS = {
     "lmzoo.sources": ("registered_sources",),
     "lmzoo.core.candidates": ("METHODS", "PAPER_RULES", "Candidate", "CandidateRules", "candidates"),
     "lmzoo.core.problem": ("OBJECTIVES",),
-    "lmzoo.core.solver": ("FrontierPoint", "frontier", "solve", "solve_reachable"),
+    "lmzoo.core.solver": ("FrontierPoint", "frontier", "solve", "solve_reachable", "top_plans"),
     "lmzoo.core.plan": ("Plan", "PlanSummary"),
     "lmzoo.core.spec": ("Spec",),
     "lmzoo.tables": ("ImportanceTable", "LatencyTable"),
@@ -93,7 +93,7 @@ if TYPE_CHECKING:
     from lmzoo.core.candidates import METHODS, PAPER_RULES, Candidate, CandidateRules, candidates
     from lmzoo.core.plan import Plan, PlanSummary
     from lmzoo.core.problem import OBJECTIVES
-    from lmzoo.core.solver import FrontierPoint, frontier, solve, solve_reachable
+    from lmzoo.core.solver import FrontierPoint, frontier, solve, solve_reachable, top_plans
     from lmzoo.core.spec import Spec
     from lmzoo.devices import DeviceUnavailableError
     from lmzoo.engine import apply_plan, merge, trace

@@ -90,6 +90,20 @@ def test_solve_frontier_for_a_baseline_to_a_file(tmp_path):
     assert speedups == sorted(speedups, reverse=True)
 
 
+def test_solve_top_outputs_the_k_best_plans_ranked(tmp_path):
+    lat, imp = _tables(tmp_path)
+    result = CliRunner().invoke(main, ["solve", lat, imp, "--speedup", "1.3", "--top", "4"])
+    assert result.exit_code == 0, result.output
+    plans = json.loads(result.stdout)["plans"]
+    assert [p["rank"] for p in plans] == [1, 2, 3, 4]
+    values = [p["importance"] for p in plans]
+    assert values == sorted(values, reverse=True) and len({json.dumps(p["plan"]) for p in plans}) == 4
+    assert all(p["predicted_speedup"] >= 1.3 * (1 - 1e-9) for p in plans)
+    assert result.stderr.splitlines()[1].startswith("target 1.3x: #2: ")
+    best = CliRunner().invoke(main, ["solve", lat, imp, "--speedup", "1.3"])
+    assert json.loads(best.stdout)["plans"][0]["importance"] == values[0]
+
+
 def test_solve_unreachable_fastest_outputs_the_fastest_plan(tmp_path):
     import lmzoo
     from lmzoo.core import solver

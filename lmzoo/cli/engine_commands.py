@@ -22,7 +22,7 @@ from lmzoo.cli.options import (
 )
 from lmzoo.core.candidates import DEFAULT_METHOD, METHODS
 from lmzoo.core.problem import DEFAULT_ALPHA, DEFAULT_OBJECTIVE, METHOD_OBJECTIVES, OBJECTIVES
-from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_UNREACHABLE, MAX_LEVELS, UNREACHABLE
+from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_UNREACHABLE, MAX_LEVELS, MAX_TOP, UNREACHABLE
 
 
 @click.command()
@@ -131,6 +131,13 @@ def inspect(
     "For a target beyond the latency table's fastest plan: stop with an error, or output that plan.",
 )
 @click.option(
+    "--top",
+    type=click.IntRange(1, MAX_TOP),
+    default=1,
+    show_default=True,
+    help="Output the K most important plans of each target, best first (each with its rank).",
+)
+@click.option(
     "--output", "-o", type=click.Path(dir_okay=False), help="Write the JSON here instead of stdout."
 )
 @user_errors
@@ -144,6 +151,7 @@ def solve(
     levels: int,
     objective: str | None,
     unreachable: str,
+    top: int,
     output: str | None,
 ) -> None:
     """Choose plans from a latency and an importance table (JSON files written by lmzoo).
@@ -168,6 +176,21 @@ def solve(
             results.append(_plan_record(latency, point.plan, importance=point.importance))
     targets = [{"budget_ms": b} for b in budgets] + [{"speedup": s} for s in speedups]
     for target in targets:
+        if top > 1:
+            ranked = solver.top_plans(
+                latency,
+                importance,
+                k=top,
+                budget_ms=target.get("budget_ms"),
+                speedup=target.get("speedup"),
+                levels=levels,
+                method=m,
+                objective=o,
+            )
+            for rank, point in enumerate(ranked, 1):
+                ranked_record = _plan_record(latency, point.plan, importance=point.importance, target=target)
+                results.append({**ranked_record, "rank": rank})
+            continue
         plan, max_speedup = solver.solve_reachable(
             latency, importance, **target, unreachable=unreachable, levels=levels, method=m, objective=o
         )
@@ -216,6 +239,8 @@ def _plan_summary(record: dict[str, Any]) -> str:
     importance = f", importance {record['importance']:.4f}"
     kernels = ", ".join(f"{k}x{k}:{n}" for k, n in record["merged_kernels"].items()) or "none"
     speed = record["predicted_speedup"]
+    if "rank" in record:
+        target += f"#{record['rank']}: "
     if "unreachable" in record:
         target += f"beyond the table (its fastest plan: {record['unreachable']['max_speedup']:.3f}x), "
     return (

@@ -164,6 +164,53 @@ def solve_reachable(
     return problem.plan(_extreme_plan(problem, most_important=False)), out_of_reach.max_speedup
 
 
+#: the most plans ``top_plans`` returns: its DP holds k values per position and grid step
+MAX_TOP = 64
+
+
+def top_plans(
+    latency: LatencyTable,
+    importance: ImportanceTable,
+    *,
+    k: int,
+    budget_ms: float | None = None,
+    speedup: float | None = None,
+    levels: int | None = None,
+    method: Method = DEFAULT_METHOD,
+    spec: Spec | None = None,
+    objective: Objective | None = None,
+    rules: CandidateRules = PAPER_RULES,
+) -> list[FrontierPoint]:
+    """The ``k`` most important distinct plans whose table latency fits the budget, best first (the
+    first is ``solve``'s optimum value): a K-best variant of the same exact DP, whose every cell
+    keeps the k best partial plans rather than one. Fewer are returned when fewer plans fit. For
+    re-ranking the surrogate's best plans with a whole-network measure (issue: summed block
+    importances mis-rank plans that remove many activations at once). Arguments as ``solve``."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_TOP:
+        raise InvalidArgumentError(f"k must be an integer from 1 to {MAX_TOP}, got {k!r}")
+    problem = build_problem(latency, importance, method, spec, objective, rules)
+    levels = _check_levels(levels)
+    budget = _budget(problem, budget_ms, speedup)
+    if budget <= 0:
+        raise _infeasible(problem, budget, levels)
+    weights = _grid_weights(problem, levels / Fraction(budget))
+    values, option, rank = _dp_top(problem, weights, levels, k)
+    found = []
+    for r in range(k):
+        value = values[problem.length, r, levels]
+        if not math.isfinite(value):
+            break
+        chosen, node, t, at = [], problem.length, levels, r
+        while node > 0:
+            o = int(option[node, at, t])
+            chosen.append(o)
+            at, t, node = int(rank[node, at, t]), t - int(weights[o]), problem.options[o].start
+        found.append(FrontierPoint(problem, np.array(chosen[::-1], dtype=np.int64), float(value)))
+    if not found:
+        raise _infeasible(problem, budget, levels)
+    return found
+
+
 def frontier(
     latency: LatencyTable,
     importance: ImportanceTable,
@@ -359,6 +406,34 @@ def _dp(problem: Problem, weights: np.ndarray, steps: int) -> _Table:
         rows += problem.importances[group][:, None]
         rows.max(axis=0, out=padded[end, width:])
     return _Table(padded, steps, shift)
+
+
+def _dp_top(
+    problem: Problem, weights: np.ndarray, steps: int, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The K-best DP: V[j, r, t] is the r-th best value of a partial plan of positions 0..j taking
+    at most t grid steps (each partial plan counted once per cell: only V[0, 0, t] = 0 starts one),
+    with the option and the source rank it came from. Ties keep the order of the options and ranks."""
+    width = steps + 1
+    values = np.full((problem.length + 1, k, width), -np.inf)
+    values[0, 0, :] = 0.0
+    option = np.full((problem.length + 1, k, width), -1, dtype=np.int64)
+    rank = np.zeros((problem.length + 1, k, width), dtype=np.int64)
+    shift = np.minimum(weights, width)
+    for end, group in enumerate(problem.by_end):
+        if group.size == 0:
+            continue
+        offered = np.full((group.size * k, width), -np.inf)
+        for g, o in enumerate(group):
+            w = int(shift[o])
+            if w < width:
+                source = values[problem.options[o].start, :, : width - w]
+                offered[g * k : (g + 1) * k, w:] = source + problem.importances[o]
+        order = np.argsort(-offered, axis=0, kind="stable")[:k]
+        values[end] = np.take_along_axis(offered, order, axis=0)
+        option[end] = group[order // k]
+        rank[end] = order % k
+    return values, option, rank
 
 
 def _backtrack(problem: Problem, table: _Table, targets: np.ndarray) -> list[np.ndarray]:

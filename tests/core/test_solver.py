@@ -140,6 +140,50 @@ def test_solve_matches_brute_force_on_windows_of_real_specs(specs, method, objec
     assert checked > 0.7 * (N_WINDOW_CASES // 3) and infeasible > 0
 
 
+@pytest.mark.parametrize(
+    ("method", "objective"),
+    [("layermerge", "sum"), ("layermerge", "product"), ("layer", "sum"), ("layermerge-union", "sum")],
+)
+def test_top_plans_are_the_k_best_plans_by_brute_force(specs, method, objective):
+    """The K-best DP returns, best first, exactly the k largest objective values among the plans
+    that fit (distinct plans, each scored and timed as returned), or all of them when fewer fit."""
+    rng = random.Random(f"top-{method}-{objective}")
+    names = sorted(specs)
+    checked = short = 0
+    for _ in range(N_WINDOW_CASES // 5):
+        spec = specs[rng.choice(names)]
+        first = rng.randrange(0, spec.length - 1)
+        last = min(spec.length, first + rng.randint(2, 6))
+        cands = _window(lmzoo.candidates(spec, method=method), first, last)
+        lat, imp = _integer_tables(cands, rng, importance_steps=rng.choice([4, 64]))
+        plans = [_score(b, lin, lat, imp, objective) for b, lin in _all_plans(cands, last - first, method)]
+        budget = rng.randint(max(1, int(min(p[0] for p in plans))), int(max(p[0] for p in plans)) + 1)
+        k = rng.randint(1, 8)
+        top = lmzoo.top_plans(
+            lat, imp, k=k, budget_ms=budget, levels=budget, method=method, objective=objective
+        )
+        feasible = sorted((p[1] for p in plans if p[0] <= budget), reverse=True)
+        assert [p.importance for p in top] == feasible[:k]
+        assert len({p.plan for p in top}) == len(top)
+        for p in top:
+            assert p.latency_ms == lat.chain_ms(p.plan) <= budget
+            assert plan_importance(imp, p.plan, objective=objective) == p.importance
+        assert top[0].importance == plan_importance(
+            imp,
+            lmzoo.solve(lat, imp, budget_ms=budget, levels=budget, method=method, objective=objective),
+            objective=objective,
+        )
+        checked += 1
+        short += len(top) < k
+    assert checked == N_WINDOW_CASES // 5 and 0 < short < checked
+
+
+def test_top_plans_checks_k():
+    lat, imp = _two_unit_tables()
+    with pytest.raises(InvalidArgumentError, match="k must be an integer from 1 to 64"):
+        lmzoo.top_plans(lat, imp, k=0, speedup=1.1)
+
+
 # -- the frontier against an exact Pareto-set DP ---------------------------------------------------
 
 
