@@ -194,7 +194,7 @@ def solve(
         plan, max_speedup = solver.solve_reachable(
             latency, importance, **target, unreachable=unreachable, levels=levels, method=m, objective=o
         )
-        value = solver.plan_importance(importance, plan, objective=o)
+        value = solver.plan_importance(importance, plan, objective=o, method=m)
         record = _plan_record(latency, plan, importance=value, target=target)
         if max_speedup is not None:
             record["unreachable"] = {"max_speedup": max_speedup}

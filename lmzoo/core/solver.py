@@ -259,12 +259,17 @@ def plan_importance(
     depth-compression segment run as several convs counts once, with its all-convs-kept
     candidate's entry); I itself under ``"sum"``, log I under ``"product"``, 1 / I of removing each
     kept conv under ``"kept"`` (``objective`` None: ``method``'s default). With a table of
-    activation states, a segment whose activations differ from its plain entry's is scored by its
-    state's entry. The terms are added left to right as the DP adds them, so this is bit for bit
-    the value the solver maximised."""
+    activation states and ``method="depth"``, a segment whose activations differ from its plain
+    entry's is scored by its state's entry. The terms are added left to right as the DP adds them,
+    so this is bit for bit the value the solver maximised."""
     objective = check_objective(objective, method)
-    if importance.states and importance.spec is not None:
+    if importance.states and importance.spec is not None and method == "depth":
         return _state_plan_importance(importance, importance.spec, plan, objective)
+    if plan.activated or plan.length in plan.linear:
+        raise InvalidArgumentError(
+            "this plan chooses activation states: score it with method='depth' and a table holding "
+            "its states"
+        )
     scored = []  # the candidate whose entry scores each activation-free segment, in order
     blocks = list(plan)
     first = 0

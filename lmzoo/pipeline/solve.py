@@ -48,7 +48,7 @@ def _solve(
         objective=s.objective,
         predicted_ms=latency.predict(plan),
         predicted_base_ms=latency.predict(Plan.identity(latency.spec)) if latency.spec is not None else None,
-        importance=plan_importance(importance, plan, objective=objective),
+        importance=plan_importance(importance, plan, objective=objective, method=method),
         plan=plan,
         unreachable_max_speedup=max_speedup,
     )

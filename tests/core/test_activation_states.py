@@ -207,3 +207,21 @@ def test_tables_with_states_round_trip_and_refuse_strays():
     partial = ImportanceTable(dict(imp.entries), states=missing, spec=spec)
     with pytest.raises(InvalidTableError, match="activation states lack"):
         lmzoo.solve(lat, partial, speedup=1.1, method="depth")
+
+
+def test_only_depth_scores_by_states():
+    """A table with states scores other methods' plans by their plain entries, and refuses to score
+    a plan that chooses states without method='depth'."""
+    spec = _spec()
+    _, imp = _tables(spec, random.Random(2), lambda seg, flags: -100 * seg.length - 10 * sum(flags))
+    plain = ImportanceTable(dict(imp.entries), spec=spec)
+    by_span = {(c.start, c.end): c for c in imp.entries}
+    layermerge = lmzoo.Plan([by_span[(0, 2)], by_span[(2, 3)], by_span[(3, 4)], by_span[(4, 6)]])
+    for objective in ("product", "sum"):
+        assert plan_importance(imp, layermerge, objective=objective) == plan_importance(
+            plain, layermerge, objective=objective
+        )
+    inserted = lmzoo.Plan(lmzoo.Plan.identity(spec).blocks, activated=[3])
+    with pytest.raises(lmzoo.InvalidArgumentError, match="chooses activation states"):
+        plan_importance(imp, inserted, objective="product")
+    assert plan_importance(imp, inserted, objective="product", method="depth") < 0
