@@ -267,8 +267,7 @@ def plan_importance(
         return _state_plan_importance(importance, importance.spec, plan, objective)
     if plan.activated or plan.length in plan.linear:
         raise InvalidArgumentError(
-            "this plan chooses activation states: score it with method='depth' and a table holding "
-            "its states"
+            "this plan chooses activation states: score it with method='depth' and a table holding its states"
         )
     scored = []  # the candidate whose entry scores each activation-free segment, in order
     blocks = list(plan)
