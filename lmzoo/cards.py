@@ -348,7 +348,7 @@ def model_card(
         runs=m.runs,
         torch=m.versions.get("torch", "?"),  # the torch the timing ran on, not this one
         date=m.date,
-        plan_summary=solve.plan.summary().describe(),
+        plan_summary=solve.plan.summary().describe() + _refinement_text(solve),
         frontier=frontier,
         frontier_alt=frontier_alt,
         samples=_samples_line(evaluation.samples),
@@ -489,6 +489,19 @@ def _recorded_preprocessing(config: dict[str, Any], recipe: Recipe) -> Preproces
     if d.dataset not in SMALL_DATASETS:
         return None
     return small_preprocessing(d.dataset, d.normalize, d.pad_to)
+
+
+def _refinement_text(solve: SolveRecord) -> str:
+    """The card's sentence on a plan chosen by re-ranking the tables' best plans."""
+    r = solve.refinement
+    if r is None:
+        return ""
+    scores = ", ".join(f"#{int(c['rank'])} {c['score']:.4f}" for c in r.candidates)
+    return (
+        f" Chosen by re-ranking the {len(r.candidates)} most important plans by the tables with a short "
+        f"recovery of each whole network (importance on the held-out subset: {scores}): rank "
+        f"{r.chosen_rank} is built."
+    )
 
 
 def _predicted_text(solve: SolveRecord) -> str:

@@ -24,7 +24,7 @@ import yaml
 
 from lmzoo.core.candidates import DEFAULT_METHOD, METHODS, CandidateRules
 from lmzoo.core.problem import DEFAULT_OBJECTIVE, METHOD_OBJECTIVES, OBJECTIVES, check_objective
-from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_UNREACHABLE, MAX_LEVELS, UNREACHABLE
+from lmzoo.core.solver import DEFAULT_LEVELS, DEFAULT_UNREACHABLE, MAX_LEVELS, MAX_TOP, UNREACHABLE
 from lmzoo.errors import InvalidArgumentError, LmzooError
 from lmzoo.importance.registry import DEFAULT_ESTIMATOR
 from lmzoo.importance.settings import REINIT_RULES, FinetuneSettings
@@ -71,6 +71,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "heldout_fraction": (0, 1),
     "block_steps": (0, 10**6),
     "levels": (1, MAX_LEVELS),
+    "refine_top": (1, MAX_TOP),
     "max_kernel": (1, 255),
     "pad_to": (1, MAX_INPUT_SIDE),
     "input_size": (1, MAX_INPUT_SIDE),
@@ -207,6 +208,11 @@ class SolveSection:
     #: as Kim et al. 2023's code does (lmzoo.core.activations; MobileNetV2: 315 entries for 171
     #: segments); false: lmzoo's fixed rule (ReLU6 after a merge there), no extra entries
     depth_states: bool = True
+    #: re-rank the K most important plans by the tables (lmzoo.top_plans) with a short recovery of
+    #: each whole configured network (the importance recovery: one epoch of importance-train,
+    #: measured on the held-out subset) and build the best; 1 builds the solver's optimum (the
+    #: paper's). Off until the zoo evidence says otherwise
+    refine_top: int = 1
     #: a target beyond the latency table's fastest plan: "error" (stop, naming the reachable
     #: speed-up) or "fastest" (build the fastest plan and say so; smoke profiles, whose tiny
     #: timings move with the machine's load)

@@ -55,6 +55,30 @@ class Record(JsonFile):
 
 
 @dataclass(frozen=True)
+class Refinement:
+    """How the plan was re-ranked: the ``k`` most important plans by the tables, each scored by a
+    short recovery of its whole configured network (``score``: the task's importance against the
+    base, measured on the held-out subset), and the rank (1 = the solver's optimum) built."""
+
+    k: int
+    chosen_rank: int
+    #: per candidate plan, best by the tables first: rank, surrogate value, predicted ms, score
+    candidates: tuple[dict[str, float], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "k": self.k,
+            "chosen_rank": self.chosen_rank,
+            "candidates": [dict(c) for c in self.candidates],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Refinement:
+        rows = tuple({str(k): float(v) for k, v in dict(c).items()} for c in data["candidates"])
+        return cls(int(data["k"]), int(data["chosen_rank"]), rows)
+
+
+@dataclass(frozen=True)
 class SolveRecord(Record):
     """The plan chosen for one target speed-up and what the tables say of it (``plan.json``)."""
 
@@ -73,6 +97,8 @@ class SolveRecord(Record):
     plan: Plan
     #: the largest speed-up the table allows, when the target was beyond it (its fastest plan was built)
     unreachable_max_speedup: float | None = None
+    #: set when the plan was chosen by re-ranking the tables' best plans (solve.refine_top)
+    refinement: Refinement | None = None
 
     @property
     def predicted_speedup(self) -> float | None:
@@ -96,6 +122,7 @@ class SolveRecord(Record):
             "predicted_base_ms": self.predicted_base_ms,
             "importance": self.importance,
             "plan": self.plan.to_dict(),
+            **({"refinement": self.refinement.to_dict()} if self.refinement is not None else {}),
         }
 
     @classmethod
@@ -112,6 +139,7 @@ class SolveRecord(Record):
                 importance=float(d["importance"]),
                 plan=Plan.from_dict(d["plan"]),
                 unreachable_max_speedup=unreachable["max_speedup"] if unreachable else None,
+                refinement=Refinement.from_dict(d["refinement"]) if d.get("refinement") else None,
             )
 
         return _parsed("solve record", cls.FORMAT, data, build)

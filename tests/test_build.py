@@ -1,6 +1,7 @@
 """`lmzoo build` end to end on the smoke profile of the embedded default recipe."""
 
 import json
+import math
 import shutil
 
 import pytest
@@ -260,6 +261,53 @@ def test_the_objective_is_a_recipe_setting_keyed_into_the_solve_stage(built, tmp
         importance = ImportanceTable.load(table)
         plan = lmzoo.Plan.from_dict(record["plan"])
         assert record["importance"] == plan_importance(importance, plan, objective="sum")
+
+
+def test_refine_top_rebuilds_the_best_of_the_tables_top_plans_by_a_short_recovery(built, tmp_path):
+    """`solve.refine_top: 3` scores the tables' 3 best plans by a short recovery of each whole
+    configured network and builds the best; every score is kept, and a rerun measures nothing."""
+    from lmzoo.cards import _refinement_text
+    from lmzoo.recipes import recipe_files
+    from lmzoo.records import SolveRecord
+    from lmzoo.tables import LatencyTable
+
+    _, work, _ = built
+    recipe = tmp_path / "mobilenetv2-fmnist-layermerge.yaml"
+    text = recipe_files()["mobilenetv2-fmnist-layermerge"].read_text()
+    recipe.write_text(text.replace("  objective: product ", "  refine_top: 3\n  objective: product "))
+    stages = work / "mobilenetv2-fmnist-layermerge"
+    (table,) = stages.glob("latency-*/latency.json")
+    (importance,) = stages.glob("importance-*/importance.json")
+    latency, imp = LatencyTable.load(table), ImportanceTable.load(importance)
+    fastest = lmzoo.frontier(latency, imp, objective="product")[0].speedup  # smoke timings move
+    target = round(1 + (fastest - 1) / 2, 3)
+    args = ["build", str(recipe), "--profile", "smoke", "--workdir", str(work), "--until", "solve"]
+    args += ["--speedup", str(target)]
+    before = {p.name for p in stages.iterdir()}
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "re-ranked the tables' 3 best plans" in result.output
+    (refined,) = [
+        stages / n
+        for n in {p.name for p in stages.iterdir()} - before
+        if (stages / n / "base.json").is_file()
+    ]
+    record = SolveRecord.load(refined / "plan.json")
+    r = record.refinement
+    assert r is not None and r.k == 3 and [c["rank"] for c in r.candidates] == [1, 2, 3]
+    surrogate = [c["surrogate"] for c in r.candidates]
+    assert surrogate == sorted(surrogate, reverse=True)
+    base = json.loads((refined / "base.json").read_text())["accuracy"]
+    for c in r.candidates:
+        accuracy = json.loads((refined / f"candidate-{int(c['rank'])}.json").read_text())["accuracy"]
+        assert c["score"] == pytest.approx(math.exp((accuracy - base) / 100))
+    assert r.chosen_rank == max(r.candidates, key=lambda c: (c["score"], -c["rank"]))["rank"]
+    top = lmzoo.top_plans(latency, imp, k=3, speedup=target, objective="product")
+    assert record.plan == top[r.chosen_rank - 1].plan
+    assert f"rank {r.chosen_rank} is built" in _refinement_text(record)
+    stamps = {p.name: p.stat().st_mtime_ns for p in refined.iterdir()}
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert {p.name: p.stat().st_mtime_ns for p in refined.iterdir()} == stamps
 
 
 def test_results_collects_every_built_entry_with_how_it_was_measured(built, monkeypatch, tmp_path):

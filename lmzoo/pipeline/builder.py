@@ -26,6 +26,7 @@ from lmzoo.pipeline.importance import importance_stage
 from lmzoo.pipeline.inputs import BuildInputs
 from lmzoo.pipeline.latency import latency_stage
 from lmzoo.pipeline.merge import merge_stage
+from lmzoo.pipeline.refine import refine_stage
 from lmzoo.pipeline.solve import solve_stage
 from lmzoo.pipeline.stages import Stage
 from lmzoo.pipeline.workspace import Workspace
@@ -142,6 +143,20 @@ class Build:
         latency, _ = self.latency
         solve = main_first(lambda: solve_stage(ws, latency, importance, speedup))
         self.say(f"{name}: plan predicted at {solve.predicted_ms:.4g} ms {self.clock.lap()}")
+        if self.recipe.solve.refine_top > 1:
+            first = solve
+            solve = main_first(
+                lambda: refine_stage(
+                    ws, self.inputs, self.base, spec, latency, importance, first, device=self.device
+                )
+            )
+            r = solve.refinement
+            if r is not None:
+                self.say(
+                    f"{name}: re-ranked the tables' {len(r.candidates)} best plans by a short recovery "
+                    f"of each: building rank {r.chosen_rank}, predicted at {solve.predicted_ms:.4g} ms "
+                    f"{self.clock.lap()}"
+                )
         if solve.unreachable_max_speedup is not None:
             self.say(
                 f"{name}: {speedup:g}x is beyond the latency table (its fastest plan: "

@@ -1,0 +1,128 @@
+"""Re-ranking the tables' best plans (``solve.refine_top``): the K most important plans by the
+tables (``lmzoo.top_plans``) each get a short recovery of the whole configured network, the
+importance table's own (its estimator settings' schedule on importance-train, measured on the
+held-out subset), and the best by that measure is built. Summed block importances assume the
+blocks' effects add up; this measures them together. Each candidate's score is cached as it
+finishes, so an interrupted refinement resumes."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from lmzoo.core.candidates import check_method
+from lmzoo.core.problem import check_objective
+from lmzoo.core.solver import plan_importance, top_plans
+from lmzoo.core.spec import Spec
+from lmzoo.core.tables import ImportanceTable, LatencyTable
+from lmzoo.files import read_json, write_json
+from lmzoo.pipeline.base import base_key
+from lmzoo.pipeline.inputs import BuildInputs
+from lmzoo.pipeline.stages import Stage
+from lmzoo.pipeline.workspace import Workspace, content_key
+from lmzoo.records import RecordError, Refinement, SolveRecord
+
+
+def refine_stage(
+    ws: Workspace,
+    inputs: BuildInputs,
+    base: nn.Module,
+    spec: Spec,
+    latency: LatencyTable,
+    importance: ImportanceTable,
+    solve: SolveRecord,
+    *,
+    device: str = "cpu",
+) -> SolveRecord:
+    """``solve`` with its plan replaced by the best of the tables' ``solve.refine_top`` best plans
+    by a short whole-network recovery (cached per candidate; resumable). A target beyond the
+    latency table (its fastest plan built) is left as it is: there is nothing to choose from."""
+    from lmzoo.importance.context import EstimatorContext
+
+    if solve.unreachable_max_speedup is not None:
+        return solve
+
+    s, imp = ws.recipe.solve, ws.recipe.importance
+    k = s.refine_top
+    settings = imp.settings()
+    key = content_key(
+        "refine",
+        latency.to_dict(),
+        importance.to_dict(),
+        s.method,
+        s.levels,
+        s.objective,
+        solve.target_speedup,
+        s.rules,
+        k,
+        base_key(ws.recipe),
+        settings.cache_key(),
+        imp.train_fraction,
+        imp.heldout_fraction,
+        imp.seed,
+    )
+    folder = ws.stage(Stage.SOLVE, key)
+    with ws.exclusive(folder):
+        out = folder / "plan.json"
+        cached = ws.cached(out, SolveRecord.load)
+        if cached is not None:
+            return cached
+        method = check_method(s.method)
+        objective = check_objective(s.objective, method)
+        points = top_plans(
+            latency, importance, k=k, speedup=solve.target_speedup, method=method, levels=s.levels,
+            objective=objective, rules=s.rules,
+        )  # fmt: skip
+        context = EstimatorContext(
+            base, spec, inputs.importance_data(), settings, inputs.task, _device(device)
+        )
+        base_metrics = _cached(folder / "base.json", lambda: context.evaluate(context.model_identity()))
+        rows = []
+        for rank, point in enumerate(points, 1):
+
+            def measure(plan: Any = point.plan) -> dict[str, Any]:
+                net = context.configured(plan)
+                summary = context.recover(net, imp.seed)
+                return {**context.evaluate(net), **summary}
+
+            metrics = _cached(folder / f"candidate-{rank}.json", measure)
+            rows.append(
+                {
+                    "rank": float(rank),
+                    "surrogate": point.importance,
+                    "predicted_ms": latency.predict(point.plan),
+                    "score": inputs.task.importance(metrics, base_metrics),
+                }
+            )
+        best = max(rows, key=lambda r: (r["score"], -r["rank"]))  # ties: the tables' order
+        chosen = points[int(best["rank"]) - 1].plan
+        record = dataclasses.replace(
+            solve,
+            plan=chosen,
+            predicted_ms=latency.predict(chosen),
+            importance=plan_importance(importance, chosen, objective=objective, method=method),
+            refinement=Refinement(k=k, chosen_rank=int(best["rank"]), candidates=tuple(rows)),
+        )
+        record.save(out)
+        return record
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    return torch.device(name)
+
+
+def _cached(path: Path, compute: Any) -> dict[str, Any]:
+    """The metrics in ``path``, or computed and written there (atomically)."""
+    if path.is_file():
+        try:
+            return dict(read_json(path, what="refinement score", error=RecordError))
+        except (RecordError, TypeError, ValueError):
+            pass  # unreadable: measured again
+    metrics = dict(compute())
+    write_json(path, metrics, indent=None)
+    return metrics
