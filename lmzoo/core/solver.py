@@ -115,11 +115,9 @@ def solve(
 
     Raises InfeasibleBudgetError (naming the smallest feasible budget) when no plan fits.
     """
-    problem = build_problem(latency, importance, method, spec, objective, rules)
-    levels = _check_levels(levels)
-    budget = _budget(problem, budget_ms, speedup)
-    if budget <= 0:
-        raise _infeasible(problem, budget, levels)
+    problem, levels, budget = _budgeted(
+        build_problem(latency, importance, method, spec, objective, rules), levels, budget_ms, speedup
+    )
     table = _dp(problem, _grid_weights(problem, levels / Fraction(budget)), levels)
     best = table.best(problem.length)
     if not math.isfinite(best[levels]):
@@ -188,11 +186,9 @@ def top_plans(
     importances mis-rank plans that remove many activations at once). Arguments as ``solve``."""
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_TOP:
         raise InvalidArgumentError(f"k must be an integer from 1 to {MAX_TOP}, got {k!r}")
-    problem = build_problem(latency, importance, method, spec, objective, rules)
-    levels = _check_levels(levels)
-    budget = _budget(problem, budget_ms, speedup)
-    if budget <= 0:
-        raise _infeasible(problem, budget, levels)
+    problem, levels, budget = _budgeted(
+        build_problem(latency, importance, method, spec, objective, rules), levels, budget_ms, speedup
+    )
     weights = _grid_weights(problem, levels / Fraction(budget))
     values, option, rank = _dp_top(problem, weights, levels, k)
     found = []
@@ -332,6 +328,18 @@ def identity_latency(latency: LatencyTable) -> float:
 
 
 # -- the DP ----------------------------------------------------------------------------------
+
+
+def _budgeted(
+    problem: Problem, levels: object, budget_ms: float | None, speedup: float | None
+) -> tuple[Problem, int, float]:
+    """The problem with its checked grid size and its chain budget (the target's, checked to be
+    reachable at all)."""
+    checked = _check_levels(levels)
+    budget = _budget(problem, budget_ms, speedup)
+    if budget <= 0:
+        raise _infeasible(problem, budget, checked)
+    return problem, checked, budget
 
 
 def _check_levels(levels: object) -> int:

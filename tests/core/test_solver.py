@@ -56,6 +56,14 @@ def _window(cands, first, last):
     ]
 
 
+def _random_window(specs, rng, method, longest):
+    """The method's candidates of a random window of 2..``longest`` units of a random spec."""
+    spec = specs[rng.choice(sorted(specs))]
+    first = rng.randrange(0, spec.length - 1)
+    last = min(spec.length, first + rng.randint(2, longest))
+    return _window(lmzoo.candidates(spec, method=method), first, last), last - first
+
+
 def _integer_tables(cands, rng, *, importance_steps=64):
     """Integer latencies (ms) and dyadic importances: every sum is exact in floating point.
     Few importance steps make many plans equally important (exercising the tie-break)."""
@@ -108,14 +116,9 @@ def test_solve_matches_brute_force_on_windows_of_real_specs(specs, method, objec
     # plan_importance adds the terms left to right as the DP does, and rounded addition is
     # monotone, so the DP's optimum is exactly the largest brute-force value even for log I
     rng = random.Random(f"windows-{method}-{objective}")
-    names = sorted(specs)
     checked = infeasible = 0
     for _ in range(N_WINDOW_CASES // 3):
-        spec = specs[rng.choice(names)]
-        first = rng.randrange(0, spec.length - 1)
-        last = min(spec.length, first + rng.randint(2, 7))
-        cands = _window(lmzoo.candidates(spec, method=method), first, last)
-        length = last - first
+        cands, length = _random_window(specs, rng, method, 7)
         lat, imp = _integer_tables(cands, rng, importance_steps=rng.choice([4, 64]))
         plans = [
             (*_score(b, lin, lat, imp, objective), b, lin) for b, lin in _all_plans(cands, length, method)
@@ -148,15 +151,11 @@ def test_top_plans_are_the_k_best_plans_by_brute_force(specs, method, objective)
     """The K-best DP returns, best first, exactly the k largest objective values among the plans
     that fit (distinct plans, each scored and timed as returned), or all of them when fewer fit."""
     rng = random.Random(f"top-{method}-{objective}")
-    names = sorted(specs)
     checked = short = 0
     for _ in range(N_WINDOW_CASES // 5):
-        spec = specs[rng.choice(names)]
-        first = rng.randrange(0, spec.length - 1)
-        last = min(spec.length, first + rng.randint(2, 6))
-        cands = _window(lmzoo.candidates(spec, method=method), first, last)
+        cands, length = _random_window(specs, rng, method, 6)
         lat, imp = _integer_tables(cands, rng, importance_steps=rng.choice([4, 64]))
-        plans = [_score(b, lin, lat, imp, objective) for b, lin in _all_plans(cands, last - first, method)]
+        plans = [_score(b, lin, lat, imp, objective) for b, lin in _all_plans(cands, length, method)]
         budget = rng.randint(max(1, int(min(p[0] for p in plans))), int(max(p[0] for p in plans)) + 1)
         k = rng.randint(1, 8)
         top = lmzoo.top_plans(
