@@ -96,6 +96,12 @@ def default_state(spec: Spec, cand: Candidate) -> ActivationState:
     return ActivationState(cand, start, spec.block_activation(cand.start, cand.end) is not None)
 
 
+def table_key(spec: Spec, state: ActivationState) -> Entry:
+    """Where an importance table keeps ``state``: its candidate's plain entry when it is the
+    default state, else among the table's states."""
+    return state.candidate if state == default_state(spec, state.candidate) else state
+
+
 def allowed_states(spec: Spec, cand: Candidate) -> list[ActivationState]:
     """The states depth compression chooses from for segment ``cand`` (the module docstring's
     rules), its default state first. The default is always offered, so the identity plan exists."""

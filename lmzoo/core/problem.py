@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lmzoo.core.activations import ActivationState, Entry, allowed_states, default_state, switchable
+from lmzoo.core.activations import ActivationState, Entry, allowed_states, switchable, table_key
 from lmzoo.core.candidates import (
     PAPER_RULES,
     Candidate,
@@ -393,9 +393,8 @@ def _depth_state_options(
     for seg, path, path_ms in _fastest_patterns(universe, latency):
         last = path[-1]
         lmzoo_rule = spec.block_activation(last.start, last.end) is not None
-        default = default_state(spec, seg)
         for state in allowed_states(spec, seg):
-            key: Entry = seg if state == default else state
+            key = table_key(spec, state)
             if key not in terms:
                 raise InvalidTableError(
                     f"the importance table's activation states lack {state.describe()}: measure "

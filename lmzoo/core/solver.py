@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lmzoo.core.activations import ActivationState, Entry, default_state, switchable
+from lmzoo.core.activations import ActivationState, Entry, switchable, table_key
 from lmzoo.core.candidates import DEFAULT_METHOD, PAPER_RULES, CandidateRules, Method
 from lmzoo.core.plan import Plan
 from lmzoo.core.problem import (
@@ -305,8 +305,7 @@ def _state_plan_importance(
         for e in may_end[i + 1 :]:
             cand = all_kept.get((s, e))
             if cand is not None:
-                state = ActivationState(cand, active[s], active[e])
-                entry = cand if state == default_state(spec, cand) else state
+                entry = table_key(spec, ActivationState(cand, active[s], active[e]))
                 if entry == cand or entry in importance.states:
                     entries[(s, e)] = entry
             if active[e]:

@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from lmzoo.core.candidates import check_method
@@ -77,9 +78,9 @@ def refine_stage(
             objective=objective, rules=s.rules,
         )  # fmt: skip
         context = EstimatorContext(
-            base, spec, inputs.importance_data(), settings, inputs.task, _device(device)
+            base, spec, inputs.importance_data(), settings, inputs.task, torch.device(device)
         )
-        base_metrics = _cached(folder / "base.json", lambda: context.evaluate(context.model_identity()))
+        base_metrics = _cached(ws, folder / "base.json", lambda: context.evaluate(context.model_identity()))
         rows = []
         for rank, point in enumerate(points, 1):
 
@@ -88,7 +89,7 @@ def refine_stage(
                 summary = context.recover(net, imp.seed)
                 return {**context.evaluate(net), **summary}
 
-            metrics = _cached(folder / f"candidate-{rank}.json", measure)
+            metrics = _cached(ws, folder / f"candidate-{rank}.json", measure)
             rows.append(
                 {
                     "rank": float(rank),
@@ -110,19 +111,11 @@ def refine_stage(
         return record
 
 
-def _device(name: str) -> Any:
-    import torch
-
-    return torch.device(name)
-
-
-def _cached(path: Path, compute: Any) -> dict[str, Any]:
-    """The metrics in ``path``, or computed and written there (atomically)."""
-    if path.is_file():
-        try:
-            return dict(read_json(path, what="refinement score", error=RecordError))
-        except (RecordError, TypeError, ValueError):
-            pass  # unreadable: measured again
+def _cached(ws: Workspace, path: Path, compute: Any) -> dict[str, Any]:
+    """The metrics in ``path`` (the workspace's cache rule), or computed and written there."""
+    cached = ws.cached(path, lambda p: dict(read_json(p, what="refinement score", error=RecordError)))
+    if cached is not None:
+        return cached
     metrics = dict(compute())
     write_json(path, metrics, indent=None)
     return metrics
