@@ -498,9 +498,9 @@ def _refinement_text(solve: SolveRecord) -> str:
         return ""
     scores = ", ".join(f"#{int(c['rank'])} {c['score']:.4f}" for c in r.candidates)
     return (
-        f" Chosen by re-ranking the {len(r.candidates)} most important plans by the tables with a short "
-        f"recovery of each whole network (importance on the held-out subset: {scores}): rank "
-        f"{r.chosen_rank} is built."
+        f" Chosen by re-ranking the {len(r.candidates)} most important distinct networks by the tables "
+        f"with a short recovery of each whole network (importance on the held-out subset: {scores}): "
+        f"rank {r.chosen_rank} is built."
     )
 
 

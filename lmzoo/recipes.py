@@ -208,10 +208,11 @@ class SolveSection:
     #: as Kim et al. 2023's code does (lmzoo.core.activations; MobileNetV2: 315 entries for 171
     #: segments); false: lmzoo's fixed rule (ReLU6 after a merge there), no extra entries
     depth_states: bool = True
-    #: re-rank the K most important plans by the tables (lmzoo.top_plans) with a short recovery of
-    #: each whole configured network (the importance recovery: one epoch of importance-train,
-    #: measured on the held-out subset) and build the best; 1 builds the solver's optimum (the
-    #: paper's). Off until the zoo evidence says otherwise
+    #: re-rank the K most important distinct networks among the tables' best plans
+    #: (lmzoo.top_plans) with a short recovery of each whole configured network (one epoch of
+    #: importance-train at a tenth of the importance lr, BatchNorm re-estimated, measured on the
+    #: held-out subset; lmzoo.pipeline.refine) and build the best; 1 builds the solver's optimum
+    #: (the paper's). Off until the zoo evidence says otherwise
     refine_top: int = 1
     #: a target beyond the latency table's fastest plan: "error" (stop, naming the reachable
     #: speed-up) or "fastest" (build the fastest plan and say so; smoke profiles, whose tiny

@@ -56,9 +56,10 @@ class Record(JsonFile):
 
 @dataclass(frozen=True)
 class Refinement:
-    """How the plan was re-ranked: the ``k`` most important plans by the tables, each scored by a
-    short recovery of its whole configured network (``score``: the task's importance against the
-    base, measured on the held-out subset), and the rank (1 = the solver's optimum) built."""
+    """How the plan was re-ranked: the ``k`` most important distinct networks among the tables' best
+    plans (each as its fastest plan), each scored by a short recovery of its whole configured
+    network (``score``: the task's importance against the base, measured on the held-out subset),
+    and the rank (1 = the solver's optimum) built."""
 
     k: int
     chosen_rank: int

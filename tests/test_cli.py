@@ -3,7 +3,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
+import lmzoo
 from lmzoo.cli import main
+from tests.test_committed_cards import CARDS
 
 
 def test_inspect_prints_a_spec_summary_and_checks_plans():
@@ -102,6 +104,31 @@ def test_solve_top_outputs_the_k_best_plans_ranked(tmp_path):
     assert result.stderr.splitlines()[1].startswith("target 1.3x: #2: ")
     best = CliRunner().invoke(main, ["solve", lat, imp, "--speedup", "1.3"])
     assert json.loads(best.stdout)["plans"][0]["importance"] == values[0]
+
+
+def test_solve_top_marks_plans_that_repeat_a_better_ranked_network():
+    """MobileNetV2's committed tables: among the 18 best 1.6x plans some only merge 1x1 convs
+    differently from a better-ranked one (the same function, another latency)."""
+    from lmzoo.tables import LatencyTable
+
+    tables = CARDS / "mobilenetv2-fmnist-layermerge-1.6x" / "tables"
+    lat, imp = str(tables / "latency.json"), str(tables / "importance.json")
+    result = CliRunner().invoke(
+        main, ["solve", lat, imp, "--speedup", "1.6", "--top", "18", "--objective", "product"]
+    )
+    assert result.exit_code == 0, result.output
+    plans = json.loads(result.stdout)["plans"]
+    spec = LatencyTable.load(lat).spec
+    repeats = [p for p in plans if "same_network_as" in p]
+    assert repeats
+    for p in plans:
+        configuration = lmzoo.Plan.from_dict(p["plan"]).configuration(spec)
+        earlier = [
+            q["rank"] for q in plans if lmzoo.Plan.from_dict(q["plan"]).configuration(spec) == configuration
+        ]
+        assert p.get("same_network_as", p["rank"]) == min(earlier)
+    line = result.stderr.splitlines()[repeats[0]["rank"] - 1]
+    assert f"the network of #{repeats[0]['same_network_as']}, other merges" in line
 
 
 def test_solve_unreachable_fastest_outputs_the_fastest_plan(tmp_path):

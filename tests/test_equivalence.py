@@ -277,3 +277,60 @@ def test_activation_states_insert_and_remove_relu6_at_linear_bottlenecks():
             a, b = configured(*inputs), lmzoo.merge(configured)(*inputs)
         assert _relative_error(a, b) <= FLOAT64_TOLERANCE
     assert inserted and removed
+
+
+def _same_kept_and_activations(spec, cands, target, limit=64):
+    """Plans (up to ``limit``) keeping ``target``'s convs and activations, found by walking from
+    position 0 through the candidates that keep exactly the target's convs in their span and
+    leave the target's activation (or none) at their end."""
+    kept, after, _ = target.configuration(spec)
+    kept, after = set(kept), dict(after)
+    by_start = {}
+    for c in cands:
+        by_start.setdefault(c.start, []).append(c)
+    found = []
+
+    def walk(position, blocks):
+        if len(found) >= limit:
+            return
+        if position == spec.length:
+            found.append(lmzoo.Plan(blocks))
+            return
+        for c in by_start.get(position, ()):
+            inside = {u for u in kept if c.start < u <= c.end}
+            interior_active = any(c.start < p < c.end for p in after)
+            same_end = spec.block_activation(c.start, c.end) == after.get(c.end)
+            if set(c.kept) == inside and not interior_active and same_end:
+                walk(c.end, [*blocks, c])
+
+    walk(0, [])
+    return found
+
+
+def test_plans_of_one_configuration_compute_the_same_function():
+    """``Plan.configuration`` (what refinement measures once per group): plans that keep the same
+    convs and activations and pad at the same blocks differ only in which 1x1 convs are merged,
+    so their configured networks compute the same function (float64). Padding belongs in it: a
+    block over a 1x1 conv pads before that conv (its bias and norm shift reach the border), so
+    moving a block start changes the function (MobileNetV2, whose linear bottlenecks give plans
+    alternatives; the other tiny models have none)."""
+    model, inputs, spec = _setup("mobilenetv2", torch.float64)
+    cands = lmzoo.candidates(spec)
+    rng = random.Random("configuration")
+    groups = borders = 0
+    for _ in range(40):
+        plan = random_plan(spec, cands, rng, long_bias=0.0)
+        alike = _same_kept_and_activations(spec, cands, plan, limit=3)
+        assert plan in alike
+        if len(alike) < 2:
+            continue
+        with torch.no_grad():
+            reference = _output(lmzoo.apply_plan(model, spec, plan)(*inputs))
+            for other in alike:
+                error = _relative_error(reference, _output(lmzoo.apply_plan(model, spec, other)(*inputs)))
+                if other.configuration(spec) == plan.configuration(spec):
+                    groups += other != plan
+                    assert error <= FLOAT64_TOLERANCE
+                else:
+                    borders += error > 1e-3
+    assert groups >= 3 and borders >= 1  # both halves of the claim were exercised

@@ -187,9 +187,15 @@ def solve(
                 method=m,
                 objective=o,
             )
+            first_of: dict[Any, int] = {}  # configuration -> its best rank
             for rank, point in enumerate(ranked, 1):
                 ranked_record = _plan_record(latency, point.plan, importance=point.importance, target=target)
-                results.append({**ranked_record, "rank": rank})
+                ranked_record["rank"] = rank
+                if latency.spec is not None:
+                    first = first_of.setdefault(point.plan.configuration(latency.spec), rank)
+                    if first != rank:  # only 1x1 convs merged differently: the same function
+                        ranked_record["same_network_as"] = first
+                results.append(ranked_record)
             continue
         plan, max_speedup = solver.solve_reachable(
             latency, importance, **target, unreachable=unreachable, levels=levels, method=m, objective=o
@@ -241,6 +247,8 @@ def _plan_summary(record: dict[str, Any]) -> str:
     speed = record["predicted_speedup"]
     if "rank" in record:
         target += f"#{record['rank']}: "
+    if "same_network_as" in record:
+        target += f"the network of #{record['same_network_as']}, other merges: "
     if "unreachable" in record:
         target += f"beyond the table (its fastest plan: {record['unreachable']['max_speedup']:.3f}x), "
     return (

@@ -130,6 +130,19 @@ class Plan:
             return spec.positions[block.end].inserted_activation
         return spec.block_activation(block.start, block.end)
 
+    def configuration(
+        self, spec: Spec
+    ) -> tuple[tuple[int, ...], tuple[tuple[int, str], ...], tuple[int, ...]]:
+        """What the configured network's function depends on: the kept convs, the activation after
+        each block, and where each block with a spatial kernel starts and ends (a block pads its
+        input once for the merged kernel, so its borders are its own). Plans of one configuration
+        compute the same function and differ only in which 1x1 convs are merged into one, i.e. in
+        latency (e.g. two 1x1 blocks meeting at a position without activation, and the one block
+        over both)."""
+        after = tuple((b.end, act) for b in self._blocks if (act := self.activation(spec, b)) is not None)
+        padded = tuple(p for b in self._blocks if b.kernel > 1 for p in (b.start, b.end))
+        return self.kept_units, after, padded
+
     @property
     def kept_units(self) -> tuple[int, ...]:
         """Indices of the convolutions kept (the set C)."""
