@@ -70,8 +70,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "train_fraction": (0, 1),
     "heldout_fraction": (0, 1),
     "block_steps": (0, 10**6),
+    "calibration_examples": (1, 10**7),
     "levels": (1, MAX_LEVELS),
     "refine_top": (1, MAX_TOP),
+    "refine_epochs": (0.01, 1000),
     "max_kernel": (1, 255),
     "pad_to": (1, MAX_INPUT_SIDE),
     "input_size": (1, MAX_INPUT_SIDE),
@@ -175,6 +177,7 @@ class ImportanceSection:
     block_batch_size: int = _FINETUNE.block_batch_size
     #: which conv an entry starts afresh (lmzoo.importance.settings.REINIT_RULES)
     reinit: str = _FINETUNE.reinit
+    calibration_examples: int = _FINETUNE.calibration_examples
 
     def settings(self) -> FinetuneSettings:
         """The estimators' settings this section describes."""
@@ -186,6 +189,7 @@ class ImportanceSection:
             block_lr=self.block_lr,
             block_batch_size=self.block_batch_size,
             reinit=self.reinit,
+            calibration_examples=self.calibration_examples,
         )
 
 
@@ -214,6 +218,9 @@ class SolveSection:
     #: held-out subset; lmzoo.pipeline.refine) and build the best; 1 builds the solver's optimum
     #: (the paper's). Off until the zoo evidence says otherwise
     refine_top: int = 1
+    #: the refinement's budget: epochs of importance-train each of its networks recovers for
+    #: (default: the importance recovery's); the whole refinement costs about refine_top times that
+    refine_epochs: float | None = None
     #: a target beyond the latency table's fastest plan: "error" (stop, naming the reachable
     #: speed-up) or "fastest" (build the fastest plan and say so; smoke profiles, whose tiny
     #: timings move with the machine's load)

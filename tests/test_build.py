@@ -276,7 +276,9 @@ def test_refine_top_rebuilds_the_best_of_the_tables_top_plans_by_a_short_recover
     _, work, _ = built
     recipe = tmp_path / "mobilenetv2-fmnist-layermerge.yaml"
     text = recipe_files()["mobilenetv2-fmnist-layermerge"].read_text()
-    recipe.write_text(text.replace("  objective: product ", "  refine_top: 3\n  objective: product "))
+    recipe.write_text(
+        text.replace("  objective: product ", "  refine_top: 3\n  refine_epochs: 2\n  objective: product ")
+    )
     stages = work / "mobilenetv2-fmnist-layermerge"
     (table,) = stages.glob("latency-*/latency.json")
     (importance,) = stages.glob("importance-*/importance.json")
@@ -296,15 +298,20 @@ def test_refine_top_rebuilds_the_best_of_the_tables_top_plans_by_a_short_recover
     ]
     record = SolveRecord.load(refined / "plan.json")
     r = record.refinement
-    spec, _ = Build(load_recipe(str(recipe), "smoke")[0], workdir=work).traced
+    smoke = Build(load_recipe(str(recipe), "smoke")[0], workdir=work)
+    spec, _ = smoke.traced
+    batches = math.ceil(
+        len(smoke.inputs.importance_data().train) / smoke.recipe.importance.settings().batch_size
+    )
     ranked = lmzoo.top_plans(latency, imp, k=6, speedup=target, objective="product")
     measured = distinct_networks(ranked, spec, latency)[:3]  # one plan per distinct network
     assert r is not None and r.k == 3 and [c["rank"] for c in r.candidates] == [rank for rank, _ in measured]
     assert len({p.plan.configuration(spec) for _, p in measured}) == len(measured) == 3
     base = json.loads((refined / "base.json").read_text())["accuracy"]
     for c in r.candidates:
-        accuracy = json.loads((refined / f"candidate-{int(c['rank'])}.json").read_text())["accuracy"]
-        assert c["score"] == pytest.approx(math.exp((accuracy - base) / 100))
+        metrics = json.loads((refined / f"candidate-{int(c['rank'])}.json").read_text())
+        assert c["score"] == pytest.approx(math.exp((metrics["accuracy"] - base) / 100))
+        assert metrics["steps"] == 2 * batches and metrics["calibration_batches"] > 0  # refine_epochs: 2
     assert r.chosen_rank == max(r.candidates, key=lambda c: (c["score"], -c["rank"]))["rank"]
     assert record.plan == ranked[r.chosen_rank - 1].plan
     assert f"rank {r.chosen_rank} is built" in _refinement_text(record)

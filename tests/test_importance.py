@@ -63,7 +63,7 @@ def _table(setup, tmp_path, **kwargs):
     )
 
 
-@pytest.mark.parametrize("estimator", ["finetune", "block-distill", "bn-recalibration"])
+@pytest.mark.parametrize("estimator", ["finetune", "block-distill", "bn-recalibration", "bn-suffix"])
 def test_entries_are_exp_of_the_heldout_accuracy_change(setup, tmp_path, estimator):
     _, spec, _, cands = setup
     table = _table(setup, tmp_path, estimator=estimator)
@@ -173,7 +173,7 @@ def test_ddpm_entries_use_the_heldout_denoising_loss_under_fixed_noise(unet_setu
     for record in records:
         cand = lmzoo.Candidate.from_dict(record["candidate"])
         assert table.entries[cand] == pytest.approx(math.exp(-(record["metrics"]["loss"] - base) / base))
-    for estimator in ("block-distill", "bn-recalibration"):
+    for estimator in ("block-distill", "bn-recalibration", "bn-suffix"):
         with pytest.raises(InvalidArgumentError, match="use finetune"):
             importance_table(
                 model, spec, data, cands=cands, estimator=estimator, workdir=tmp_path, progress=False
@@ -270,7 +270,7 @@ def _states_of(spec, cands):
     return extra_states(spec, [c for c in cands if c in depth])
 
 
-@pytest.mark.parametrize("estimator", ["bn-recalibration", "block-distill"])
+@pytest.mark.parametrize("estimator", ["bn-recalibration", "block-distill", "bn-suffix"])
 def test_activation_states_are_measured_as_their_own_entries(setup, tmp_path, estimator):
     """Depth compression's extended entries: each state is one more record (a rerun measures
     nothing), the table holds it beside the plain entries, and its network has the activations
@@ -321,5 +321,46 @@ def test_block_distill_feeds_a_state_the_activation_it_inserts(setup):
     for state in [s for s in _states_of(spec, cands) if s.start_active][:3]:
         metrics = distill_block(context, state, seed=3)
         whole = context.evaluate(context.compressed(state, 3).eval())
+        assert metrics["accuracy"] == whole["accuracy"]
+        assert metrics["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["candidate", "state inserting at its start"])
+def test_bn_suffix_equals_recalibrating_the_later_norms_of_the_whole_network(setup, kind):
+    """bn-suffix runs from cached maps at the block's start; it must equal the whole configured
+    network with the statistics of every BatchNorm from the block on (the block's, the later
+    blocks', the head's) re-estimated on the same calibration batches."""
+    import itertools
+
+    from torch.utils.data import DataLoader
+
+    from lmzoo.importance.bn_suffix import recalibrate_suffix
+
+    model, spec, data, cands = setup
+    settings = dataclasses.replace(SETTINGS, calibration_examples=16, eval_batch_size=8)
+    context = EstimatorContext(
+        model, spec, data, settings, lmzoo.tasks.make_task("classification"), torch.device("cpu")
+    )
+    if kind == "candidate":
+        entries = [c for c in cands if c.length > 1 and c.start > 0][:3]
+    else:
+        entries = [s for s in _states_of(spec, cands) if s.start_active][:2]
+    assert entries
+    for entry in entries:
+        metrics = recalibrate_suffix(context, entry, seed=3)
+        net = context.compressed(entry, 3).eval()
+        start = (entry.candidate if hasattr(entry, "candidate") else entry).start
+        blocks = context.chain(net).blocks
+        later = [m for b in list(blocks)[start:] for m in b.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        later.append(net.bn2)
+        for norm in later:
+            norm.reset_running_stats()
+            norm.momentum = None
+            norm.train()
+        with torch.no_grad():
+            for x, _ in itertools.islice(DataLoader(data.train, batch_size=8), 2):
+                net(x)
+        whole = context.evaluate(net.eval())
+        assert metrics["recalibrated_norms"] == len(later) and metrics["calibration_examples"] == 16
         assert metrics["accuracy"] == whole["accuracy"]
         assert metrics["loss"] == pytest.approx(whole["loss"], rel=1e-5)

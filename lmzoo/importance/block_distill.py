@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,6 +18,11 @@ from lmzoo.core.candidates import Candidate
 from lmzoo.core.plan import Plan
 from lmzoo.core.spec import Spec
 from lmzoo.importance.context import PROCESS_CACHE, EntryFailed, EstimatorContext
+
+#: a batch of maps at one chain position
+Maps = torch.Tensor
+#: maps at earlier positions that later shortcuts read
+Saved = dict[int, torch.Tensor]
 
 
 def block_maps(context: EstimatorContext) -> BlockMaps:
@@ -109,17 +115,7 @@ def distill_block(context: EstimatorContext, entry: Entry, seed: int) -> dict[st
     maps.at(cand.start)
     net = context.compressed(entry, seed).eval()
     chain = context.chain(net)
-    inserted = _inserted_at_start(context.spec, entry)
-    start_activation = chain.activations[cand.start - 1] if inserted else nn.Identity()
-
-    def entering(
-        x: torch.Tensor, saved: dict[int, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        if not inserted:
-            return x, saved
-        with torch.no_grad():
-            x = start_activation(x)
-        return x, {k: (x if k == cand.start else v) for k, v in saved.items()}
+    entering = entering_maps(context.spec, entry, chain)
 
     started = time.perf_counter()
     last: float | None = None  # a block without parameters (all convs dropped) has nothing to train
@@ -154,6 +150,23 @@ def distill_block(context: EstimatorContext, entry: Entry, seed: int) -> dict[st
     with chain.resumed([(cand.start, *entering(x, saved)) for x, saved in maps.heldout]):
         metrics = context.evaluate(net)
     return {**metrics, "block_loss": last, "block_steps": steps, "block_train_s": train_s}
+
+
+def entering_maps(spec: Spec, entry: Entry, chain: Any) -> Callable[[Maps, Saved], tuple[Maps, Saved]]:
+    """The maps entering the entry's block from the base network's maps at its start: the same,
+    or with the activation an activation state inserts at its start applied."""
+    cand = entry_candidate(entry)
+    inserted = _inserted_at_start(spec, entry)
+    start_activation = chain.activations[cand.start - 1] if inserted else nn.Identity()
+
+    def entering(x: Maps, saved: Saved) -> tuple[Maps, Saved]:
+        if not inserted:
+            return x, saved
+        with torch.no_grad():
+            x = start_activation(x)
+        return x, {k: (x if k == cand.start else v) for k, v in saved.items()}
+
+    return entering
 
 
 def _inserted_at_start(spec: Spec, entry: Entry) -> bool:

@@ -8,7 +8,10 @@
 - ``block-distill`` — only the compressed block is trained, to reproduce the base network's map at
   the block's end from cached maps at its start; then only the rest of the network runs on cached
   held-out maps (chain families: timm ResNet, MobileNetV2);
-- ``bn-recalibration`` — no training: BatchNorm statistics re-estimated on importance-train.
+- ``bn-recalibration`` — no training: BatchNorm statistics re-estimated on importance-train;
+- ``bn-suffix`` — the same from cached maps at the block's start: only the statistics from the block
+  on are re-estimated (on ``calibration_examples`` examples), and only that part of the network runs
+  (chain families).
 
 Each is one function of (context, entry, seed) registered by name; the work they share is the
 context's (``lmzoo.importance.context``), so this module needs no torch import of its own.
@@ -48,6 +51,18 @@ def block_distill(context: EstimatorContext, entry: Entry, seed: int) -> dict[st
     from lmzoo.importance.block_distill import distill_block
 
     return distill_block(context, entry, seed)
+
+
+def _chain_with_batch_norms(context: EstimatorContext) -> None:
+    context.require_batch_norms()
+    context.chain()
+
+
+@register_estimator("bn-suffix", check=_chain_with_batch_norms)
+def bn_suffix(context: EstimatorContext, entry: Entry, seed: int) -> dict[str, Any]:
+    from lmzoo.importance.bn_suffix import recalibrate_suffix
+
+    return recalibrate_suffix(context, entry, seed)
 
 
 @register_estimator("bn-recalibration", check=lambda context: context.require_batch_norms())

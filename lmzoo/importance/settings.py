@@ -30,13 +30,18 @@ class FinetuneSettings(TrainSettings):
     block_batch_size: int = 128
     #: see REINIT_RULES
     reinit: str = "kept-alone"
+    #: bn-suffix: importance-train examples its BatchNorm statistics are re-estimated on (at least
+    #: one held-out-sized batch); 512 estimate a batch's statistics well at a fifth of the subset
+    calibration_examples: int = 512
 
     def cache_key(self) -> dict[str, object]:
-        """The fields that identify cached entries: the rule lmzoo followed before ``reinit``
-        existed is left out, so entries measured then stay valid."""
+        """The fields that identify cached entries: fields added later are left out at their
+        defaults (which are what lmzoo did before they existed), so entries measured then stay
+        valid."""
         fields = asdict(self)
-        if self.reinit == "kept-alone":
-            del fields["reinit"]
+        for name, before in (("reinit", "kept-alone"), ("calibration_examples", 512)):
+            if fields[name] == before:
+                del fields[name]
         return fields
 
     def __post_init__(self) -> None:

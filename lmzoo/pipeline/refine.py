@@ -57,7 +57,11 @@ def refine_stage(
     s, imp = ws.recipe.solve, ws.recipe.importance
     k = s.refine_top
     settings = imp.settings()
-    settings = dataclasses.replace(settings, lr=settings.lr * REFINE_LR_SCALE)
+    settings = dataclasses.replace(
+        settings,
+        lr=settings.lr * REFINE_LR_SCALE,
+        epochs=settings.epochs if s.refine_epochs is None else s.refine_epochs,
+    )
     key = content_key(
         "refine/distinct-networks/bn-recalibrated",
         latency.to_dict(),

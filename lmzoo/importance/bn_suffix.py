@@ -1,0 +1,69 @@
+"""The ``bn-suffix`` importance estimator: no training; the BatchNorm statistics from the entry's
+block to the network's end are re-estimated on importance-train maps, and only that part runs on the
+held-out maps. The base network's maps at the block's start are cached as for ``block-distill``
+(whose cache it shares), so each entry runs only what follows its start; the layers before it are
+unchanged by the entry and keep their statistics. Chain families only."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmzoo.core.activations import Entry, entry_candidate
+from lmzoo.importance.block_distill import block_maps, entering_maps
+from lmzoo.importance.context import EstimatorContext, batch_norms
+
+
+def recalibrate_suffix(context: EstimatorContext, entry: Entry, seed: int) -> dict[str, Any]:
+    """Held-out metrics of the network with the entry's block compressed (no training), after
+    re-estimating the statistics of every BatchNorm that runs from the block on, on the first
+    ``calibration_examples`` importance-train maps."""
+    cand = entry_candidate(entry)
+    maps = block_maps(context)
+    maps.at(cand.start)
+    net = context.compressed(entry, seed).eval()
+    chain = context.chain(net)
+    entering = entering_maps(context.spec, entry, chain)
+    batch = context.settings.eval_batch_size
+    wanted = math.ceil(context.settings.calibration_examples / batch)
+    calibration = [(cand.start, *entering(x, saved)) for x, saved in maps.train[:wanted]]
+    probe = context.example_inputs()[0][:1]  # the stem runs on it; the chain ignores its input
+    suffix = _norms_after_start(net, chain, calibration[0], probe)
+    for norm in suffix:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the calibration batches
+        norm.train()
+    with torch.no_grad(), chain.resumed(calibration):
+        for _ in calibration:
+            net(probe)
+    net.eval()
+    with chain.resumed([(cand.start, *entering(x, saved)) for x, saved in maps.heldout]):
+        metrics = context.evaluate(net)
+    seen = sum(len(x) for _, x, _ in calibration)
+    return {**metrics, "calibration_examples": seen, "recalibrated_norms": len(suffix)}
+
+
+def _norms_after_start(
+    net: nn.Module, chain: Any, state: tuple[int, torch.Tensor, dict[int, torch.Tensor]], probe: torch.Tensor
+) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorms that run once the chain starts at the entry's block (the block's, the later
+    blocks', the head's), found by one resumed forward in eval mode."""
+    started: list[bool] = []
+    ran: list[nn.modules.batchnorm._BatchNorm] = []
+    norms = batch_norms(net)
+    handles = [chain.register_forward_pre_hook(lambda *_: started.append(True))]
+    handles += [
+        m.register_forward_pre_hook(lambda module, _inputs: ran.append(module) if started else None)
+        for m in norms
+    ]
+    first, x, saved = state
+    try:
+        with torch.no_grad(), chain.resumed([(first, x[:1], {k: v[:1] for k, v in saved.items()})]):
+            net(probe)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(dict.fromkeys(ran))
