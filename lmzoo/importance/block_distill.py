@@ -105,17 +105,26 @@ class _Captured(Exception):
     pass
 
 
-def distill_block(context: EstimatorContext, entry: Entry, seed: int) -> dict[str, Any]:
-    """Train the compressed block, in its deploy form (one conv), to reproduce the base network's
-    map at the block's end; then evaluate only the network after the block's start. An activation
-    state inserting the activation at the block's start applies it to the cached maps there."""
-    s = context.settings
+def at_entry(
+    context: EstimatorContext, entry: Entry, seed: int
+) -> tuple[Candidate, BlockMaps, nn.Module, Any, Callable[[Maps, Saved], tuple[Maps, Saved]]]:
+    """What an estimator from cached maps starts with: the entry's candidate, the base network's
+    maps advanced to its start, the compressed network (eval mode), its chain, and the function
+    giving the maps that enter the entry's block."""
     cand = entry_candidate(entry)
     maps = block_maps(context)
     maps.at(cand.start)
     net = context.compressed(entry, seed).eval()
     chain = context.chain(net)
-    entering = entering_maps(context.spec, entry, chain)
+    return cand, maps, net, chain, entering_maps(context.spec, entry, chain)
+
+
+def distill_block(context: EstimatorContext, entry: Entry, seed: int) -> dict[str, Any]:
+    """Train the compressed block, in its deploy form (one conv), to reproduce the base network's
+    map at the block's end; then evaluate only the network after the block's start. An activation
+    state inserting the activation at the block's start applies it to the cached maps there."""
+    s = context.settings
+    cand, maps, net, chain, entering = at_entry(context, entry, seed)
 
     started = time.perf_counter()
     last: float | None = None  # a block without parameters (all convs dropped) has nothing to train

@@ -15,8 +15,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.data import TensorDataset
 
 from lmzoo.adapters.base.chain import UnitStep
-from lmzoo.core.activations import Entry, entry_candidate
-from lmzoo.importance.block_distill import block_maps, entering_maps
+from lmzoo.core.activations import Entry
+from lmzoo.importance.block_distill import at_entry
 from lmzoo.importance.context import PROCESS_CACHE, EstimatorContext, batch_norms
 
 
@@ -24,12 +24,7 @@ def recalibrate_suffix(context: EstimatorContext, entry: Entry, seed: int) -> di
     """Held-out metrics of the network with the entry's block compressed (no training), after
     re-estimating the statistics of every BatchNorm that runs from the block on, on the first
     ``calibration_examples`` importance-train maps."""
-    cand = entry_candidate(entry)
-    maps = block_maps(context)
-    maps.at(cand.start)
-    net = context.compressed(entry, seed).eval()
-    chain = context.chain(net)
-    entering = entering_maps(context.spec, entry, chain)
+    cand, maps, net, chain, entering = at_entry(context, entry, seed)
     batch = context.settings.eval_batch_size
     wanted = math.ceil(context.settings.calibration_examples / batch)
     calibration = [(cand.start, *entering(x, saved)) for x, saved in maps.train[:wanted]]
