@@ -123,8 +123,15 @@ class EstimatorContext:
             net, self.data.heldout, batch_size=self.settings.eval_batch_size, device=self.device
         )
 
+    def can_recalibrate_batch_norms(self, net: nn.Module | None = None) -> bool:
+        """Whether ``net`` (default: the base) has BatchNorm statistics that
+        :meth:`recalibrate_batch_norms` can re-estimate (a classifier's: it feeds images alone)."""
+        return self.task.name == "classification" and bool(
+            batch_norms(net if net is not None else self.model)
+        )
+
     def require_batch_norms(self) -> None:
-        if self.task.name != "classification" or not batch_norms(self.model):
+        if not self.can_recalibrate_batch_norms():
             raise InvalidArgumentError(
                 "the bn-recalibration estimator needs a classifier with BatchNorm layers; "
                 "use finetune or finetune-short for this model"

@@ -1,11 +1,11 @@
 """Re-ranking the tables' best plans (``solve.refine_top``): the K most important distinct networks
-among the tables' best plans (``lmzoo.top_plans``; plans that differ only in which 1x1 convs are
-merged compute one function, so each configuration is measured once, as its fastest plan) each get
-a short recovery of the whole configured network (the importance table's schedule on
-importance-train at a tenth of its learning rate, then BatchNorm statistics re-estimated there;
-measured on the held-out subset), and the best by that measure is built. Summed block
-importances assume the blocks' effects add up; this measures them together. Each candidate's score
-is cached as it finishes, so an interrupted refinement resumes."""
+among the tables' 2K best plans (``lmzoo.top_plans``, at most 64; fewer when they hold fewer).
+Plans that differ only in which 1x1 convs are merged compute one function, so each configuration
+is measured once, as its fastest plan. Each gets a short recovery of the whole configured network
+(the importance table's schedule on importance-train at a tenth of its learning rate, then
+BatchNorm statistics re-estimated there; measured on the held-out subset), and the best by that
+measure is built. Summed block importances assume the blocks' effects add up; this measures them
+together. Each candidate's score is cached as it finishes, so an interrupted refinement resumes."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def refine_stage(
     """``solve`` with its plan replaced by the best of the tables' ``solve.refine_top`` best plans
     by a short whole-network recovery (cached per candidate; resumable). A target beyond the
     latency table (its fastest plan built) is left as it is: there is nothing to choose from."""
-    from lmzoo.importance.context import EstimatorContext, batch_norms
+    from lmzoo.importance.context import EstimatorContext
 
     if solve.unreachable_max_speedup is not None:
         return solve
@@ -101,7 +101,7 @@ def refine_stage(
             def measure(plan: Any = point.plan) -> dict[str, Any]:
                 net = context.configured(plan)
                 summary = context.recover(net, imp.seed)
-                if inputs.task.name == "classification" and batch_norms(net):
+                if context.can_recalibrate_batch_norms(net):
                     summary["calibration_batches"] = context.recalibrate_batch_norms(net, imp.seed)
                 return {**context.evaluate(net), **summary}
 

@@ -63,7 +63,9 @@ def main() -> None:
     parser.add_argument("--profile", default=None)
     parser.add_argument("--base", default=None, help="base weights (.safetensors)")
     parser.add_argument("--workdir", default="/tmp/lmzoo-bench-importance")
-    parser.add_argument("--estimators", default="block-distill,bn-suffix,bn-recalibration,finetune-short,finetune")
+    parser.add_argument(
+        "--estimators", default="block-distill,bn-suffix,bn-recalibration,finetune-short,finetune"
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N candidates (a quick check)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="write the figures here")
