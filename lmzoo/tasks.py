@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from lmzoo.engine import tensor_output
 from lmzoo.errors import InvalidArgumentError
 from lmzoo.training.loop import Loss, classification_loss
+from lmzoo.training.memory_format import as_format, in_preferred_memory_format
 from lmzoo.training.settings import EVAL_BATCH_SIZE, TrainSettings
 
 
@@ -57,12 +58,13 @@ class Classification(Task):
         net.eval()
         correct = total = 0
         loss = 0.0
-        for x, y in DataLoader(data, batch_size=batch_size, shuffle=False):
-            x, y = x.to(device), y.to(device)
-            logits = net(x)
-            loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            total += int(y.numel())
+        with in_preferred_memory_format(net, device) as fmt:
+            for x, y in DataLoader(data, batch_size=batch_size, shuffle=False):
+                x, y = as_format(x.to(device), fmt), y.to(device)
+                logits = net(x)
+                loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+                correct += int((logits.argmax(1) == y).sum())
+                total += int(y.numel())
         return {"accuracy": 100.0 * correct / total, "loss": loss / total, "heldout": total}
 
     def importance(self, metrics: dict[str, Any], base: dict[str, Any]) -> float:

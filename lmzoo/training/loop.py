@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lmzoo.errors import InvalidArgumentError, LmzooError
 from lmzoo.training.distributed import distributed, is_main_process
+from lmzoo.training.memory_format import as_format, in_preferred_memory_format
 from lmzoo.training.settings import OPTIMIZERS, TrainSettings
 
 STATE_FORMAT = "lmzoo.train-state/1"
@@ -134,53 +135,58 @@ def train(
     """
     device = torch.device(device)
     model.to(device).train()
-    batches_per_epoch, epoch_batches = _batches(dataset, settings.batch_size, seed, device)
-    steps = settings.steps(batches_per_epoch)
-    net: nn.Module = nn.parallel.DistributedDataParallel(model) if distributed() else model
-    optimizer = make_optimizer(model.parameters(), settings)
-    schedule = _cosine_with_warmup(optimizer, settings.warmup_steps, steps)
-    step = 0
-    state_file = Path(state_path) if state_path is not None else None
-    ema = _weight_average(model, ema_decay) if ema_decay > 0 else None
-    if state_file is not None and state_file.is_file():
-        step = _load_state(state_file, model, optimizer, schedule, ema)
-    generator = torch.Generator().manual_seed(seed)
-    from tqdm.auto import tqdm
+    with in_preferred_memory_format(model, device) as fmt:  # before DDP builds its buckets
+        batches_per_epoch, epoch_batches = _batches(dataset, settings.batch_size, seed, device)
+        steps = settings.steps(batches_per_epoch)
+        net: nn.Module = nn.parallel.DistributedDataParallel(model) if distributed() else model
+        optimizer = make_optimizer(model.parameters(), settings)
+        schedule = _cosine_with_warmup(optimizer, settings.warmup_steps, steps)
+        step = 0
+        state_file = Path(state_path) if state_path is not None else None
+        ema = _weight_average(model, ema_decay) if ema_decay > 0 else None
+        if state_file is not None and state_file.is_file():
+            step = _load_state(state_file, model, optimizer, schedule, ema)
+        generator = torch.Generator().manual_seed(seed)
+        from tqdm.auto import tqdm
 
-    bar = tqdm(
-        total=steps, initial=step, desc=desc, file=sys.stderr, disable=not (progress and is_main_process())
-    )
-    last_loss = math.nan
-    with bar:
-        while step < steps:
-            epoch, skip = divmod(step, batches_per_epoch)
-            for index, (x, y) in enumerate(epoch_batches(epoch)):
-                if index < skip:
-                    continue  # resuming inside an epoch: the same batches as before
-                generator.manual_seed(seed * 1_000_003 + step)  # per-step randomness survives a resume
-                loss = loss_fn(net, x, y, generator)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"the training loss became {float(loss.detach())} at step {step + 1} of {steps}; "
-                        "lower the lr"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                if ema is not None:
-                    ema.step(model.parameters())
-                last_loss = float(loss.detach())
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
-                if state_file is not None and (step % save_every == 0 or step == steps):
-                    _save_state(state_file, model, optimizer, schedule, step, ema)
-                if step >= steps:
-                    break
-    if ema is not None:
-        ema.copy_to(model.parameters())
-    return {"steps": steps, "train_loss": last_loss}
+        bar = tqdm(
+            total=steps,
+            initial=step,
+            desc=desc,
+            file=sys.stderr,
+            disable=not (progress and is_main_process()),
+        )
+        last_loss = math.nan
+        with bar:
+            while step < steps:
+                epoch, skip = divmod(step, batches_per_epoch)
+                for index, (x, y) in enumerate(epoch_batches(epoch)):
+                    if index < skip:
+                        continue  # resuming inside an epoch: the same batches as before
+                    generator.manual_seed(seed * 1_000_003 + step)  # per-step randomness survives a resume
+                    loss = loss_fn(net, as_format(x, fmt), y, generator)
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"the training loss became {float(loss.detach())} at step {step + 1} of {steps}; "
+                            "lower the lr"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    schedule.step()
+                    if ema is not None:
+                        ema.step(model.parameters())
+                    last_loss = float(loss.detach())
+                    step += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
+                    if state_file is not None and (step % save_every == 0 or step == steps):
+                        _save_state(state_file, model, optimizer, schedule, step, ema)
+                    if step >= steps:
+                        break
+        if ema is not None:
+            ema.copy_to(model.parameters())
+        return {"steps": steps, "train_loss": last_loss}
 
 
 def _weight_average(model: nn.Module, decay: float) -> Any:
