@@ -18,6 +18,7 @@ from lmzoo.adapters.base.chain import UnitStep
 from lmzoo.core.activations import Entry
 from lmzoo.importance.block_distill import at_entry
 from lmzoo.importance.context import PROCESS_CACHE, EstimatorContext, batch_norms
+from lmzoo.training.memory_format import as_format, in_preferred_memory_format
 
 
 def recalibrate_suffix(context: EstimatorContext, entry: Entry, seed: int) -> dict[str, Any]:
@@ -25,24 +26,32 @@ def recalibrate_suffix(context: EstimatorContext, entry: Entry, seed: int) -> di
     re-estimating the statistics of every BatchNorm that runs from the block on, on the first
     ``calibration_examples`` importance-train maps."""
     cand, maps, net, chain, entering = at_entry(context, entry, seed)
-    batch = context.settings.eval_batch_size
-    wanted = math.ceil(context.settings.calibration_examples / batch)
-    calibration = [(cand.start, *entering(x, saved)) for x, saved in maps.train[:wanted]]
-    probe = context.example_inputs()[0][:1]  # the stem runs on it; the chain ignores its input
-    suffix = _norms_after_start(net, chain, calibration[0], probe)
-    for norm in suffix:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average over the calibration batches
-        norm.train()
-    with torch.no_grad(), chain.resumed(calibration):
-        for _ in calibration:
-            net(probe)
-    net.eval()
-    _fold_norms(list(chain.blocks)[cand.start :])
-    with chain.resumed([(cand.start, *entering(x, saved)) for x, saved in maps.heldout]):
-        metrics = context.task.evaluate(
-            net, _heldout_tensors(context), batch_size=batch, device=context.device
-        )
+    with in_preferred_memory_format(net, context.device) as fmt:
+
+        def resume(
+            x: torch.Tensor, saved: dict[int, torch.Tensor]
+        ) -> tuple[int, torch.Tensor, dict[int, torch.Tensor]]:
+            x, saved = entering(x, saved)
+            return cand.start, as_format(x, fmt), {k: as_format(v, fmt) for k, v in saved.items()}
+
+        batch = context.settings.eval_batch_size
+        wanted = math.ceil(context.settings.calibration_examples / batch)
+        calibration = [resume(x, saved) for x, saved in maps.train[:wanted]]
+        probe = context.example_inputs()[0][:1]  # the stem runs on it; the chain ignores its input
+        suffix = _norms_after_start(net, chain, calibration[0], probe)
+        for norm in suffix:
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average over the calibration batches
+            norm.train()
+        with torch.no_grad(), chain.resumed(calibration):
+            for _ in calibration:
+                net(probe)
+        net.eval()
+        _fold_norms(list(chain.blocks)[cand.start :])
+        with chain.resumed([resume(x, saved) for x, saved in maps.heldout]):
+            metrics = context.task.evaluate(
+                net, _heldout_tensors(context), batch_size=batch, device=context.device
+            )
     seen = sum(len(x) for _, x, _ in calibration)
     return {**metrics, "calibration_examples": seen, "recalibrated_norms": len(suffix)}
 

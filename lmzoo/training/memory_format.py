@@ -33,19 +33,25 @@ def preferred_memory_format(model: nn.Module, device: torch.device) -> torch.mem
     return torch.contiguous_format
 
 
+#: set on a model while it is held in channels-last, so nested blocks leave it to the outermost
+_HELD = "_lmzoo_channels_last"
+
+
 @contextmanager
 def in_preferred_memory_format(model: nn.Module, device: torch.device) -> Iterator[torch.memory_format]:
     """Convert ``model``'s 4-d weights to its preferred format for the block (parameters stay the same
     objects, so optimisers keep them) and back to NCHW after it; yields the format its 4-d inputs
-    should take (:func:`as_format`)."""
+    should take (:func:`as_format`). Nested blocks on one model convert once."""
     fmt = preferred_memory_format(model, device)
-    if fmt == torch.contiguous_format:
+    if fmt == torch.contiguous_format or getattr(model, _HELD, False):
         yield fmt
         return
     model.to(memory_format=fmt)
+    setattr(model, _HELD, True)
     try:
         yield fmt
     finally:
+        delattr(model, _HELD)
         model.to(memory_format=torch.contiguous_format)
 
 
