@@ -80,6 +80,13 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="override an importance setting for the non-finetune estimators (e.g. block_steps=25)",
     )
+    parser.add_argument(
+        "--heldout-fraction",
+        type=float,
+        default=None,
+        help="measure the non-finetune estimators on this fraction of the training split (a prefix of "
+        "the recipe's held-out subset; finetune keeps the recipe's); use a workdir of its own",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -92,6 +99,12 @@ def main() -> None:
     model = build.base
     spec, _ = build.traced
     data = build.inputs.importance_data()
+    cheap_data = data
+    if args.heldout_fraction is not None:
+        cheap_data = Build(
+            replace(recipe, importance=replace(recipe.importance, heldout_fraction=args.heldout_fraction)),
+            workdir=args.workdir,
+        ).inputs.importance_data()
     settings = recipe.importance.settings()
     cands = sorted({c for m in lmzoo.METHODS for c in lmzoo.candidates(spec, method=m)})
     if args.limit:
@@ -105,7 +118,8 @@ def main() -> None:
     }
     print(
         f"{recipe.model.arch} on {recipe.data.dataset}: {len(cands)} candidates, "
-        f"{len(data.train)} importance-train / {len(data.heldout)} held-out images, {args.threads} threads"
+        f"{len(data.train)} importance-train / {len(data.heldout)} held-out images "
+        f"({len(cheap_data.heldout)} for the non-finetune estimators), {args.threads} threads"
     )
 
     tables = {}
@@ -114,7 +128,7 @@ def main() -> None:
         tables[estimator] = importance_table(
             model,
             spec,
-            data,
+            data if estimator == "finetune" else cheap_data,
             estimator=estimator,
             settings=settings if estimator == "finetune" else replace(settings, **overrides),
             cands=cands,
