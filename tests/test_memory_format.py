@@ -7,7 +7,7 @@ from torch.utils.data import TensorDataset
 
 import lmzoo.training.memory_format as memory_format
 from lmzoo.tasks import Classification
-from lmzoo.testing import TinyGraphNet, _tiny_mobilenetv2, _tiny_resnet_basic
+from lmzoo.testing import TINY_MODELS
 from lmzoo.training.loop import train
 from lmzoo.training.settings import TrainSettings
 
@@ -26,10 +26,10 @@ def _nchw_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    ("build", "depthwise"), [(_tiny_mobilenetv2, True), (TinyGraphNet, True), (_tiny_resnet_basic, False)]
+    ("name", "depthwise"), [("mobilenetv2", True), ("graph", True), ("resnet-basic", False)]
 )
-def test_only_networks_with_depthwise_convs_prefer_channels_last_on_cpu(build, depthwise):
-    net = build()
+def test_only_networks_with_depthwise_convs_prefer_channels_last_on_cpu(name, depthwise):
+    net = TINY_MODELS[name].build()
     assert memory_format.has_depthwise_convs(net) is depthwise
     expected = torch.channels_last if depthwise else torch.contiguous_format
     assert memory_format.preferred_memory_format(net, CPU) == expected
@@ -40,7 +40,7 @@ def _trained(seen_formats: list[bool]) -> tuple[torch.nn.Module, list[int]]:
     torch.manual_seed(0)
     # float64 and 4 steps: the layouts' rounding differences grow ~100x a step on this tiny network
     # (random labels) and stay below 1e-7; a layout bug would move weights by O(1)
-    net = _tiny_mobilenetv2().double()
+    net = TINY_MODELS["mobilenetv2"].build().double()
     ids = [id(p) for p in net.parameters()]
     task = Classification()
     inner = task.loss(SETTINGS)
@@ -71,7 +71,7 @@ def test_training_in_channels_last_matches_nchw_and_returns_nchw_weights(monkeyp
 
 def test_evaluation_in_channels_last_matches_nchw_and_leaves_the_network_as_it_was(monkeypatch):
     torch.manual_seed(1)
-    net = _tiny_mobilenetv2().eval()
+    net = TINY_MODELS["mobilenetv2"].build().eval()
     data = _images(48, seed=2)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     fast = Classification().evaluate(net, data, batch_size=16, device=CPU)
