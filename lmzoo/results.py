@@ -158,6 +158,19 @@ def write_results(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> N
         writer.writerows(rows)
 
 
+def merge_results(previous: list[dict[str, Any]], current: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``previous`` rows (a results CSV as read) with each row of the same model, data set and profile
+    replaced by its ``current`` row, in place; ``current``'s other rows follow. Rows of entries that
+    are not in ``current`` (built or published elsewhere) are kept as they were."""
+
+    def key(row: dict[str, Any]) -> tuple[str, str, str]:
+        return (str(row["model"]), str(row.get("dataset") or ""), str(row.get("profile") or DEFAULT_PROFILE))
+
+    fresh = {key(r): r for r in current}
+    merged = [fresh.pop(key(r), r) for r in previous]
+    return merged + [r for r in current if key(r) in fresh]
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 4)
 

@@ -346,6 +346,21 @@ def test_results_collects_every_built_entry_with_how_it_was_measured(built, monk
     nothing = CliRunner().invoke(main, ["results", "nothing-*", "--out", str(out)])
     assert nothing.exit_code != 0 and "no built entries" in nothing.output
 
+    # --update keeps the rows of entries the store lacks (published from elsewhere) and replaces the
+    # store's own rows where they stood; without it the file holds the store's rows only
+    elsewhere = {**entry, "model": "ddpm-fmnist-layermerge-1.1x", "arch": "UNet2DModel", "value": "0.0419"}
+    stale = {**entry, "value": "1.0"}
+    with out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(entry))
+        writer.writeheader()
+        writer.writerows([elsewhere, stale])
+    assert CliRunner().invoke(main, ["results", "--update", "--out", str(out)]).exit_code == 0
+    updated = list(csv.DictReader(out.open()))
+    assert [r["model"] for r in updated] == ["ddpm-fmnist-layermerge-1.1x", BUILT, "mobilenetv2_100 (base)"]
+    assert updated[0] == elsewhere and updated[1] == entry
+    assert CliRunner().invoke(main, ["results", "--out", str(out)]).exit_code == 0
+    assert {r["model"] for r in csv.DictReader(out.open())} == set(by_model)
+
 
 def test_a_contended_latency_table_is_reported_with_how_to_remeasure(built, monkeypatch, tmp_path):
     from lmzoo.latency.stats import LatencyStats

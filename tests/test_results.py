@@ -1,6 +1,6 @@
 """The results table's frontier plot: which lines it draws from which rows."""
 
-from lmzoo.results import frontier_series, plot_frontier
+from lmzoo.results import frontier_series, merge_results, plot_frontier
 
 
 def _row(model, method, speedup, value, objective="product"):
@@ -56,3 +56,20 @@ def test_entries_fine_tuned_from_several_seeds_plot_their_mean_and_sd(tmp_path):
     path = tmp_path / "frontier.png"
     assert plot_frontier(rows, path, entry="lm-2x")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_merging_replaces_rows_of_the_same_model_dataset_and_profile_in_place():
+    previous = [
+        _row("ddpm-1.1x", "layermerge", 1.1, 0.04),
+        _row("lm-2x", "layermerge", 2.0, 87.7),
+        {**_row("lm-2x", "layermerge", 2.0, 80.0), "profile": "smoke"},
+        {**_row("lm-2x", "layermerge", 2.0, 70.0), "dataset": "mnist"},
+    ]
+    current = [
+        _row("lm-1.6x", "layermerge", 1.6, 88.9),
+        {**_row("lm-2x", "layermerge", 2.0, 87.2), "profile": ""},  # an empty profile is the default
+    ]
+    merged = merge_results(previous, current)
+    assert [r["model"] for r in merged] == ["ddpm-1.1x", "lm-2x", "lm-2x", "lm-2x", "lm-1.6x"]
+    assert [r["value"] for r in merged] == ["0.04", "87.2", "80.0", "70.0", "88.9"]
+    assert merge_results([], current) == current and merge_results(previous, []) == previous

@@ -157,14 +157,21 @@ def _built_entry(name: str) -> Any:
     show_default=True,
     help="The results CSV to write; a frontier plot per architecture and data set goes next to it.",
 )
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Keep the rows of OUT that the store has no entry for (built or published elsewhere); the "
+    "store's rows replace those of the same model, data set and profile.",
+)
 @user_errors
-def results(pattern: str | None, out: str) -> None:
+def results(pattern: str | None, out: str, update: bool) -> None:
     """Collect the built entries of the local store (fnmatch PATTERN) into a results CSV: one row per
     model and one per base, with target, predicted and measured speed-ups, the latency setting and the
-    test metric; plus frontier-<arch>-<dataset>.png (metric against measured speed-up, all methods)."""
+    test metric; plus frontier-<arch>-<dataset>.png (metric against measured speed-up, all methods)
+    for every architecture and data set the store's entries cover."""
     from lmzoo.errors import InvalidArgumentError
     from lmzoo.recipes import DEFAULT_PROFILE
-    from lmzoo.results import plot_frontier, results_rows, write_results
+    from lmzoo.results import merge_results, plot_frontier, read_results, results_rows, write_results
     from lmzoo.store import built_entries, entry_dir, store_root
 
     root = store_root()
@@ -176,12 +183,13 @@ def results(pattern: str | None, out: str) -> None:
         )
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_results(rows, target)
-    click.echo(f"{target}: {sum(r['method'] != 'base' for r in rows)} models")
+    written = merge_results(read_results(target), rows) if update and target.is_file() else rows
+    write_results(written, target)
+    click.echo(f"{target}: {sum(r['method'] != 'base' for r in written)} models")
     for arch, dataset, profile in sorted({(r["arch"], r["dataset"], r["profile"]) for r in rows}):
         suffix = "" if profile == DEFAULT_PROFILE else f"-{profile}"  # a smoke build's plot stays apart
         plot = target.with_name(f"frontier-{arch}-{dataset}{suffix}.png")
-        if plot_frontier(rows, plot, group=(arch, dataset), profile=profile):
+        if plot_frontier(written, plot, group=(arch, dataset), profile=profile):
             click.echo(str(plot))
 
 
