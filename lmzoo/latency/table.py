@@ -211,6 +211,38 @@ def latency_table(
     return LatencyTable(entries, fixed_ms=fixed_ms, spec=spec, metadata=metadata)
 
 
+def covering(table: LatencyTable, spec: Spec, cands: Iterable[Candidate]) -> LatencyTable | None:
+    """``table`` itself when it holds every one of ``cands``; else a table over exactly ``cands`` in
+    which each candidate ``table`` lacks takes the entry of one it holds that deploys to the same conv
+    (:func:`conv_config`: the same measurement); None when some candidate's conv is not in it.
+
+    Which convs a candidate keeps is chosen by the base network's weights (largest L1 norm), so a
+    retrained base of the same architecture can key its blocks by other kept convs than the table's
+    while every block still deploys to a conv the table timed."""
+    cands = list(cands)
+    if all(c in table.entries for c in cands):
+        return table
+    timed: dict[str | None, float] = {}
+    for cand, ms in table.entries.items():
+        config = conv_config(spec, cand)
+        timed.setdefault(None if config is None else config.key(), ms)
+    entries: dict[Candidate, float] = {}
+    for cand in cands:
+        config = conv_config(spec, cand)
+        key = None if config is None else config.key()
+        if cand not in table.entries and key not in timed:
+            return None
+        entries[cand] = table.entries.get(cand, timed.get(key, 0.0))
+    rekeyed = sum(c not in table.entries for c in cands)
+    return LatencyTable(
+        entries,
+        fixed_ms=table.fixed_ms,
+        spec_fingerprint=spec.fingerprint,
+        metadata={**table.metadata, "entries": len(entries), "rekeyed_entries": rekeyed},
+        spec=spec,
+    )
+
+
 def _inputs_from_spec(spec: Spec, batch_size: int) -> list[torch.Tensor]:
     inputs = []
     for shape in spec.input_shapes:

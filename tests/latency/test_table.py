@@ -7,11 +7,11 @@ from torch import nn
 
 import lmzoo
 from lmzoo.adapters.base.chain import Chain
-from lmzoo.core.candidates import METHODS
+from lmzoo.core.candidates import METHODS, all_candidates
 from lmzoo.latency import table as table_module
 from lmzoo.latency.endtoend import deploy_form
 from lmzoo.latency.stats import LatencyStats, contended
-from lmzoo.latency.table import conv_config
+from lmzoo.latency.table import conv_config, covering
 from lmzoo.tables import LatencyTable
 from lmzoo.testing import TINY_MODELS, random_plan, randomize_norms
 
@@ -218,3 +218,51 @@ def test_table_records_and_warns_about_contended_measurements(tiny, monkeypatch,
     assert len(flagged) == 1 and "latency table: 1 of" in caplog.text and "re-measure" in caplog.text
     monkeypatch.setattr(table_module, "measure_times", lambda _m, _i, **kw: [0.1] * kw["runs"])
     assert lmzoo.latency_table(spec, **{**FAST, "passes": 1, "runs": 10}).metadata["contended"] == []
+
+
+@pytest.mark.parametrize("name", ["resnet-basic", "resnet-bottleneck", "mobilenetv2"])
+def test_a_table_covers_a_retrained_base_whose_candidates_keep_other_convs(name):
+    """Which convs a candidate keeps follows the base's weights, so two bases of one architecture
+    key some blocks differently; every block still deploys to a conv the first base's table timed,
+    and ``covering`` gives the second base's table from it without timing anything."""
+    t = TINY_MODELS[name]
+    specs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        specs.append(lmzoo.trace(randomize_norms(t.build()).eval(), t.inputs(1, torch.float32)))
+    first, second = specs
+    assert first.fingerprint == second.fingerprint
+    timed = {}  # a distinct "measurement" per deployed conv, 0 for identity blocks
+
+    def ms(spec, cand):
+        cfg = conv_config(spec, cand)
+        return 0.0 if cfg is None else timed.setdefault(cfg.key(), 1.0 + len(timed))
+
+    old = LatencyTable(
+        {c: ms(first, c) for c in all_candidates(first)},
+        fixed_ms=2.5,
+        spec_fingerprint=first.fingerprint,
+        metadata={"backend": "torch"},
+        spec=first,
+    )
+    wanted = all_candidates(second)
+    assert set(wanted) - set(old.entries)  # the second base keeps other convs in some blocks
+    new = covering(old, second, wanted)
+    assert new is not None and set(new.entries) == set(wanted)
+    assert all(new[c] == ms(second, c) for c in wanted)
+    assert new.fixed_ms == 2.5 and new.spec_fingerprint == second.fingerprint
+    assert new.metadata["rekeyed_entries"] == len(set(wanted) - set(old.entries))
+    assert covering(old, first, all_candidates(first)) is old  # nothing to re-key: the table itself
+    # a candidate whose conv the table never timed cannot be covered
+    lacking = next(c for c in wanted if c not in old.entries and conv_config(second, c) is not None)
+    key = conv_config(second, lacking).key()
+    partial = LatencyTable(
+        {
+            c: v
+            for c, v in old.entries.items()
+            if conv_config(first, c) is None or conv_config(first, c).key() != key
+        },
+        fixed_ms=2.5,
+        spec=first,
+    )
+    assert covering(partial, second, wanted) is None
