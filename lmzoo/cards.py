@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lmzoo.frechet import INCEPTION
+from lmzoo.latency.card import LatencyCard
 from lmzoo.preprocessing import Preprocessing
 from lmzoo.recipes import DEFAULT_PROFILE, Recipe, zoo_entry_name
 from lmzoo.records import TASK_METRIC, Evaluation, Frechet, OnnxExport, SampleGrid, SolveRecord
@@ -340,7 +341,7 @@ def model_card(
         metric_rows=rows,
         speedup=card.speedup,
         target=f"{solve.target_speedup:g}",
-        predicted=_predicted_text(solve),
+        predicted=_predicted_text(solve, card),
         backend=m.backend,
         device_name=device_name,
         batch=m.batch_size,
@@ -504,11 +505,16 @@ def _refinement_text(solve: SolveRecord) -> str:
     )
 
 
-def _predicted_text(solve: SolveRecord) -> str:
-    """The card's "the table predicted ..." figure, saying when the target was out of reach."""
+def _predicted_text(solve: SolveRecord, card: LatencyCard) -> str:
+    """The card's "the table predicted ..." figure, saying when the target was out of reach and
+    when the table was measured on another machine than the speed-up."""
     predicted = solve.predicted_speedup
     if not predicted:
         return "n/a"
+    elsewhere = ""
+    if card.foreign_table and card.predicted is not None:
+        when = str(card.predicted.table.get("date", ""))[:10]
+        elsewhere = f"; that table was measured on {card.foreign_table}" + (f" on {when}" if when else "")
     if solve.unreachable_max_speedup is not None:
-        return f"{predicted:.2f}× for its fastest plan: the target was beyond the latency table"
-    return f"{predicted:.2f}×"
+        return f"{predicted:.2f}× for its fastest plan{elsewhere}: the target was beyond the latency table"
+    return f"{predicted:.2f}×{elsewhere}"

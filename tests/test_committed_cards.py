@@ -54,3 +54,23 @@ def test_a_committed_card_invents_nothing_and_says_how_it_was_measured_once(dire
         assert f", {better}, against measured speed-up" in card
     measured = next(line for line in card.splitlines() if line.startswith("measured with"))
     assert measured.count("thread") == 1
+
+
+def test_a_card_names_the_machine_of_a_table_measured_elsewhere(tmp_path):
+    """A plan fitted to one machine's latency table and timed on another: the card says where the
+    table was measured; timed on the table's own machine, it says nothing more."""
+    import json
+    import shutil
+
+    source = CARDS / "mobilenetv2-fmnist-layermerge-1.6x"
+    copy = tmp_path / source.name
+    shutil.copytree(source, copy)
+    evaluation = json.loads((copy / "evaluation.json").read_text())
+    table = evaluation["latency_card"]["predicted"]["table"]
+    assert table["device_name"] == evaluation["latency_card"]["measurement"]["device_name"]
+    assert "that table was measured on" not in card_from_checkpoint(copy)
+    evaluation["latency_card"]["measurement"]["device_name"] = "Another CPU (2 threads)"
+    (copy / "evaluation.json").write_text(json.dumps(evaluation))
+    card = card_from_checkpoint(copy)
+    assert f"; that table was measured on {table['device_name']} on {table['date'][:10]})," in card
+    assert "Another CPU (2 threads)" in card

@@ -64,6 +64,14 @@ class LatencyCard(JsonFile):
     #: the base network as built (norms not folded)
     base_unfused: LatencyStats | None = None
 
+    @property
+    def foreign_table(self) -> str | None:
+        """The device the predicting table was measured on, when it is not the one this card measured
+        on (the plan was fitted to that machine's timings); None otherwise or when unknown."""
+        table = self.predicted.table.get("device_name") if self.predicted else None
+        here = self.measurement.device_name
+        return str(table) if table and here and table != here else None
+
     def to_dict(self) -> dict[str, Any]:
         card: dict[str, Any] = {
             "format": CARD_FORMAT,

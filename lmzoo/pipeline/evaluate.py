@@ -5,6 +5,7 @@ are cached once per base, data and evaluate settings."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from lmzoo.pipeline.stages import Stage
 from lmzoo.pipeline.workspace import Workspace, content_key
 from lmzoo.records import Evaluation, MergeRecord, RecordError, Spread, test_metrics
 from lmzoo.tasks import Denoising, Task
+
+log = logging.getLogger(__name__)
 
 #: the sample grid's file, next to the evaluation record
 SAMPLES_FILE = "samples.png"
@@ -73,6 +76,14 @@ def evaluate_stage(
             table=latency,
             merged=merged.cpu(),
         )
+        if card.foreign_table:
+            log.warning(
+                "%s: the latency table was measured on %s, this machine is %s: the plan fits that "
+                "machine's timings (build a latency table here for plans fitted to this one)",
+                name,
+                card.foreign_table,
+                card.measurement.device_name,
+            )
         samples = scores = None
         if isinstance(task, Denoising):
             shape = tuple(task.example_inputs(test_set)[0].shape[1:])
