@@ -1,11 +1,14 @@
 """The latency stage's cache across bases of one architecture: a cached table keyed by another base's
 kept convs is re-keyed without timing when every block deploys to a conv it timed, else measured."""
 
+import logging
+
 import pytest
 import torch
 
 import lmzoo
 from lmzoo.core.candidates import all_candidates
+from lmzoo.latency.backends import target_of
 from lmzoo.latency.table import conv_config
 from lmzoo.pipeline import latency as stage_module
 from lmzoo.pipeline.latency import latency_stage
@@ -24,7 +27,7 @@ def _base(seed):
     return model, example, lmzoo.trace(model, example)
 
 
-def _table(spec, skip=None):
+def _table(spec, skip=None, device_name=None):
     timed = {}
 
     def ms(cand):
@@ -32,7 +35,10 @@ def _table(spec, skip=None):
         return 0.0 if cfg is None else timed.setdefault(cfg.key(), 1.0 + len(timed))
 
     entries = {c: ms(c) for c in all_candidates(spec) if skip is None or conv_config(spec, c) != skip}
-    return LatencyTable(entries, fixed_ms=1.5, spec_fingerprint=spec.fingerprint, spec=spec)
+    metadata = {"device_name": device_name} if device_name else None
+    return LatencyTable(
+        entries, fixed_ms=1.5, spec_fingerprint=spec.fingerprint, metadata=metadata, spec=spec
+    )
 
 
 @pytest.fixture()
@@ -81,3 +87,19 @@ def test_a_cached_table_lacking_a_deployed_conv_is_measured_again(workspace, mon
     table, _ = latency_stage(workspace, model, second, example, progress=False)
     assert len(calls) == 1 and set(calls[0]) == set(all_candidates(second))
     assert set(table.entries) == set(all_candidates(second))
+
+
+def test_a_cached_table_from_another_machine_is_named_before_plans_are_fitted_to_it(workspace, caplog):
+    model, example, spec = _base(0)
+    path = _cached_file(workspace, spec)
+    here = target_of(workspace.recipe.latency).device_name()
+    for device, warned in ((here, False), ("Another CPU (2 threads)", True)):
+        _table(spec, device_name=device).save(path)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="lmzoo.pipeline.latency"):
+            table, _ = latency_stage(workspace, model, spec, example, progress=False)
+        assert table.metadata["device_name"] == device  # used as it is either way
+        named = [r.getMessage() for r in caplog.records if "was measured on" in r.getMessage()]
+        assert bool(named) == warned
+        if warned:
+            assert f"was measured on {device}, this machine is {here}" in named[0]

@@ -10,6 +10,9 @@ from torch import nn
 
 from lmzoo.core.candidates import all_candidates
 from lmzoo.core.spec import Spec
+from lmzoo.errors import LmzooError
+from lmzoo.latency.backends import target_of
+from lmzoo.latency.setting import LatencySetting
 from lmzoo.latency.table import covering, latency_table
 from lmzoo.pipeline.stages import Stage
 from lmzoo.pipeline.workspace import Workspace, content_key
@@ -30,6 +33,7 @@ def latency_stage(
         )
         wanted = all_candidates(spec, rules)
         if cached is not None:
+            _warn_if_measured_elsewhere(cached, setting, out)
             table = covering(cached, spec, wanted)
             if table is cached:
                 return cached, out
@@ -51,3 +55,21 @@ def latency_stage(
         )
         table.save(out)
         return table, out
+
+
+def _warn_if_measured_elsewhere(table: LatencyTable, setting: LatencySetting, path: Path) -> None:
+    """A cached table timed on another CPU or GPU fits plans to that machine: say so before any
+    fine-tuning is spent on them (the cache is keyed by architecture and setting, not by machine)."""
+    there = table.metadata.get("device_name")
+    try:
+        here = target_of(setting).device_name()
+    except LmzooError:
+        return  # the backend is not usable here; the stage that needs it says why
+    if there and here and there != here:
+        log.warning(
+            "%s was measured on %s, this machine is %s: plans will fit that machine's timings "
+            "(move the folder away to measure a table here, ~1-2 min for the zoo's networks)",
+            path,
+            there,
+            here,
+        )
