@@ -222,17 +222,18 @@ def covering(table: LatencyTable, spec: Spec, cands: Iterable[Candidate]) -> Lat
     cands = list(cands)
     if all(c in table.entries for c in cands):
         return table
-    timed: dict[str | None, float] = {}
+    timed: dict[str | None, float] = {None: 0.0}  # identity (kernel-0) blocks cost 0
     for cand, ms in table.entries.items():
         config = conv_config(spec, cand)
-        timed.setdefault(None if config is None else config.key(), ms)
+        if config is not None:
+            timed.setdefault(config.key(), ms)
     entries: dict[Candidate, float] = {}
     for cand in cands:
         config = conv_config(spec, cand)
         key = None if config is None else config.key()
         if cand not in table.entries and key not in timed:
             return None
-        entries[cand] = table.entries.get(cand, timed.get(key, 0.0))
+        entries[cand] = table.entries[cand] if cand in table.entries else timed[key]
     rekeyed = sum(c not in table.entries for c in cands)
     return LatencyTable(
         entries,
