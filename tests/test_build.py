@@ -399,13 +399,18 @@ def test_a_target_beyond_the_table_stops_or_builds_the_fastest_plan(built, tmp_p
     recipe.write_text(text.replace("solve: {unreachable: fastest}", "solve: {unreachable: error}"))
     args = ["build", str(recipe), "--profile", "smoke", "--workdir", str(work), "--until", "solve"]
     stopped = CliRunner().invoke(main, args)
+    stages = work / "mobilenetv2-fmnist-layermerge"
+    if stopped.exit_code == 0:  # only right when the table itself reaches 100x
+        solved = [json.loads(p.read_text()) for p in stages.glob("solve-*/plan.json")]
+        (reached,) = [r for r in solved if r["target_speedup"] == 100]
+        assert reached["predicted_speedup"] >= 100 and not reached.get("unreachable"), stopped.output
+        pytest.skip("this run's smoke latency table was contended enough to reach 100x")
     assert stopped.exit_code == 1 and "no layermerge plan fits" in stopped.stderr
     assert "Traceback" not in stopped.output
 
     recipe.write_text(text)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    stages = work / "mobilenetv2-fmnist-layermerge"
     (latency_file,) = stages.glob("latency-*/latency.json")
     (importance_file,) = stages.glob("importance-*/importance.json")
     latency, importance = LatencyTable.load(latency_file), ImportanceTable.load(importance_file)
