@@ -428,8 +428,17 @@ def _frechet_line(frechet: Frechet | None) -> str | None:
     return (
         f"The Fréchet distance compares {frechet.samples} generated images ({frechet.sampler}) with "
         f"{frechet.reference} in the penultimate features of the zoo classifier "
-        f"`{frechet.feature_model}`. It is not Inception FID: it compares models measured the same way."
+        f"`{frechet.feature_model}`{_weights_named(frechet)}. It is not Inception FID: it compares "
+        "models measured the same way."
     )
+
+
+def _weights_named(frechet: Frechet) -> str:
+    """Which weights of the feature classifier (records written before lmzoo kept it do not say)."""
+    digest = frechet.feature_weights_sha256
+    if not digest:
+        return ""
+    return f" (weights sha256 `{digest[:12]}`; other weights under that name give other distances)"
 
 
 def _samples_line(samples: SampleGrid | None) -> str | None:

@@ -193,6 +193,9 @@ class Frechet:
     samples: int
     sampler: str
     reference: str
+    #: sha256 of the feature classifier's weights (None: Inception, or a record written before lmzoo
+    #: kept it): a classifier rebuilt under the same name gives other distances
+    feature_weights_sha256: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from lmzoo.checkpoint import architecture, read_config
 from lmzoo.errors import InvalidArgumentError, LmzooError
 from lmzoo.files import read_text
 from lmzoo.recipes import DEFAULT_PROFILE
-from lmzoo.records import Evaluation, SolveRecord
+from lmzoo.records import Evaluation, Frechet, SolveRecord
 
 #: columns every results CSV row has (``cards/results.csv``)
 RESULT_COLUMNS = (
@@ -96,9 +96,7 @@ def results_rows(directories: list[Path]) -> list[dict[str, Any]]:
             **setting,
             "base_ms": _round(card.base.median_ms),
             "base_value": _round(evaluation.base_test[key]),
-            "frechet_features": frechet.feature_model
-            if frechet
-            else None,  # "inception" (FID) or a classifier
+            "frechet_features": _feature_model(frechet) if frechet else None,
             "date": m.date,
             "lmzoo_version": config.get("lmzoo_version", ""),
         }
@@ -169,6 +167,13 @@ def merge_results(previous: list[dict[str, Any]], current: list[dict[str, Any]])
     fresh = {key(r): r for r in current}
     merged = [fresh.pop(key(r), r) for r in previous]
     return merged + [r for r in current if key(r) in fresh]
+
+
+def _feature_model(frechet: Frechet) -> str:
+    """ "inception" (FID) or the classifier, with its weights' digest when recorded: distances in
+    two classifiers' features do not compare, even under one name."""
+    digest = frechet.feature_weights_sha256
+    return f"{frechet.feature_model}@sha256:{digest[:12]}" if digest else frechet.feature_model
 
 
 def _round(value: float | None) -> float | None:

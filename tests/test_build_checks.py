@@ -2,12 +2,15 @@
 loaded for real (not only looked up), and the targets asked for are speed-ups; nothing is computed
 and the work directory is not created when a check fails."""
 
+import dataclasses
+
 import pytest
 
 import lmzoo
 from lmzoo import pipeline
+from lmzoo.checkpoint import INTEGRITY, read_config
 from lmzoo.data import small_preprocessing
-from lmzoo.pipeline.generation import check_feature_model
+from lmzoo.pipeline.generation import check_feature_model, feature_weights_digest
 from lmzoo.recipes import load_recipe
 from lmzoo.testing import random_checkpoint
 
@@ -58,6 +61,31 @@ def test_a_feature_model_must_classify_the_same_images(store, tmp_path):
         lmzoo.LmzooError, match=r"takes \(1, 32, 32\) images, this recipe makes \(1, 28, 28\)"
     ):
         check_feature_model(recipe, small_preprocessing("fashion-mnist", "symmetric"))
+
+
+def test_the_feature_model_is_named_by_its_weights(store):
+    """The evaluate stages' keys and the Fréchet record carry the digest of the classifier's weights:
+    the one its config recorded (and `load` checks), other weights under the same name another one."""
+    recipe, _ = load_recipe(DDPM, "smoke")
+    with pytest.raises(
+        lmzoo.LmzooError, match=rf"evaluate.feature_model: {FEATURES} is a zoo entry but is not"
+    ):
+        feature_weights_digest(recipe)
+    digests = []
+    for seed in (0, 1):
+        directory, _ = random_checkpoint(store / FEATURES, name=FEATURES, seed=seed)
+        digests.append(feature_weights_digest(recipe))
+        assert digests[-1] == read_config(directory)[INTEGRITY]["weights_sha256"]
+    assert digests[0] != digests[1] and all(len(d) == 64 for d in digests)
+    for other in ("inception", None):
+        assert (
+            feature_weights_digest(
+                dataclasses.replace(
+                    recipe, evaluate=dataclasses.replace(recipe.evaluate, feature_model=other)
+                )
+            )
+            is None
+        )
 
 
 def test_targets_are_speedups(store, tmp_path):

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 import lmzoo
 from lmzoo import pipeline
+from lmzoo.checkpoint import INTEGRITY, read_config
 from lmzoo.cli import main
 from lmzoo.errors import DataNotFoundError
 from lmzoo.recipes import load_recipe
@@ -52,6 +53,10 @@ def test_ddpm_smoke_build(tmp_path, monkeypatch, fid_weights_file):
     assert (directory / "samples.png").stat().st_size > 1000
     frechet = evaluation["frechet"]
     assert frechet["feature_model"] == feature_model and frechet["samples"] == 8
+    digest = read_config(tmp_path / "store" / feature_model)[INTEGRITY]["weights_sha256"]
+    assert frechet["feature_weights_sha256"] == digest
+    (row,) = [r for r in results_rows([directory]) if r["method"] != "base"]
+    assert row["frechet_features"] == f"{feature_model}@sha256:{digest[:12]}"
     assert frechet["base"] > 0 and frechet["merged"] > 0 and "not Inception FID" in frechet["features"]
     card = (directory / "README.md").read_text()
     assert "(samples.png)" in card and "denoising loss" in card and "unconditional-image-generation" in card
@@ -66,8 +71,11 @@ def test_ddpm_smoke_build(tmp_path, monkeypatch, fid_weights_file):
     ddpm = DDPMPipeline.from_pretrained(directory)
     assert ddpm.scheduler.config["num_train_timesteps"] == 1000 and ddpm.scheduler.config["beta_end"] == 0.02
     x, t = torch.randn(1, 1, 32, 32), torch.tensor([250])
-    with torch.no_grad():
-        assert torch.equal(ddpm.unet(x, t).sample, model(x, t).sample)
+    pipe_state, own_state = ddpm.unet.state_dict(), model.state_dict()
+    assert pipe_state.keys() == own_state.keys()
+    assert all(torch.equal(pipe_state[k], own_state[k]) for k in own_state)  # the same weights, bit for bit
+    with torch.no_grad():  # the same function; diffusers may pick another attention kernel (rounding)
+        torch.testing.assert_close(ddpm.unet(x, t).sample, model(x, t).sample, rtol=1e-5, atol=1e-6)
     assert "DDPMPipeline.from_pretrained(lmzoo.store.entry_dir" in card
 
     # the base's held-out loss and Fréchet distance are the same for every plan: cached once, and
@@ -87,6 +95,19 @@ def test_ddpm_smoke_build(tmp_path, monkeypatch, fid_weights_file):
     assert again["base_test"] == {"loss": 123.0} and again["frechet"]["base"] == 456.0
     assert again["test"] == pytest.approx(evaluation["test"])
     assert again["frechet"]["merged"] == pytest.approx(frechet["merged"], rel=1e-5)
+    # the feature classifier rebuilt under its name: both distances are measured again in its features
+    # (the planted base record belongs to the old weights), and the record and card name the new ones
+    random_checkpoint(tmp_path / "store" / feature_model, source="timm", name=feature_model, seed=1)
+    digest = read_config(tmp_path / "store" / feature_model)[INTEGRITY]["weights_sha256"]
+    assert digest != frechet["feature_weights_sha256"]
+    result = CliRunner().invoke(
+        main, ["build", ENTRY, "--profile", "smoke", "--workdir", str(tmp_path / "work")]
+    )
+    assert result.exit_code == 0, result.output
+    rebuilt = json.loads((directory / "evaluation.json").read_text())
+    assert rebuilt["frechet"]["feature_weights_sha256"] == digest and rebuilt["test"] == again["test"]
+    assert rebuilt["frechet"]["base"] != 456.0 and rebuilt["frechet"]["merged"] != frechet["merged"]
+    assert f"(weights sha256 `{digest[:12]}`;" in (directory / "README.md").read_text()
     with torch.no_grad():
         out = model(torch.zeros(2, 1, 32, 32), torch.tensor([10, 500])).sample
     assert out.shape == (2, 1, 32, 32) and torch.isfinite(out).all()

@@ -21,7 +21,7 @@ from lmzoo.files import read_json, write_json
 from lmzoo.latency.card import measure_plan
 from lmzoo.pipeline.base import base_key
 from lmzoo.pipeline.finetune import finetune_key
-from lmzoo.pipeline.generation import frechet, sample_grid
+from lmzoo.pipeline.generation import feature_weights_digest, frechet, sample_grid
 from lmzoo.pipeline.stages import Stage
 from lmzoo.pipeline.workspace import Workspace, content_key
 from lmzoo.records import Evaluation, MergeRecord, RecordError, Spread, test_metrics
@@ -49,9 +49,13 @@ def evaluate_stage(
 ) -> tuple[Evaluation, Path]:
     """The evaluation of ``merged`` and its file (cached; a sample grid lies next to it)."""
     recipe = ws.recipe
+    digest = feature_weights_digest(recipe)
+    features = () if digest is None else (digest,)  # the keys of evaluations without Fréchet features stay
     folder = ws.stage(
         Stage.EVALUATE,
-        content_key(base_key(recipe), plan.to_dict(), recipe.finetune, recipe.latency, recipe.evaluate),
+        content_key(
+            base_key(recipe), plan.to_dict(), recipe.finetune, recipe.latency, recipe.evaluate, *features
+        ),
     )
     with ws.exclusive(folder):
         out = folder / "evaluation.json"
@@ -60,7 +64,9 @@ def evaluate_stage(
             return cached, out
         dev = torch.device(device)
         metrics = task.evaluate(merged, test_set, device=dev)
-        base_file = ws.stage("evaluate-base", content_key(base_key(recipe), recipe.data, recipe.evaluate))
+        base_file = ws.stage(
+            "evaluate-base", content_key(base_key(recipe), recipe.data, recipe.evaluate, *features)
+        )
         base_file /= "evaluation.json"
         base_record = ws.cached(base_file, _read_base_record) or {}
         if "test" not in base_record:

@@ -57,6 +57,7 @@ def frechet(
         distances[label] = frechet_distance(features(generated), reference)
     assert settings.feature_model is not None
     return Frechet(
+        feature_weights_sha256=feature_weights_digest(recipe),
         base=distances["base"],
         merged=distances["merged"],
         feature_model=settings.feature_model,
@@ -65,6 +66,27 @@ def frechet(
         sampler=f"DDIM, {settings.sample_steps} steps, eta 0",
         reference=f"the first {count} test images",
     )
+
+
+def feature_weights_digest(recipe: Recipe) -> str | None:
+    """The sha256 of the weights of the classifier ``evaluate.feature_model`` names, as its config
+    records them (``load`` checks the file against it); None for Inception, no feature model, or a
+    checkpoint written without digests. Part of the evaluate stages' keys: rebuilding the classifier
+    under the same name re-measures the distances instead of reusing ones taken in other features."""
+    from lmzoo.checkpoint import INTEGRITY
+    from lmzoo.errors import LmzooError
+    from lmzoo.frechet import INCEPTION
+    from lmzoo.zoo import checkpoint_files
+
+    name = recipe.evaluate.feature_model
+    if name is None or name == INCEPTION:
+        return None
+    try:
+        config = read_config(str(checkpoint_files(name)))
+    except LmzooError as err:
+        raise type(err)(f"evaluate.feature_model: {err}") from None
+    digest = (config.get(INTEGRITY) or {}).get("weights_sha256")
+    return str(digest) if digest else None
 
 
 def check_feature_model(recipe: Recipe, own: Preprocessing) -> None:
