@@ -95,7 +95,9 @@ def evaluate_stage(
             shape = tuple(task.example_inputs(test_set)[0].shape[1:])
             samples = sample_grid(task, model, merged, shape, folder / SAMPLES_FILE, recipe.evaluate)
             if recipe.evaluate.feature_model:
-                scores = frechet(task, model, merged, test_set, recipe, base_record.get("frechet"))
+                scores = frechet(
+                    task, model, merged, test_set, recipe, base_record.get("frechet"), feature_weights=digest
+                )
                 if "frechet" not in base_record:
                     base_record["frechet"] = scores.base
                     write_json(base_file, base_record)

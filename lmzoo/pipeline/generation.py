@@ -28,12 +28,14 @@ def frechet(
     test_set: Dataset[Any],
     recipe: Recipe,
     base_distance: float | None = None,
+    feature_weights: str | None = None,
 ) -> Frechet:
     """Fréchet distance between generated and real test images for the base and the merged network,
     in the features ``evaluate.feature_model`` names: Inception-v3 (FID proper) or the penultimate
     layer of a zoo classifier of the same data set (through the classifier's own input pipeline).
     ``base_distance``, when known (the samples are seeded, so it is the same for every plan), is
-    taken instead of sampling the base again."""
+    taken instead of sampling the base again. ``feature_weights``: the classifier's weights digest
+    the caller keyed the stage by (``feature_weights_digest``), recorded with the distances."""
     from lmzoo.frechet import frechet_distance
 
     settings = recipe.evaluate
@@ -57,7 +59,7 @@ def frechet(
         distances[label] = frechet_distance(features(generated), reference)
     assert settings.feature_model is not None
     return Frechet(
-        feature_weights_sha256=feature_weights_digest(recipe),
+        feature_weights_sha256=feature_weights,
         base=distances["base"],
         merged=distances["merged"],
         feature_model=settings.feature_model,
