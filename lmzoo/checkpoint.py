@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from lmzoo.errors import LmzooError
 from lmzoo.files import (
     checked_file,
+    file_sha256,
     link_root,
     read_json,
     recover_directory,
@@ -145,20 +146,12 @@ def _config_digest(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def with_integrity(config: Mapping[str, Any], weights: Path) -> dict[str, Any]:
     """``config`` with the digests of its own content and of the weights file it goes with: a
     flipped byte in the weights, or an edited plan, is then found at load time."""
     return {
         **{k: v for k, v in config.items() if k != INTEGRITY},
-        INTEGRITY: {"config_sha256": _config_digest(config), "weights_sha256": _file_digest(weights)},
+        INTEGRITY: {"config_sha256": _config_digest(config), "weights_sha256": file_sha256(weights)},
     }
 
 
@@ -172,7 +165,7 @@ def verify_integrity(directory: Path, config: Mapping[str, Any]) -> None:
         raise CheckpointError(f"{directory / CONFIG_NAME} was changed after it was written; {fix}")
     weights = directory / weights_name(config)
     checked_file(weights, what="weights file", error=CheckpointError, within=link_root(directory))
-    if _file_digest(weights) != recorded["weights_sha256"]:
+    if file_sha256(weights) != recorded["weights_sha256"]:
         raise CheckpointError(
             f"{weights} is not the file written with its config (its digest differs); {fix}"
         )

@@ -52,6 +52,7 @@ RESULT_FIELDS = (
     "frechet_features",
     "depth",
     "convs_kept",
+    "base_weights_sha256",
     "date",
     "lmzoo_version",
 )
@@ -59,8 +60,9 @@ RESULT_FIELDS = (
 
 def results_rows(directories: list[Path]) -> list[dict[str, Any]]:
     """One row per built checkpoint directory (model, method, target / predicted / measured
-    speed-up, the latency setting, the test metric), plus one ``base`` row per base network and
-    latency setting (speed-up 1, its test metric). Directories without an evaluation are skipped."""
+    speed-up, the latency setting, the test metric), plus one ``base`` row per base network (its
+    weights' digest, where the config records it) and latency setting (speed-up 1, its test metric).
+    Directories without an evaluation are skipped."""
     rows: list[dict[str, Any]] = []
     bases: dict[tuple[Any, ...], dict[str, Any]] = {}
     for directory in sorted(directories):
@@ -89,6 +91,7 @@ def results_rows(directories: list[Path]) -> list[dict[str, Any]]:
             "dtype": m.dtype,
             "threads": m.threads,
             "metric": label,
+            "base_weights_sha256": config.get("base_weights_sha256"),
         }
         frechet = evaluation.frechet
         # what the entry's row and its base's row share: the base as measured with this entry

@@ -1,5 +1,6 @@
 """`lmzoo build` end to end on the smoke profile of the embedded default recipe."""
 
+import hashlib
 import json
 import math
 import shutil
@@ -36,7 +37,7 @@ def built(tmp_path_factory):
 
 
 def test_build_writes_a_loadable_checkpoint_with_card_and_latency(built, monkeypatch):
-    directory, _, result = built
+    directory, work, result = built
     assert result.stdout.strip() == str(directory)
     names = {p.name for p in directory.iterdir()}
     assert {
@@ -50,6 +51,8 @@ def test_build_writes_a_loadable_checkpoint_with_card_and_latency(built, monkeyp
     assert not (directory.parent / ENTRY).exists()  # the zoo entry's name stays free
     config = json.loads((directory / "config.json").read_text())
     assert config["name"] == BUILT and config["target_speedup"] == 1.6 and config["profile"] == "smoke"
+    (base_weights,) = work.glob("mobilenetv2-fmnist-layermerge/base-*/model.safetensors")
+    assert config["base_weights_sha256"] == hashlib.sha256(base_weights.read_bytes()).hexdigest()
     card = (directory / "README.md").read_text()
     assert "model-index" in card and "speedup" in card and f'lmzoo.load("{BUILT}")' in card
     assert f"# {BUILT}\n\n> **Not the zoo entry.** Built with the recipe's `smoke` profile" in card
@@ -341,6 +344,8 @@ def test_results_collects_every_built_entry_with_how_it_was_measured(built, monk
     base = by_model["mobilenetv2_100 (base)"]
     assert base["method"] == "base"
     assert float(base["value"]) == pytest.approx(evaluation["base_test"]["accuracy"], abs=1e-4)  # 4 decimals
+    digest = json.loads((directory / "config.json").read_text())["base_weights_sha256"]
+    assert entry["base_weights_sha256"] == base["base_weights_sha256"] == digest
     assert (out.parent / "frontier-mobilenetv2_100-fashion-mnist-smoke.png").stat().st_size > 1000
     assert not (out.parent / "frontier-mobilenetv2_100-fashion-mnist.png").exists()  # no default builds
     nothing = CliRunner().invoke(main, ["results", "nothing-*", "--out", str(out)])

@@ -269,6 +269,48 @@ def test_bench_takes_a_zoo_entry_and_says_when_its_table_was_measured_otherwise(
     assert index.exit_code == 1 and "holds one plan; drop --plan-index" in index.stderr
 
 
+def test_bench_repeats_report_the_spread_of_the_speedup_and_the_median_card(tmp_path):
+    """--repeat N measures N independent comparisons: the JSON holds every speed-up and their
+    summary, and the card is the repeat whose speed-up is the median."""
+    import shutil
+    from pathlib import Path
+
+    entry = tmp_path / "entry"
+    shutil.copytree(
+        Path(__file__).resolve().parent.parent / "cards" / "mobilenetv2-fmnist-layermerge-1.6x", entry
+    )
+    common = [
+        "bench",
+        f"local-dir:{entry}",
+        "--batch-size",
+        "2",
+        "--threads",
+        "1",
+        "--runs",
+        "2",
+        "--rounds",
+        "1",
+    ]
+    result = CliRunner().invoke(main, [*common, "--repeat", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    repeats = record["repeats"]
+    speedups = repeats["speedups"]
+    assert len(speedups) == 3 and all(s > 0 for s in speedups)
+    assert record["speedup"] == sorted(speedups)[1] == repeats["median"]
+    assert (repeats["min"], repeats["max"]) == (min(speedups), max(speedups))
+    assert repeats["relative_range"] == pytest.approx((max(speedups) - min(speedups)) / sorted(speedups)[1])
+
+    text = CliRunner().invoke(main, [*common, "--repeat", "2"])
+    assert text.exit_code == 0, text.output
+    assert "repeat of median speed-up (1 of 2 by speed-up)" in text.stdout
+    assert "median of 2 repeats (min " in text.stdout
+    once = CliRunner().invoke(main, [*common, "--json"])
+    assert once.exit_code == 0 and "repeats" not in json.loads(once.stdout)
+    zero = CliRunner().invoke(main, [*common, "--repeat", "0"])
+    assert zero.exit_code == 2 and "0 is not in the range x>=1" in zero.output
+
+
 def test_common_options_are_choices_and_quiet_silences_progress(tmp_path):
     dtype = CliRunner().invoke(main, ["bench", "resnet18", "--dtype", "float64"])
     assert dtype.exit_code == 2 and "'float64' is not one of 'float32', 'float16', 'bfloat16'" in dtype.output

@@ -73,3 +73,37 @@ def test_merging_replaces_rows_of_the_same_model_dataset_and_profile_in_place():
     assert [r["model"] for r in merged] == ["ddpm-1.1x", "lm-2x", "lm-2x", "lm-2x", "lm-1.6x"]
     assert [r["value"] for r in merged] == ["0.04", "87.2", "80.0", "70.0", "88.9"]
     assert merge_results([], current) == current and merge_results(previous, []) == previous
+
+
+def test_entries_of_two_bases_get_a_base_row_each(tmp_path):
+    """A base row per base network, told apart by the base weights' digest the configs record: a
+    retrained base's entries next to the old base's do not share (and misreport) one base row."""
+    import json
+    import shutil
+
+    from lmzoo.results import results_rows
+    from tests.test_committed_cards import CARDS
+
+    directories = []
+    for name, digest, base_value in (("lm-1.6x", "a" * 64, 89.0), ("lm-2x", "b" * 64, 91.0)):
+        directory = tmp_path / name
+        shutil.copytree(CARDS / f"mobilenetv2-fmnist-layermerge-{name[3:]}", directory)
+        config = json.loads((directory / "config.json").read_text())
+        (directory / "config.json").write_text(json.dumps({**config, "base_weights_sha256": digest}))
+        evaluation = json.loads((directory / "evaluation.json").read_text())
+        evaluation["base_test"]["accuracy"] = base_value
+        (directory / "evaluation.json").write_text(json.dumps(evaluation))
+        directories.append(directory)
+    rows = results_rows(directories)
+    bases = {r["base_weights_sha256"]: r["value"] for r in rows if r["method"] == "base"}
+    assert bases == {"a" * 64: 89.0, "b" * 64: 91.0}
+    entries = {r["base_weights_sha256"]: r["base_value"] for r in rows if r["method"] != "base"}
+    assert entries == bases
+
+    config = json.loads((directories[1] / "config.json").read_text())
+    (directories[1] / "config.json").write_text(json.dumps({**config, "base_weights_sha256": "a" * 64}))
+    shared = [r for r in results_rows(directories) if r["method"] == "base"]
+    assert len(shared) == 1 and shared[0]["value"] == 89.0  # one base: its first entry's measurement
+    # entries written before configs named their base: one base row per setting, as before
+    legacy = [r for r in results_rows([CARDS / "mobilenetv2-fmnist-layermerge-2x"]) if r["method"] == "base"]
+    assert len(legacy) == 1 and legacy[0]["base_weights_sha256"] is None

@@ -279,6 +279,14 @@ def _plan_summary(record: dict[str, Any]) -> str:
 @latency_options
 @model_options
 @click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Measure the comparison this many times and report the spread of the speed-up (one "
+    "measurement on a shared machine can be off by tens of percent).",
+)
+@click.option(
     "--card", "card_file", type=click.Path(dir_okay=False), help="Write the latency card JSON here (+ .png)."
 )
 @json_output
@@ -294,6 +302,7 @@ def bench(
     input_size: int,
     in_chans: int,
     num_classes: int | None,
+    repeat: int,
     card_file: str | None,
     as_json: bool,
     **latency: Any,
@@ -306,9 +315,13 @@ def bench(
     timed interleaved; the base is in deploy form (norms folded), so the speed-up counts what the
     plan removes. Without a plan the identity plan is used.
     """
+    from tqdm.auto import tqdm
+
     import lmzoo
+    from lmzoo.engine import apply_plan, merge
     from lmzoo.errors import InvalidTableError
     from lmzoo.latency.card import measure_plan, plot_block_latency
+    from lmzoo.latency.stats import SpeedupSpread
     from lmzoo.tables import LatencyTable
 
     given = {
@@ -338,20 +351,33 @@ def bench(
     table = LatencyTable.load(table_path) if table_path else None
     if table is not None and table.spec_fingerprint not in (None, spec.fingerprint):
         raise InvalidTableError(f"{table_path} was measured for another network than {model_name}")
-    card, timed = measure_plan(model_name, model, spec, plan, inputs, setting, table=table)
+    merged = merge(apply_plan(model, spec, plan))
+    measured = [
+        measure_plan(model_name, model, spec, plan, inputs, setting, table=table, merged=merged)
+        for _ in tqdm(range(repeat), desc="repeats", disable=repeat == 1, leave=False)
+    ]
+    spread = SpeedupSpread(tuple(card.speedup for card, _ in measured))
+    # the repeat whose speed-up is the median (the lower middle one for an even count)
+    card, timed = sorted(measured, key=lambda m: m[0].speedup)[(repeat - 1) // 2]
     if card_file:
         card.save(card_file)
         if table is not None:
             plot_block_latency(table, spec, plan, Path(card_file).with_suffix(".png"), title=model_name)
     if as_json:
-        click.echo(json.dumps(card.to_dict(), indent=1))
+        click.echo(
+            json.dumps({**card.to_dict(), **({"repeats": spread.to_dict()} if repeat > 1 else {})}, indent=1)
+        )
         return
     m = card.measurement
     click.echo(f"{model_name} on {m.backend}, {m.device_name}, batch {setting.batch_size}, {m.dtype}")
+    if repeat > 1:
+        click.echo(f"  repeat of median speed-up ({(repeat - 1) // 2 + 1} of {repeat} by speed-up):")
     click.echo(f"  base (norms folded): {timed['base']}")
     click.echo(f"  base as built:       {timed['unfused']}")
     click.echo(f"  merged:              {timed['merged']}")
     click.echo(f"  speed-up:            {card.speedup:.3f}x")
+    if repeat > 1:
+        click.echo(f"  over the repeats:    {spread}")
     if card.predicted is not None:
         p = card.predicted
         differ = _setting_differences(table.metadata if table else {}, m)

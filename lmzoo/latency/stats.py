@@ -88,3 +88,39 @@ def contended(measurements: Mapping[str, LatencyStats], what: str) -> list[str]:
             worst,
         )
     return names
+
+
+@dataclass(frozen=True)
+class SpeedupSpread:
+    """Speed-ups of one plan measured in several independent interleaved comparisons: how far one
+    measurement (a card's figure) can be trusted on this machine."""
+
+    speedups: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.speedups:
+            raise ValueError("no speed-ups to summarise")
+
+    @property
+    def median(self) -> float:
+        return statistics.median_low(self.speedups)  # a measured value: the card is that repeat
+
+    @property
+    def relative_range(self) -> float:
+        """(max - min) / median."""
+        return (max(self.speedups) - min(self.speedups)) / self.median
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "speedups": list(self.speedups),
+            "median": self.median,
+            "min": min(self.speedups),
+            "max": max(self.speedups),
+            "relative_range": self.relative_range,
+        }
+
+    def __str__(self) -> str:
+        return (
+            f"{self.median:.3f}x median of {len(self.speedups)} repeats (min {min(self.speedups):.3f}x, "
+            f"max {max(self.speedups):.3f}x; range {self.relative_range * 100:.1f} % of the median)"
+        )

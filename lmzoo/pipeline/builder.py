@@ -17,6 +17,7 @@ from torch import nn
 from lmzoo.core.spec import Spec
 from lmzoo.engine import trace
 from lmzoo.errors import InvalidArgumentError, LmzooError
+from lmzoo.files import file_sha256
 from lmzoo.pipeline.base import base_key, base_stage
 from lmzoo.pipeline.card import card_stage
 from lmzoo.pipeline.evaluate import evaluate_stage, seed_spread
@@ -73,6 +74,13 @@ class Build:
         )
         self.say(f"base: {self.workspace.stage(Stage.BASE, base_key(self.recipe))} {self.clock.lap()}")
         return model
+
+    @cached_property
+    def base_weights_sha256(self) -> str:
+        """The digest of the base weights every entry of this build is compressed from: entries of
+        two bases (a retrained one) are told apart by it in their configs and in the results."""
+        self.base  # noqa: B018 -- the base stage writes the file
+        return file_sha256(self.workspace.stage(Stage.BASE, base_key(self.recipe)) / "model.safetensors")
 
     def check_architecture(self) -> None:
         """Trace the recipe's architecture with random weights on one of its images, unless its base
@@ -236,6 +244,7 @@ class Build:
             importance=importance,
             example=example,
             preprocessing=self.inputs.preprocessing,
+            base_weights_sha256=self.base_weights_sha256,
         )
         self.say(f"{name}: written to {written} {self.clock.lap()}")
         return written

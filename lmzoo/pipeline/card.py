@@ -35,8 +35,10 @@ def card_stage(
     importance: ImportanceTable,
     example: tuple[torch.Tensor, ...],
     preprocessing: Preprocessing,
+    base_weights_sha256: str,
 ) -> Path:
-    """The entry's directory in the local store."""
+    """The entry's directory in the local store; its config names the base weights it was compressed
+    from (``base_weights_sha256``)."""
     recipe = ws.recipe
     config = checkpoint_config(
         name=name,
@@ -51,6 +53,7 @@ def card_stage(
             "profile": recipe.profile,
             "method": recipe.solve.method,
             "target_speedup": solve.target_speedup,
+            "base_weights_sha256": base_weights_sha256,
         },
     )
     card = model_card(
