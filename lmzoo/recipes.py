@@ -197,6 +197,9 @@ class ImportanceSection:
 class SolveSection:
     method: str = DEFAULT_METHOD
     speedups: tuple[float, ...] = ()
+    #: a method's own targets where the recipe's do not suit it (a baseline whose fastest plan is
+    #: below them): its entries, what ``lmzoo build --method M`` builds and ``lmzoo list`` shows
+    method_speedups: dict[str, tuple[float, ...]] = field(default_factory=dict)
     levels: int = DEFAULT_LEVELS
     #: what the DP maximises: "sum" of I (the paper's) or "product" of I (sum of log I: blind to
     #: the block count; lmzoo.core.problem explains the difference)
@@ -233,6 +236,10 @@ class SolveSection:
     def rules(self) -> CandidateRules:
         """The candidate rules of the tables and the solver."""
         return CandidateRules(max_kernel=self.max_kernel)
+
+    def speedups_of(self, method: str) -> tuple[float, ...]:
+        """The target speed-ups of ``method``'s entries."""
+        return self.method_speedups.get(method, self.speedups)
 
 
 @dataclass(frozen=True)
@@ -310,7 +317,7 @@ class Recipe:
         return dataclasses.replace(self, solve=dataclasses.replace(self.solve, **changes))
 
     def entries(self) -> list[str]:
-        return [self.entry_name(s) for s in self.solve.speedups]
+        return [self.entry_name(s) for s in self.solve.speedups_of(self.solve.method)]
 
     def zoo_entries(self) -> dict[str, tuple[str, float]]:
         """The zoo entries this recipe defines: entry name -> (method, speed-up), for every target
@@ -318,7 +325,7 @@ class Recipe:
         return {
             zoo_entry_name(self.name, method, speedup): (method, speedup)
             for method in METHODS
-            for speedup in self.solve.speedups
+            for speedup in self.solve.speedups_of(method)
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -413,11 +420,14 @@ def load_recipe(
     recipe = parse_recipe(path, profile)
     if method is not None:
         recipe = recipe.with_method(method)
-    listed = speedup is None or any(abs(s - speedup) < 1e-9 for s in recipe.solve.speedups)
+    listed = speedup is None or any(
+        abs(s - speedup) < 1e-9 for s in recipe.solve.speedups_of(recipe.solve.method)
+    )
     if not listed and not extra_speedups:
+        method_option = "" if recipe.solve.method == DEFAULT_METHOD else f" --method {recipe.solve.method}"
         raise RecipeError(
             f"{path}: {text!r} is not one of its entries ({', '.join(recipe.entries())}); build another "
-            f"speed-up of it with `lmzoo build {recipe.name} --speedup {speedup:g}`"
+            f"speed-up of it with `lmzoo build {recipe.name}{method_option} --speedup {speedup:g}`"
         )
     return recipe, speedup
 
@@ -674,6 +684,11 @@ def _check_values(recipe: Recipe, path: Path) -> None:
 
     estimators = estimator_names()
     speedups_problem = _speedups_problem(recipe, recipe.solve.speedups)
+    own_speedups_problems = [
+        f"solve.method_speedups.{method}: {problem}"
+        for method, speedups in recipe.solve.method_speedups.items()
+        if method in METHODS and (problem := _speedups_problem(recipe.with_method(method), speedups))
+    ]
     try:
         get_source(recipe.model.source).check(recipe.model.arch, recipe.model.kwargs)
     except LmzooError as err:
@@ -726,6 +741,11 @@ def _check_values(recipe: Recipe, path: Path) -> None:
             f"solve.unreachable must be one of {', '.join(UNREACHABLE)}",
         ),
         (speedups_problem is None, f"solve.speedups: {speedups_problem}"),
+        (
+            all(m in METHODS for m in recipe.solve.method_speedups),
+            f"solve.method_speedups names methods: {', '.join(METHODS)}",
+        ),
+        (not own_speedups_problems, "; ".join(own_speedups_problems)),
         (
             recipe.importance.train_fraction + recipe.importance.heldout_fraction <= 1,
             "importance.train_fraction + importance.heldout_fraction must be at most 1 (disjoint subsets)",

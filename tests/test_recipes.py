@@ -53,15 +53,15 @@ def test_a_profile_build_is_named_apart_from_the_zoo_entry():
     assert "mobilenetv2-fmnist-layermerge-1.6x" not in smoke.entries()
     again, speedup = load_recipe("mobilenetv2-fmnist-layermerge-1.6x-smoke")
     assert (again.profile, speedup) == ("smoke", 1.6) and again == smoke
-    depth, _ = load_recipe("resnet34-fmnist-depth-1.3x-smoke")
-    assert depth.solve.method == "depth" and depth.entry_name(1.3) == "resnet34-fmnist-depth-1.3x-smoke"
+    depth, _ = load_recipe("resnet34-fmnist-depth-1.05x-smoke")
+    assert depth.solve.method == "depth" and depth.entry_name(1.05) == "resnet34-fmnist-depth-1.05x-smoke"
     with pytest.raises(RecipeError, match="names the smoke profile, not paper-importance"):
         load_recipe("mobilenetv2-fmnist-layermerge-1.6x-smoke", "paper-importance")
     with pytest.raises(RecipeError, match="no profile 'fast'"):
         load_recipe("mobilenetv2-fmnist-layermerge-1.6x-fast")
     # the zoo's entries are the default profile's, for every method
     zoo = load_recipe("resnet34-fmnist-layermerge", "smoke")[0].zoo_entries()
-    assert zoo["resnet34-fmnist-layer-2x"] == ("layer", 2.0) and len(zoo) == 16
+    assert zoo["resnet34-fmnist-layer-2x"] == ("layer", 2.0) and len(zoo) == 13  # 3 x 4 + depth's one
 
 
 def test_profile_names_are_checked(tmp_path):
@@ -73,20 +73,21 @@ def test_profile_names_are_checked(tmp_path):
 
 
 def test_baseline_entry_names_resolve_to_their_recipe_and_method():
-    for method in ("depth", "layer", "layermerge-union"):
-        recipe, speedup = load_recipe(f"resnet34-fmnist-{method}-1.6x")
-        assert (recipe.name, recipe.solve.method, speedup) == ("resnet34-fmnist-layermerge", method, 1.6)
-        assert recipe.entry_name(1.6) == f"resnet34-fmnist-{method}-1.6x"
+    for method, target in (("depth", 1.05), ("layer", 1.6), ("layermerge-union", 1.6)):
+        recipe, speedup = load_recipe(f"resnet34-fmnist-{method}-{target:g}x")
+        assert (recipe.name, recipe.solve.method, speedup) == ("resnet34-fmnist-layermerge", method, target)
+        assert recipe.entry_name(target) == f"resnet34-fmnist-{method}-{target:g}x"
     recipe, _ = load_recipe("resnet34-fmnist-layermerge", method="depth")
-    assert recipe.entries() == [
-        "resnet34-fmnist-depth-1.15x",
-        "resnet34-fmnist-depth-1.3x",
-        "resnet34-fmnist-depth-1.6x",
-        "resnet34-fmnist-depth-2x",
+    assert recipe.entries() == ["resnet34-fmnist-depth-1.05x"]  # solve.method_speedups.depth
+    assert load_recipe("resnet34-fmnist-layermerge", method="layer")[0].entries() == [
+        "resnet34-fmnist-layer-1.15x",
+        "resnet34-fmnist-layer-1.3x",
+        "resnet34-fmnist-layer-1.6x",
+        "resnet34-fmnist-layer-2x",
     ]
     assert load_recipe("resnet34-fmnist-layermerge-1.6x")[0].solve.method == "layermerge"
     with pytest.raises(RecipeError, match="names the depth method, not layer"):
-        load_recipe("resnet34-fmnist-depth-1.6x", method="layer")
+        load_recipe("resnet34-fmnist-depth-1.05x", method="layer")
     with pytest.raises(RecipeError, match="no recipe named"):
         load_recipe("resnet34-fmnist-pruned-1.6x")
     with pytest.raises(RecipeError, match="unknown method"):
@@ -134,6 +135,18 @@ def test_profiles_merge_over_the_defaults(tmp_path):
         (("name: tiny-fmnist-layermerge\n", ""), "missing key 'name'"),
         (("base: {epochs: 0.5}", "base: {epochs: [1]}"), "'base.epochs' must be a number"),
         (("smoke:", "smoke: 3\n  x:"), "'profiles' must map profile names"),
+        (
+            ("speedups: [1.5, 2]", "speedups: [1.5], method_speedups: {magic: [1.2]}"),
+            "solve.method_speedups names methods: layermerge",
+        ),
+        (
+            ("speedups: [1.5, 2]", "speedups: [1.5], method_speedups: {depth: [0.9]}"),
+            "solve.method_speedups.depth: each must be a number above 1",
+        ),
+        (
+            ("speedups: [1.5, 2]", "speedups: [1.5], method_speedups: {depth: 1.2}"),
+            "'solve.method_speedups.depth' must be a list",
+        ),
     ],
 )
 def test_bad_recipes_name_the_key_and_the_file(tmp_path, change, message):
@@ -300,3 +313,30 @@ def test_the_baselines_solve_with_their_official_objectives(tmp_path):
     with pytest.raises(RecipeError, match="'kept' for method layer only"):
         parse_recipe(_write(tmp_path, GOOD.replace("speedups: [1.5, 2]", "speedups: [1.5], objective: kept")))
     assert load_recipe("resnet34-fmnist-layer-1.6x")[0].solve.objective == "kept"
+
+
+def test_a_method_can_have_its_own_targets(tmp_path):
+    """solve.method_speedups: a baseline whose fastest plan lies below the recipe's targets lists its
+    own (or none), and only those are its entries, its default build and what its names resolve to."""
+    text = GOOD.replace(
+        "speedups: [1.5, 2]", "speedups: [1.5, 2], method_speedups: {depth: [1.05], layer: []}"
+    )
+    recipe = parse_recipe(_write(tmp_path, text))
+    entries = recipe.zoo_entries()
+    assert entries["tiny-fmnist-depth-1.05x"] == ("depth", 1.05)
+    assert "tiny-fmnist-depth-1.5x" not in entries and not any("-layer-" in n for n in entries)
+    assert entries["tiny-fmnist-layermerge-2x"] == ("layermerge", 2.0)
+    assert entries["tiny-fmnist-layermerge-union-1.5x"] == ("layermerge-union", 1.5)
+    assert recipe.entries() == ["tiny-fmnist-layermerge-1.5x", "tiny-fmnist-layermerge-2x"]
+    assert recipe.with_method("depth").entries() == ["tiny-fmnist-depth-1.05x"]
+    assert recipe.with_method("layer").entries() == []
+    assert recipe.solve.speedups_of("layermerge") == (1.5, 2.0)
+    # the shipped ResNet-34 recipe: its depth entry resolves by name, the unreachable ones do not
+    assert load_recipe("resnet34-fmnist-depth-1.05x")[1] == 1.05
+    with pytest.raises(
+        RecipeError,
+        match=r"'resnet34-fmnist-depth-1.6x' is not one of its entries \(resnet34-fmnist-depth-1.05x\); "
+        r"build another speed-up of it with `lmzoo build resnet34-fmnist-layermerge --method depth "
+        r"--speedup 1.6`",
+    ):
+        load_recipe("resnet34-fmnist-depth-1.6x")

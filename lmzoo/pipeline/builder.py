@@ -277,9 +277,14 @@ def build(
             speedups = [entry_speedup]
     elif profile is not None or method is not None:
         raise InvalidArgumentError("profile= and method= apply to a recipe given by name or file")
-    targets = check_speedups(recipe, list(speedups) if speedups is not None else recipe.solve.speedups)
+    targets = check_speedups(
+        recipe, list(speedups) if speedups is not None else recipe.solve.speedups_of(recipe.solve.method)
+    )
     if not targets:
-        raise InvalidArgumentError("no speed-up to build: give speedups= or list some in the recipe")
+        raise InvalidArgumentError(
+            f"no speed-up to build: {recipe.name} lists none for method {recipe.solve.method}; give "
+            "one (lmzoo build --speedup S, or speedups= in Python)"
+        )
     until = Stage.parse(until)
     session = Build(recipe, workdir=workdir, device=device, progress=progress, log=log)
     if until.reaches(Stage.EVALUATE) and recipe.evaluate.feature_model:
