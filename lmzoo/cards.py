@@ -435,10 +435,10 @@ def _frechet_line(frechet: Frechet | None) -> str | None:
 
 def _weights_named(frechet: Frechet) -> str:
     """Which weights of the feature classifier (records written before lmzoo kept it do not say)."""
-    digest = frechet.feature_weights_sha256
+    digest = frechet.feature_weights_short
     if not digest:
         return ""
-    return f" (weights sha256 `{digest[:12]}`; other weights under that name give other distances)"
+    return f" (weights sha256 `{digest}`; other weights under that name give other distances)"
 
 
 def _samples_line(samples: SampleGrid | None) -> str | None:

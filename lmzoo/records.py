@@ -197,6 +197,11 @@ class Frechet:
     #: kept it): a classifier rebuilt under the same name gives other distances
     feature_weights_sha256: str | None = None
 
+    @property
+    def feature_weights_short(self) -> str | None:
+        """The digest's first 12 hex digits, as cards and results show it (None when unrecorded)."""
+        return self.feature_weights_sha256[:12] if self.feature_weights_sha256 else None
+
 
 @dataclass(frozen=True)
 class Spread:

@@ -175,8 +175,8 @@ def merge_results(previous: list[dict[str, Any]], current: list[dict[str, Any]])
 def _feature_model(frechet: Frechet) -> str:
     """ "inception" (FID) or the classifier, with its weights' digest when recorded: distances in
     two classifiers' features do not compare, even under one name."""
-    digest = frechet.feature_weights_sha256
-    return f"{frechet.feature_model}@sha256:{digest[:12]}" if digest else frechet.feature_model
+    digest = frechet.feature_weights_short
+    return f"{frechet.feature_model}@sha256:{digest}" if digest else frechet.feature_model
 
 
 def _round(value: float | None) -> float | None:
