@@ -232,21 +232,24 @@ def test_bench_compares_base_and_merged_and_writes_a_latency_card(tmp_path):
     assert other.exit_code == 1 and "measured for another network" in other.stderr
 
 
-def test_bench_takes_a_zoo_entry_and_says_when_its_table_was_measured_otherwise(tmp_path):
-    """A checkpoint's base, plan, table and latency setting; a table measured at batch 64 on 2
-    threads, timed here at batch 1 on 1 thread, gives a warning instead of a +456 % "error"."""
+@pytest.fixture
+def card_entry(tmp_path):
+    """A committed card as a local checkpoint directory: config, plan, latency card and tables, no
+    weights (bench times random weights)."""
     import shutil
-    from pathlib import Path
 
-    entry = tmp_path / "entry"  # a committed card: config, plan, latency card and tables, no weights
-    shutil.copytree(
-        Path(__file__).resolve().parent.parent / "cards" / "mobilenetv2-fmnist-layermerge-1.6x", entry
-    )
-    args = [
+    entry = tmp_path / "entry"
+    shutil.copytree(CARDS / "mobilenetv2-fmnist-layermerge-1.6x", entry)
+    return entry
+
+
+def _quick_bench(entry, *, batch_size):
+    """`lmzoo bench` of ``entry`` on one thread, two runs in one round."""
+    return [
         "bench",
         f"local-dir:{entry}",
         "--batch-size",
-        "1",
+        str(batch_size),
         "--threads",
         "1",
         "--runs",
@@ -254,6 +257,13 @@ def test_bench_takes_a_zoo_entry_and_says_when_its_table_was_measured_otherwise(
         "--rounds",
         "1",
     ]
+
+
+def test_bench_takes_a_zoo_entry_and_says_when_its_table_was_measured_otherwise(card_entry):
+    """A checkpoint's base, plan, table and latency setting; a table measured at batch 64 on 2
+    threads, timed here at batch 1 on 1 thread, gives a warning instead of a +456 % "error"."""
+    entry = card_entry
+    args = _quick_bench(entry, batch_size=1)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert f"plan: the one local-dir:{entry} was built with" in result.stderr
@@ -269,28 +279,10 @@ def test_bench_takes_a_zoo_entry_and_says_when_its_table_was_measured_otherwise(
     assert index.exit_code == 1 and "holds one plan; drop --plan-index" in index.stderr
 
 
-def test_bench_repeats_report_the_spread_of_the_speedup_and_the_median_card(tmp_path):
+def test_bench_repeats_report_the_spread_of_the_speedup_and_the_median_card(card_entry):
     """--repeat N measures N independent comparisons: the JSON holds every speed-up and their
     summary, and the card is the repeat whose speed-up is the median."""
-    import shutil
-    from pathlib import Path
-
-    entry = tmp_path / "entry"
-    shutil.copytree(
-        Path(__file__).resolve().parent.parent / "cards" / "mobilenetv2-fmnist-layermerge-1.6x", entry
-    )
-    common = [
-        "bench",
-        f"local-dir:{entry}",
-        "--batch-size",
-        "2",
-        "--threads",
-        "1",
-        "--runs",
-        "2",
-        "--rounds",
-        "1",
-    ]
+    common = _quick_bench(card_entry, batch_size=2)
     result = CliRunner().invoke(main, [*common, "--repeat", "3", "--json"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
