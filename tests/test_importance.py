@@ -366,3 +366,41 @@ def test_bn_suffix_equals_recalibrating_the_later_norms_of_the_whole_network(set
         # near-tie among the 32 held-out images may flip
         assert abs(metrics["accuracy"] - whole["accuracy"]) <= 100 / 32
         assert metrics["loss"] == pytest.approx(whole["loss"], rel=1e-4)
+
+
+def test_a_work_directory_never_serves_records_of_another_network_or_data(setup, tmp_path):
+    """Records under one workdir are reused for the same network and subsets only: a retrained
+    network (other weights), another held-out subset (a Subset of other indices or another size) each
+    measure afresh, and the first inputs still resume from their own records."""
+    from torch.utils.data import Subset
+
+    model, spec, data, cands = setup
+    cands = cands[:4]
+
+    def table(net, subsets):
+        return importance_table(
+            net, spec, subsets, cands=cands, settings=SETTINGS, estimator="bn-recalibration",
+            workdir=tmp_path, progress=False,
+        )  # fmt: skip
+
+    first = table(model, data)
+    assert len(list(tmp_path.glob("importance-bn-recalibration-*"))) == 1
+    retrained = _copy_with_scaled_first_conv(model)
+    assert table(retrained, data).metadata["base"] != first.metadata["base"]
+    pool = ImportanceData(train=data.train, heldout=Subset(data.heldout, range(16)))
+    other = ImportanceData(train=data.train, heldout=Subset(data.heldout, range(16, 32)))
+    assert table(model, pool).metadata["base"] != table(model, other).metadata["base"]
+    assert len(list(tmp_path.glob("importance-bn-recalibration-*"))) == 4  # one store per inputs
+    resumed = table(model, data)
+    assert resumed.entries == first.entries and resumed.metadata["base"] == first.metadata["base"]
+    assert len(list(tmp_path.glob("importance-bn-recalibration-*"))) == 4
+
+
+def _copy_with_scaled_first_conv(model):
+    import copy
+
+    net = copy.deepcopy(model)
+    conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    with torch.no_grad():
+        conv.weight.mul_(0.5)
+    return net

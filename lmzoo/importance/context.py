@@ -6,13 +6,15 @@ recovery run, BatchNorm recalibration, the held-out measurement). Pickled once p
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from lmzoo.core.activations import ActivationState, Entry, default_state, entry_candidate
 from lmzoo.core.candidates import Candidate
@@ -37,6 +39,29 @@ class ImportanceData:
 
     train: Dataset[Any]
     heldout: Dataset[Any]
+
+
+def inputs_digest(model: nn.Module, spec: Spec, data: ImportanceData) -> str:
+    """What an importance entry is measured on, as a digest: the network's structure and every
+    weight, and which examples the two subsets hold. Records kept under a work directory are reused
+    only for the same inputs, never for a retrained network or other subsets."""
+    digest = hashlib.sha256(spec.fingerprint.encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    for subset in (data.train, data.heldout):
+        digest.update(json.dumps(_dataset_identity(subset)).encode())
+    return digest.hexdigest()
+
+
+def _dataset_identity(dataset: Dataset[Any]) -> Any:
+    """Which examples a dataset holds, as far as can be told without reading them: a Subset's indices
+    into its parent, otherwise the dataset's type and length."""
+    if isinstance(dataset, Subset):
+        indices = hashlib.sha256(json.dumps([int(i) for i in dataset.indices]).encode()).hexdigest()
+        return {"subset_of": _dataset_identity(dataset.dataset), "indices": indices}
+    return {"type": type(dataset).__qualname__, "length": len(dataset)}  # type: ignore[arg-type]
 
 
 class EstimatorContext:

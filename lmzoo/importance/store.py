@@ -1,6 +1,7 @@
 """The importance table's entries on disk: one JSON record per finished entry, written atomically, in
-a folder keyed by the estimator, its settings and the seed, so a killed run resumes without
-recomputing or corrupting finished entries and several shards can share the folder."""
+a folder keyed by the estimator, its settings, the seed and what it measures (network and data), so
+a killed run resumes without recomputing or corrupting finished entries, several shards can share
+the folder, and records of another network or data are never taken for this one's."""
 
 from __future__ import annotations
 
@@ -50,12 +51,16 @@ class EntryRecord:
 
 
 class EntryStore:
-    """The records of one estimator setting under a work directory."""
+    """The records of one estimator setting, measured on one network and data (``inputs``: their
+    digest, :func:`lmzoo.importance.context.inputs_digest`), under a work directory."""
 
-    def __init__(self, root: Path, estimator: str, settings: FinetuneSettings, seed: int) -> None:
+    def __init__(
+        self, root: Path, estimator: str, settings: FinetuneSettings, seed: int, *, inputs: str
+    ) -> None:
         key = hashlib.sha256(
             json.dumps(
-                {"estimator": estimator, "settings": settings.cache_key(), "seed": seed}, sort_keys=True
+                {"estimator": estimator, "settings": settings.cache_key(), "seed": seed, "inputs": inputs},
+                sort_keys=True,
             ).encode()
         ).hexdigest()[:12]
         self.entries = root / f"importance-{estimator}-{key}"

@@ -39,6 +39,7 @@ from lmzoo.importance.context import (
     EntryFailed,
     EstimatorContext,
     ImportanceData,
+    inputs_digest,
     reinitialised_unit,
 )
 from lmzoo.importance.executors import EXECUTORS, in_ray_worker, run_entries
@@ -103,7 +104,8 @@ def importance_table(
     if registered.check is not None:
         registered.check(context)  # fails early for models the estimator cannot measure
     with tempfile.TemporaryDirectory() as scratch:
-        store = EntryStore(Path(workdir) if workdir is not None else Path(scratch), estimator, settings, seed)
+        root = Path(workdir) if workdir is not None else Path(scratch)
+        store = EntryStore(root, estimator, settings, seed, inputs=inputs_digest(model, spec, data))
         base = store.base(lambda: context.evaluate(context.configured(Plan.identity(spec))))
         context.base = base
         # states after the plain entries, interleaved by start so block-distill's maps advance once
