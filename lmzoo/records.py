@@ -42,7 +42,10 @@ def _parsed(kind: str, expected: str, data: Any, build: Callable[[dict[str, Any]
 
 def _metrics(data: Any, metric: str) -> dict[str, float]:
     """Test metrics (name -> finite number), the task's ``metric`` among them."""
-    metrics = {str(k): float(v) for k, v in dict(data).items() if not isinstance(v, bool)}
+    # integers (an example count) stay integers, so a record read back is written back byte for byte
+    metrics = {
+        str(k): v if type(v) is int else float(v) for k, v in dict(data).items() if not isinstance(v, bool)
+    }
     if metric not in metrics or not all(math.isfinite(v) for v in metrics.values()):
         raise ValueError(f"the test metrics must hold a finite {metric!r}, got {dict(data)}")
     return metrics

@@ -351,3 +351,17 @@ def test_publish_refuses_invalid_hub_names_before_contacting_anything(
     args = ["publish", f"local-dir:{checkpoint}", "--repo-id", "org/repo", option, value]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and message in result.stderr and not calls
+
+
+def test_an_evaluation_read_back_is_written_back_byte_for_byte(tmp_path):
+    """A cached evaluation record goes into every rebuilt checkpoint: integer metrics (an example
+    count) stay integers, so a rebuild from the cache rewrites no committed card file."""
+    import json
+
+    from lmzoo.records import Evaluation
+    from tests.test_committed_cards import CARDS
+
+    source = CARDS / "resnet34-fmnist-layermerge-2x" / "evaluation.json"
+    Evaluation.load(source).save(tmp_path / "evaluation.json")
+    assert (tmp_path / "evaluation.json").read_text() == source.read_text()
+    assert json.loads(source.read_text())["test"]["heldout"] == 10000
