@@ -357,8 +357,7 @@ def bench(
         for _ in tqdm(range(repeat), desc="repeats", disable=repeat == 1, leave=False)
     ]
     spread = SpeedupSpread(tuple(card.speedup for card, _ in measured))
-    # the repeat whose speed-up is the median (the lower middle one for an even count)
-    card, timed = sorted(measured, key=lambda m: m[0].speedup)[(repeat - 1) // 2]
+    card, timed = measured[spread.median_index]
     if card_file:
         card.save(card_file)
         if table is not None:
@@ -371,7 +370,7 @@ def bench(
     m = card.measurement
     click.echo(f"{model_name} on {m.backend}, {m.device_name}, batch {setting.batch_size}, {m.dtype}")
     if repeat > 1:
-        click.echo(f"  repeat of median speed-up ({(repeat - 1) // 2 + 1} of {repeat} by speed-up):")
+        click.echo(f"  repeat of median speed-up ({spread.median_rank} of {repeat} by speed-up):")
     click.echo(f"  base (norms folded): {timed['base']}")
     click.echo(f"  base as built:       {timed['unfused']}")
     click.echo(f"  merged:              {timed['merged']}")

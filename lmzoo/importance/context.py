@@ -49,7 +49,7 @@ def inputs_digest(model: nn.Module, spec: Spec, data: ImportanceData) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
+        digest.update(flat.view(torch.uint8).numpy())  # the tensor's own bytes, not a copy
     for subset in (data.train, data.heldout):
         digest.update(json.dumps(_dataset_identity(subset)).encode())
     return digest.hexdigest()

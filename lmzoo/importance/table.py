@@ -104,8 +104,11 @@ def importance_table(
     if registered.check is not None:
         registered.check(context)  # fails early for models the estimator cannot measure
     with tempfile.TemporaryDirectory() as scratch:
-        root = Path(workdir) if workdir is not None else Path(scratch)
-        store = EntryStore(root, estimator, settings, seed, inputs=inputs_digest(model, spec, data))
+        # a scratch directory starts empty: only kept records need to say what they were measured on
+        root, inputs = (
+            (Path(scratch), "") if workdir is None else (Path(workdir), inputs_digest(model, spec, data))
+        )
+        store = EntryStore(root, estimator, settings, seed, inputs=inputs)
         base = store.base(lambda: context.evaluate(context.configured(Plan.identity(spec))))
         context.base = base
         # states after the plain entries, interleaved by start so block-distill's maps advance once

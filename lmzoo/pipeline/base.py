@@ -21,19 +21,23 @@ def base_key(recipe: Recipe) -> str:
     return content_key("scratch", recipe.model, recipe.data, recipe.base, recipe.seed)
 
 
+def base_weights_file(ws: Workspace) -> Path:
+    """Where the base stage keeps the base network's weights."""
+    return ws.stage(Stage.BASE, base_key(ws.recipe)) / "model.safetensors"
+
+
 def base_stage(
     ws: Workspace, inputs: BuildInputs, *, device: str = "cpu", progress: bool = True
 ) -> nn.Module:
     """The base network: pretrained, or trained from scratch (resumable) and cached."""
-    recipe = ws.recipe
-    folder = ws.stage(Stage.BASE, base_key(recipe))
-    with ws.exclusive(folder):
-        return _base(ws, inputs, folder, device=device, progress=progress)
+    weights = base_weights_file(ws)
+    with ws.exclusive(weights.parent):
+        return _base(ws, inputs, weights, device=device, progress=progress)
 
 
-def _base(ws: Workspace, inputs: BuildInputs, folder: Path, *, device: str, progress: bool) -> nn.Module:
+def _base(ws: Workspace, inputs: BuildInputs, weights: Path, *, device: str, progress: bool) -> nn.Module:
     recipe = ws.recipe
-    weights = folder / "model.safetensors"
+    folder = weights.parent
     cached = ws.cached(weights, lambda path: load_weights(inputs.random_model(), path))
     if cached is not None:
         return cached.eval()

@@ -18,7 +18,7 @@ from lmzoo.core.spec import Spec
 from lmzoo.engine import trace
 from lmzoo.errors import InvalidArgumentError, LmzooError
 from lmzoo.files import file_sha256
-from lmzoo.pipeline.base import base_key, base_stage
+from lmzoo.pipeline.base import base_key, base_stage, base_weights_file
 from lmzoo.pipeline.card import card_stage
 from lmzoo.pipeline.evaluate import evaluate_stage, seed_spread
 from lmzoo.pipeline.finetune import finetune_stage
@@ -80,13 +80,13 @@ class Build:
         """The digest of the base weights every entry of this build is compressed from: entries of
         two bases (a retrained one) are told apart by it in their configs and in the results."""
         self.base  # noqa: B018 -- the base stage writes the file
-        return file_sha256(self.workspace.stage(Stage.BASE, base_key(self.recipe)) / "model.safetensors")
+        return file_sha256(base_weights_file(self.workspace))
 
     def check_architecture(self) -> None:
         """Trace the recipe's architecture with random weights on one of its images, unless its base
         is already built: a network that cannot run on the recipe's inputs, or that lmzoo cannot
         compress, is one error now rather than after the base has trained for hours."""
-        if (self.workspace.stage(Stage.BASE, base_key(self.recipe)) / "model.safetensors").is_file():
+        if base_weights_file(self.workspace).is_file():
             return
         try:
             trace(self.inputs.random_model(), self.inputs.example_inputs())
